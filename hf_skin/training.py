@@ -1,0 +1,315 @@
+"""Fine-tuning on HAM10000 with the Trainer: argument dataclasses, per-model recipes, build_trainer() and run()."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import datasets
+import numpy as np
+import torch
+import torchvision.transforms.v2 as T
+import torchvision.transforms.v2.functional as TF
+from PIL import Image
+from transformers import EarlyStoppingCallback, HfArgumentParser, Trainer, TrainingArguments, set_seed
+
+from .data import DEFAULT_DATASET, DX_LABELS, load_ham10000
+from .metrics import classification_metrics, compute_metrics, flatten_metrics, softmax
+from .models import MODEL_NAMES, build_model
+from .processing import build_image_processor, make_batch_transform
+
+logger = logging.getLogger(__name__)
+
+# Defaults each `--model` starts from; any flag overrides them. The study's settings where it gave them.
+RECIPES: dict[str, dict[str, Any]] = {
+    "cnn": {
+        # The study's CNN: 32×32, batch 34, 150 epochs, oversampling of rare classes, augmentation, step decay.
+        "per_device_train_batch_size": 34,
+        "per_device_eval_batch_size": 128,
+        "num_train_epochs": 150,
+        "learning_rate": 1e-3,
+        "balance": "oversample",
+        "augment": "paper",
+        "step_decay_epochs": 50,
+        "step_decay_gamma": 0.5,
+    },
+}
+AUGMENTATIONS = ("none", "paper", "strong")
+BALANCE_MODES = ("none", "oversample", "class_weights")
+
+
+@dataclass
+class ModelArguments:
+    model: str = field(default="cnn", metadata={"help": "Model family.", "choices": MODEL_NAMES})
+    config_overrides: str | None = field(
+        default=None,
+        metadata={"help": 'JSON of model config overrides, e.g. \'{"hidden_sizes": [32, 64, 128], "image_size": 64}\'.'},
+    )
+
+    def __post_init__(self):
+        if self.model not in MODEL_NAMES:
+            raise ValueError(f"--model {self.model!r} is not one of {', '.join(MODEL_NAMES)}")
+        if isinstance(self.config_overrides, str):
+            try:
+                self.config_overrides = json.loads(self.config_overrides)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"--config_overrides is not valid JSON ({err}): {self.config_overrides!r}") from err
+        self.config_overrides = dict(self.config_overrides or {})
+
+
+@dataclass
+class DataArguments:
+    dataset: str = field(
+        default=DEFAULT_DATASET,
+        metadata={"help": "A HAM10000 raw download folder, a parquet/save_to_disk folder, or a Hub dataset id."},
+    )
+    validation_size: float = field(default=0.15, metadata={"help": "Fraction of lesions for validation."})
+    test_size: float = field(default=0.15, metadata={"help": "Fraction of lesions for test."})
+    split_seed: int = field(default=42, metadata={"help": "Seed of the lesion-grouped split (kept apart from --seed)."})
+    on_missing: str = field(
+        default="error", metadata={"help": "Metadata rows without an image: 'error' or 'skip'.", "choices": ["error", "skip"]}
+    )
+    max_train_samples: int | None = field(default=None, metadata={"help": "Truncate the train split (debugging)."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Truncate validation and test (debugging)."})
+
+
+@dataclass
+class SkinTrainingArguments(TrainingArguments):
+    """`TrainingArguments` with hf-skin's defaults (evaluate and save each epoch, keep the best by balanced
+    accuracy on validation) and the study's extras: class balancing, augmentation and step decay."""
+
+    output_dir: str | None = field(default=None, metadata={"help": "Where to write the run (default runs/<model>)."})
+    eval_strategy: str = field(default="epoch", metadata={"help": "When to evaluate on validation."})
+    save_strategy: str = field(default="epoch", metadata={"help": "When to save a checkpoint."})
+    logging_strategy: str = field(default="epoch", metadata={"help": "When to log."})
+    save_total_limit: int | None = field(default=2, metadata={"help": "Checkpoints kept (the best is never deleted)."})
+    load_best_model_at_end: bool = field(default=True, metadata={"help": "Reload the best checkpoint at the end."})
+    metric_for_best_model: str | None = field(
+        default="balanced_accuracy", metadata={"help": "Validation metric that picks the best checkpoint."}
+    )
+    # The transform reads the image and dx columns, which forward() does not name.
+    remove_unused_columns: bool = field(default=False, metadata={"help": "Must stay False for image datasets."})
+    balance: str = field(
+        default="none", metadata={"help": "Class imbalance handling.", "choices": list(BALANCE_MODES)}
+    )
+    augment: str = field(default="paper", metadata={"help": "Train-time augmentation.", "choices": list(AUGMENTATIONS)})
+    step_decay_epochs: float | None = field(
+        default=None, metadata={"help": "Step decay: multiply the learning rate by step_decay_gamma every N epochs."}
+    )
+    step_decay_gamma: float = field(default=0.5, metadata={"help": "Step decay factor."})
+    early_stopping_patience: int | None = field(
+        default=None, metadata={"help": "Stop after this many evaluations without improvement."}
+    )
+
+    def __post_init__(self):
+        if self.balance not in BALANCE_MODES:
+            raise ValueError(f"--balance {self.balance!r} is not one of {', '.join(BALANCE_MODES)}")
+        if self.augment not in AUGMENTATIONS:
+            raise ValueError(f"--augment {self.augment!r} is not one of {', '.join(AUGMENTATIONS)}")
+        if self.early_stopping_patience is not None and self.eval_strategy == "no":
+            raise ValueError("--early_stopping_patience needs evaluation: set --eval_strategy epoch or steps")
+        if self.eval_strategy == "no":
+            self.load_best_model_at_end = False
+        super().__post_init__()
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[ModelArguments, DataArguments, SkinTrainingArguments]:
+    """Parses flags, or a single `.json` file of them, on top of the chosen model's recipe."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = HfArgumentParser((ModelArguments, DataArguments, SkinTrainingArguments))
+    if len(argv) == 1 and argv[0].endswith(".json"):
+        given = json.loads(Path(argv[0]).read_text())
+    else:
+        pre = argparse.ArgumentParser(add_help=False)
+        pre.add_argument("--model", default="cnn")
+        pre.add_argument("--output_dir", default=None)
+        given = vars(pre.parse_known_args(argv)[0])
+    model = given.get("model", "cnn")
+    defaults = {**RECIPES.get(model, {}), "output_dir": given.get("output_dir") or f"runs/{model}"}
+    if len(argv) == 1 and argv[0].endswith(".json"):
+        return parser.parse_dict({**defaults, **given})
+    parser.set_defaults(**defaults)
+    return parser.parse_args_into_dataclasses(args=argv)
+
+
+def build_augmentation(name: str):
+    """Train-time augmentation of a PIL image, with torchvision transforms v2.
+
+    `paper` is the study's list: rotation, width/height shifts, shear, zoom, horizontal and vertical flips,
+    brightness, with "nearest" fill (edge pixels extended, as Keras does, rather than black corners). Dermoscopy has
+    no "up", so full rotations and vertical flips keep the label. `strong` adds wider zoom and colour jitter.
+    """
+    if name == "none":
+        return None
+    strong = name == "strong"
+    affine = T.RandomAffine(
+        degrees=180, translate=(0.1, 0.1), shear=10, scale=(0.8, 1.25) if strong else (0.9, 1.1)
+    )
+    pixels = T.Compose(
+        [
+            T.RandomHorizontalFlip(),
+            T.RandomVerticalFlip(),
+            T.ColorJitter(brightness=0.3, contrast=0.2, saturation=0.2, hue=0.03) if strong else T.ColorJitter(0.2),
+        ]
+    )
+
+    def augment(image: Image.Image) -> Image.Image:
+        width, height = image.size
+        pad = max(width, height) // 2  # enough that a rotated, shifted view never reaches the padding's edge
+        image = TF.center_crop(affine(TF.pad(image, [pad], padding_mode="edge")), [height, width])
+        return pixels(image)
+
+    return augment
+
+
+def prepare_datasets(
+    data_args: DataArguments, image_processor, augment_name: str = "none"
+) -> tuple[datasets.DatasetDict, np.ndarray]:
+    """Loads HAM10000 with lesion-grouped splits and attaches the batch transforms (train: augmented).
+
+    Returns the splits and the train labels (for the balancing modes, which must not decode images to count).
+    """
+    splits = load_ham10000(
+        data_args.dataset,
+        test_size=data_args.test_size,
+        validation_size=data_args.validation_size,
+        seed=data_args.split_seed,
+        on_missing=data_args.on_missing,
+    )
+    prepared = datasets.DatasetDict()
+    for name, split in splits.items():
+        limit = data_args.max_train_samples if name == "train" else data_args.max_eval_samples
+        if limit is not None:
+            split = split.select(range(min(limit, len(split))))
+        # Decoding ourselves lets JPEGs decode at reduced size (see processing.load_image).
+        split = split.select_columns(["image", "dx"]).cast_column("image", datasets.Image(decode=False))
+        prepared[name] = split
+    train_labels = np.asarray(prepared["train"]["dx"])
+    augment = build_augmentation(augment_name)
+    for name in prepared:
+        prepared[name].set_transform(make_batch_transform(image_processor, augment if name == "train" else None))
+    return prepared, train_labels
+
+
+class SkinTrainer(Trainer):
+    """The Trainer with class balancing (oversampling or class-weighted loss) and the study's step decay."""
+
+    def __init__(self, *args, train_labels: np.ndarray | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        num_labels = self.model.config.num_labels
+        counts = np.bincount(train_labels, minlength=num_labels) if train_labels is not None else None
+        self.train_labels = train_labels
+        # Inverse-frequency ("balanced") weights: N / (K * n_c); a class absent from train gets weight 0.
+        self.class_weights = (
+            torch.tensor(np.where(counts > 0, len(train_labels) / (num_labels * np.maximum(counts, 1)), 0.0))
+            if counts is not None
+            else None
+        )
+
+    def _get_train_sampler(self, train_dataset=None):
+        if self.args.balance != "oversample":
+            return super()._get_train_sampler(train_dataset)
+        # Each sample drawn with probability ∝ 1/(its class count): classes equally likely in every batch. The same
+        # seeded draw happens in every process; accelerate then hands each process its own shard of the batches.
+        counts = np.bincount(self.train_labels, minlength=self.model.config.num_labels)
+        weights = torch.as_tensor(1.0 / counts[self.train_labels], dtype=torch.double)
+        generator = torch.Generator().manual_seed(self.args.seed)
+        return torch.utils.data.WeightedRandomSampler(weights, len(weights), replacement=True, generator=generator)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if self.args.balance != "class_weights":
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        labels = inputs.pop("labels")
+        outputs = model(**inputs)
+        weight = self.class_weights.to(device=outputs.logits.device, dtype=outputs.logits.dtype)
+        loss = torch.nn.functional.cross_entropy(outputs.logits, labels, weight=weight)
+        return (loss, outputs) if return_outputs else loss
+
+    def create_scheduler(self, num_training_steps: int, optimizer=None):
+        if self.args.step_decay_epochs is None or self.lr_scheduler is not None:
+            return super().create_scheduler(num_training_steps, optimizer)
+        optimizer = optimizer or self.optimizer
+        updates_per_epoch = max(1, len(self.get_train_dataloader()) // self.args.gradient_accumulation_steps)
+        every = max(1, round(self.args.step_decay_epochs * updates_per_epoch))
+        warmup = self.args.get_warmup_steps(num_training_steps)
+        gamma = self.args.step_decay_gamma
+
+        def factor(step: int) -> float:
+            return min(1.0, (step + 1) / warmup if warmup else 1.0) * gamma ** (step // every)
+
+        self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        self._created_lr_scheduler = True
+        return self.lr_scheduler
+
+
+def build_trainer(model_args: ModelArguments, data_args: DataArguments, training_args: SkinTrainingArguments):
+    """Model, processor, data and Trainer for one run; returns `(trainer, splits)`."""
+    model = build_model(model_args.model, **model_args.config_overrides)
+    image_processor = build_image_processor(model.config.image_size)
+    splits, train_labels = prepare_datasets(data_args, image_processor, training_args.augment)
+    callbacks = []
+    if training_args.early_stopping_patience is not None:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=training_args.early_stopping_patience))
+    trainer = SkinTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=splits["train"],
+        eval_dataset=splits["validation"],
+        processing_class=image_processor,
+        compute_metrics=compute_metrics,
+        callbacks=callbacks,
+        train_labels=train_labels,
+    )
+    return trainer, splits
+
+
+def evaluate_split(trainer: Trainer, dataset, split: str, output_dir: Path) -> dict:
+    """Full metrics of the trained model on one split: `{split}_metrics.json` and confusion-matrix PNGs."""
+    from .plots import plot_confusion_matrix
+
+    prediction = trainer.predict(dataset, metric_key_prefix=split)
+    metrics = classification_metrics(prediction.label_ids, softmax(prediction.predictions))
+    if trainer.is_world_process_zero():
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / f"{split}_metrics.json").write_text(json.dumps(metrics, indent=2))
+        cm = np.asarray(metrics["confusion_matrix"])
+        for normalize, suffix in ((False, ""), (True, "_normalized")):
+            plot_confusion_matrix(
+                cm,
+                DX_LABELS,
+                output_dir / f"{split}_confusion_matrix{suffix}.png",
+                normalize=normalize,
+                title=f"{split} split, {len(dataset)} images" + (" (row-normalised: recall)" if normalize else ""),
+            )
+    return metrics
+
+
+def run(model_args: ModelArguments, data_args: DataArguments, training_args: SkinTrainingArguments) -> dict:
+    """Trains, evaluates on validation and test, saves model + processor; returns the scalar metrics."""
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    datasets.utils.logging.set_verbosity_warning()
+    set_seed(training_args.seed)
+    trainer, splits = build_trainer(model_args, data_args, training_args)
+    output_dir = Path(training_args.output_dir)
+
+    train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    trainer.save_model()  # the best checkpoint (load_best_model_at_end), with its image processor
+    trainer.save_state()
+    trainer.log_metrics("train", train_result.metrics)
+    trainer.save_metrics("train", train_result.metrics)
+
+    results = dict(train_result.metrics)
+    for split in ("validation", "test"):
+        if split in splits and len(splits[split]):
+            metrics = evaluate_split(trainer, splits[split], split, output_dir)
+            flat = {f"{split}_{key}": value for key, value in flatten_metrics(metrics).items()}
+            trainer.log_metrics(split, flat)
+            trainer.save_metrics(split, flat)
+            results.update(flat)
+    return results
