@@ -1,0 +1,31 @@
+"""Prepare HAM10000 for training: lesion-grouped splits, data-analysis plots, a dataset card, optionally a Hub push.
+
+    python scripts/prepare_dataset.py --source ../shared/ham10000 --output_dir data/ham10000 [--format parquet]
+        [--push_to_hub user/ham10000 --private]
+
+Arguments: `hf_skin.hub.DatasetPreparationArguments` (or a single .json file of them).
+"""
+
+import sys
+
+from transformers import HfArgumentParser
+
+from hf_skin.hub import DatasetPreparationArguments, prepare_dataset
+
+
+def main():
+    parser = HfArgumentParser(DatasetPreparationArguments)
+    if len(sys.argv) == 2 and sys.argv[1].endswith(".json"):
+        (args,) = parser.parse_json_file(sys.argv[1])
+    else:
+        (args,) = parser.parse_args_into_dataclasses()
+    result = prepare_dataset(args)
+    print(f"dataset ({args.format}): {', '.join(str(path) for path in result['data_files'])}")
+    print(f"plots:   {', '.join(str(path) for path in result['plots'].values())}")
+    print(f"card:    {result['card_path']}")
+    if result["url"]:
+        print(f"pushed:  {result['url']}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,127 @@
+import numpy as np
+import pytest
+from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, Value
+from PIL import Image as PILImage
+
+from hf_skin.data import DX_LABELS, LOCALIZATION_LABELS, SEX_LABELS
+from hf_skin.plots import (
+    confusion_matrix_figure,
+    data_analysis_figures,
+    metadata_frame,
+    missing_counts,
+    plot_confusion_matrix,
+    plot_data_analysis,
+)
+
+FEATURES = Features(
+    {
+        "image": Image(),
+        "lesion_id": Value("string"),
+        "dx": ClassLabel(names=DX_LABELS),
+        "age": Value("float32"),
+        "sex": ClassLabel(names=SEX_LABELS),
+        "localization": ClassLabel(names=LOCALIZATION_LABELS),
+    }
+)
+
+
+def _split(rows: list[tuple[str, float | None, str, str]], prefix: str) -> Dataset:
+    """rows of (dx, age, sex, localization); the image bytes are not an image: decoding one would raise."""
+    return Dataset.from_dict(
+        {
+            "image": [{"bytes": b"not an image", "path": None}] * len(rows),
+            "lesion_id": [f"{prefix}_{i // 2}" for i in range(len(rows))],
+            "dx": [DX_LABELS.index(dx) for dx, *_ in rows],
+            "age": [age for _, age, *_ in rows],
+            "sex": [SEX_LABELS.index(sex) for _, _, sex, _ in rows],
+            "localization": [LOCALIZATION_LABELS.index(loc) for *_, loc in rows],
+        },
+        features=FEATURES,
+    )
+
+
+@pytest.fixture
+def tiny_ham() -> DatasetDict:
+    train = [("nv", 40.0, "male", "back")] * 6 + [("mel", None, "female", "face"), ("mel", 70.0, "unknown", "back")]
+    train += [("df", 35.0, "female", "unknown"), ("bcc", 80.0, "male", "face")]
+    test = [("nv", 30.0, "female", "back"), ("nv", None, "female", "unknown"), ("mel", 60.0, "male", "trunk")]
+    return DatasetDict({"train": _split(train, "tr"), "test": _split(test, "te")})
+
+
+def test_metadata_frame_keeps_label_order_and_splits(tiny_ham):
+    frame = metadata_frame(tiny_ham)
+    assert list(frame["dx"].cat.categories) == DX_LABELS  # empty classes stay, in canonical order
+    assert frame.groupby("split", observed=False).size().to_dict() == {"train": 10, "test": 3}
+    assert "image" not in frame
+    assert (metadata_frame(tiny_ham["test"])["split"] == "all").all()
+
+
+def test_missing_counts(tiny_ham):
+    missing = missing_counts(metadata_frame(tiny_ham))
+    assert missing.loc["age"].to_dict() == {"train": 1, "test": 1}
+    assert missing.loc["sex"].to_dict() == {"train": 1, "test": 0}
+    assert missing.loc["localization"].to_dict() == {"train": 1, "test": 1}
+
+
+def test_data_analysis_figures_draw_the_data(tiny_ham):
+    figures = data_analysis_figures(tiny_ham)
+    assert set(figures) == {"class_counts", "age_by_dx", "sex_by_dx", "localization_by_dx", "missing_values"}
+
+    bars = {c.get_label(): list(c.datavalues) for c in figures["class_counts"].axes[0].containers}
+    train_bars, test_bars = (next(v for k, v in bars.items() if k.startswith(split)) for split in ("train", "test"))
+    assert train_bars == [0, 1, 0, 1, 2, 6, 0]  # akiec bcc bkl df mel nv vasc
+    assert test_bars == [0, 0, 0, 0, 1, 2, 0]
+
+    shares = figures["localization_by_dx"].axes[0].images[0].get_array()
+    nonempty = [DX_LABELS.index(dx) for dx in ("bcc", "df", "mel", "nv")]
+    np.testing.assert_allclose(shares[nonempty].sum(axis=1), 1.0)
+    assert shares[DX_LABELS.index("nv"), LOCALIZATION_LABELS.index("back")] == pytest.approx(7 / 8)
+
+    sex_ax = figures["sex_by_dx"].axes[0]
+    widths = np.array([[bar.get_width() for bar in c] for c in sex_ax.containers])  # (sex, dx)
+    np.testing.assert_allclose(widths[:, nonempty].sum(axis=0), 1.0)
+    assert widths[SEX_LABELS.index("female"), DX_LABELS.index("mel")] == pytest.approx(1 / 3)
+
+    # one box per diagnosis, over the ages present (missing ages left out and counted in the title)
+    age_ax = figures["age_by_dx"].axes[0]
+    ticks = [t.get_text() for t in age_ax.get_xticklabels()]
+    assert ticks == [f"{dx}\nn={n}" for dx, n in zip(DX_LABELS, [0, 1, 0, 1, 2, 7, 0])]
+    assert "2 images without age" in age_ax.get_title()
+
+
+def test_plot_data_analysis_writes_readable_pngs(tiny_ham, tmp_path):
+    paths = plot_data_analysis(tiny_ham, tmp_path / "plots", log_scale=True)
+    assert {p.name for p in paths.values()} == {f"{name}.png" for name in paths}
+    for path in paths.values():
+        assert path.parent == tmp_path / "plots"
+        with PILImage.open(path) as png:
+            assert png.format == "PNG"
+            assert png.width >= 800 and png.height >= 300  # sized to be read, not a thumbnail
+
+
+def test_confusion_matrix_normalised_rows_are_recall():
+    cm = np.array([[8, 2, 0], [1, 3, 0], [0, 0, 0]])
+    figure = confusion_matrix_figure(cm, ["mel", "nv", "vasc"], normalize=True)
+    ax = figure.axes[0]
+    drawn = ax.images[0].get_array()
+    np.testing.assert_allclose(drawn.sum(axis=1), [1.0, 1.0, 0.0])  # a class without samples stays 0, no NaN
+    np.testing.assert_allclose(np.diag(drawn), [0.8, 0.75, 0.0])
+    texts = [t.get_text() for t in ax.texts]
+    assert texts[:3] == ["0.80", "0.20", "0.00"]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["mel (n=10)", "nv (n=4)", "vasc (n=0)"]
+    assert ax.get_xlabel() == "Predicted label" and ax.get_ylabel() == "True label"
+
+
+def test_confusion_matrix_counts_and_png(tmp_path):
+    cm = np.array([[5, 1], [2, 7]])
+    ax = confusion_matrix_figure(cm, ["a", "b"], title="Test set").axes[0]
+    assert [t.get_text() for t in ax.texts] == ["5", "1", "2", "7"]
+    assert ax.get_title() == "Test set"
+    path = plot_confusion_matrix(cm, ["a", "b"], tmp_path / "cm" / "confusion.png", normalize=True)
+    with PILImage.open(path) as png:
+        assert png.format == "PNG" and png.width >= 300
+
+
+def test_confusion_matrix_shape_mismatch_is_an_error():
+    with pytest.raises(ValueError, match=r"shape \(2, 2\) but 3 labels"):
+        confusion_matrix_figure(np.eye(2), ["a", "b", "c"])

@@ -1,0 +1,136 @@
+import importlib.util
+import re
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import datasets
+import pytest
+from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
+from huggingface_hub import DatasetCard, HfApi
+
+from hf_skin.data import DX_LABELS, DX_NAMES, class_counts, ham10000_features, load_ham10000
+from hf_skin.hub import dataset_card
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "prepare_dataset.py"
+TOKEN = "hf_test_token_do_not_write_me"
+
+
+def run_script(monkeypatch, *args: str) -> None:
+    spec = importlib.util.spec_from_file_location("prepare_dataset", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setattr(sys, "argv", ["prepare_dataset.py", *args])
+    module.main()
+
+
+def card_class_counts(card: DatasetCard, splits: list[str]) -> dict[str, dict[str, int]]:
+    """{split: {dx: count}} read back from the card's markdown class table."""
+    header = next(line for line in card.text.splitlines() if line.startswith("| dx |"))
+    columns = [cell.strip() for cell in header.strip("|").split("|")]
+    counts = {split: {} for split in splits}
+    for dx in DX_LABELS:
+        row = next(line for line in card.text.splitlines() if line.startswith(f"| {dx} |"))
+        cells = [cell.strip() for cell in row.strip("|").split("|")]
+        assert cells[1] == DX_NAMES[dx]
+        for split in splits:
+            counts[split][dx] = int(cells[columns.index(split)].replace(",", ""))
+    return counts
+
+
+@pytest.fixture
+def expected(synthetic_dir, tmp_path) -> DatasetDict:
+    return load_ham10000(synthetic_dir, cache_dir=tmp_path / "expected_cache")
+
+
+@pytest.mark.parametrize("format", ["disk", "parquet"])
+def test_prepare_writes_dataset_card_and_plots(format, synthetic_dir, expected, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "prepared"
+    run_script(
+        monkeypatch, "--source", str(synthetic_dir), "--output_dir", str(out), "--format", format,
+        "--cache_dir", str(tmp_path / "cache"),
+    )  # fmt: skip
+
+    if format == "disk":
+        reloaded = datasets.load_from_disk(out)
+    else:
+        reloaded = datasets.load_dataset("parquet", data_files={s: str(out / f"{s}.parquet") for s in expected})
+    assert list(reloaded) == ["train", "validation", "test"]
+    for split in expected:
+        assert reloaded[split].features == ham10000_features(with_mask=True)
+        assert reloaded[split]["image_id"] == expected[split]["image_id"]
+        assert reloaded[split][0]["image"].size == expected[split][0]["image"].size  # images travel, not paths
+    # the prepared folder is itself a source of the loader, with its splits kept
+    again = load_ham10000(out, resplit=False)
+    assert {s: again[s].num_rows for s in again} == {s: expected[s].num_rows for s in expected}
+
+    card = DatasetCard.load(out / "README.md")
+    assert card.data.license == "cc-by-nc-4.0"
+    assert card.data.task_categories == ["image-classification"]
+    assert {"medical", "dermatology", "skin-lesion", "ham10000"} <= set(card.data.tags)
+    assert card_class_counts(card, list(expected)) == {s: class_counts(expected[s]) for s in expected}
+    assert "No lesion appears in more than one split" in card.text
+    assert "10.1038/sdata.2018.161" in card.text and "@article{tschandl2018ham10000" in card.text
+    embedded = re.findall(r"!\[[^\]]*\]\((plots/[^)]+\.png)\)", card.text)
+    assert len(embedded) == 5
+    for relative in embedded:
+        assert (out / relative).stat().st_size > 10_000
+
+    printed = capsys.readouterr().out
+    assert str(out / "README.md") in printed and str(out / "plots" / "class_counts.png") in printed
+
+
+def test_push_to_hub_uploads_card_plots_and_data(synthetic_dir, tmp_path, monkeypatch, capsys):
+    calls = []
+
+    def create_repo(self, repo_id, **kwargs):
+        calls.append(("create_repo", repo_id, kwargs))
+        return SimpleNamespace(repo_id=repo_id)
+
+    def upload_folder(self, *, folder_path, **kwargs):
+        files = {p.relative_to(folder_path).as_posix(): p.read_bytes() for p in Path(folder_path).rglob("*.*")}
+        calls.append(("upload_folder", kwargs["repo_id"], {**kwargs, "files": files, "token": self.token}))
+
+    def push_to_hub(self, repo_id, **kwargs):
+        calls.append(("push_to_hub", repo_id, {**kwargs, "splits": {s: ds.num_rows for s, ds in self.items()}}))
+
+    monkeypatch.setattr(HfApi, "create_repo", create_repo)
+    monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
+    monkeypatch.setattr(HfApi, "upload_file", lambda *a, **k: pytest.fail("all files go up in one upload_folder"))
+    monkeypatch.setattr(DatasetDict, "push_to_hub", push_to_hub)
+
+    out = tmp_path / "prepared"
+    run_script(
+        monkeypatch, "--source", str(synthetic_dir), "--output_dir", str(out), "--push_to_hub", "someone/ham10000",
+        "--private", "--hub_token", TOKEN, "--cache_dir", str(tmp_path / "cache"),
+    )  # fmt: skip
+
+    # the card goes up first, so push_to_hub adds its dataset_info/configs to it instead of being overwritten
+    assert [name for name, *_ in calls] == ["create_repo", "upload_folder", "push_to_hub"]
+    (_, repo, create), (_, upload_repo, upload), (_, push_repo, push) = calls
+    assert repo == upload_repo == push_repo == "someone/ham10000"
+    assert create["private"] is True and create["repo_type"] == "dataset"
+    assert push["private"] is True and push["token"] == TOKEN and upload["token"] == TOKEN
+    assert upload["repo_type"] == "dataset"
+    assert upload["files"]["README.md"] == (out / "README.md").read_bytes()
+    assert sorted(upload["files"]) == ["README.md"] + sorted(f"plots/{p.name}" for p in (out / "plots").glob("*.png"))
+    assert sum(push["splits"].values()) == sum(load_ham10000(out, resplit=False).num_rows.values())
+    assert "someone/ham10000" in (out / "README.md").read_text()  # usage snippet names the repo
+
+    for path in out.rglob("*"):
+        if path.is_file():
+            assert TOKEN.encode() not in path.read_bytes(), f"the token was written to {path}"
+    assert TOKEN not in capsys.readouterr().out
+
+
+def test_card_warns_when_splits_share_lesions():
+    features = Features({"lesion_id": Value("string"), "dx": ClassLabel(names=DX_LABELS)})
+    train = Dataset.from_dict({"lesion_id": ["L1", "L1", "L2"], "dx": [5, 5, 4]}, features=features)
+    test = Dataset.from_dict({"lesion_id": ["L2", "L3"], "dx": [4, 0]}, features=features)
+    card = dataset_card(
+        DatasetDict({"train": train, "test": test}), source_description="a test.", split_description="by hand."
+    )
+    assert "Warning: 1 lesion has images in more than one split" in card.text
+    assert card.data.size_categories == ["n<1K"]
+    assert card_class_counts(card, ["train", "test"])["train"]["nv"] == 2
+    assert "| lesions | | | 2 | 2 | 3 |" in card.text  # L2 counted once in the total
