@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 HAM10000_DIR ?=
 DEMO_OUT ?= runs/demo
 SYNTHETIC_DIR ?= data/synthetic_ham10000
-DEMO_ARGS ?= --num_train_epochs 12 --config_overrides '{"hidden_sizes": [32, 64, 128], "downsample": true, "normalization": "batch", "dropout": 0.2, "head": "avg"}'
+DEMO_ARGS ?= --num_train_epochs 20 --config_overrides '{"hidden_sizes": [32, 64, 128], "downsample": true, "normalization": "batch", "dropout": 0.2, "head": "avg"}'
 
 .PHONY: demo test install lint format clean
 

@@ -95,16 +95,16 @@ def classification_metrics(labels, probs, label_names: list[str] = DX_LABELS) ->
     return out
 
 
-def flatten_metrics(metrics: dict) -> dict[str, float]:
+def flatten_metrics(metrics: dict, per_class: tuple[str, ...] = ("precision", "recall", "f1")) -> dict[str, float]:
     """Scalars only (what the Trainer logs): per-class values become `recall_mel`, `precision_bcc`, ..."""
     flat = {key: value for key, value in metrics.items() if isinstance(value, (int, float))}
     for name, values in metrics.get("per_class", {}).items():
-        for key in ("precision", "recall", "f1"):
+        for key in per_class:
             flat[f"{key}_{name}"] = values[key]
     return flat
 
 
 def compute_metrics(eval_pred: EvalPrediction) -> dict[str, float]:
-    """`Trainer(compute_metrics=...)`: logits and label ids -> the scalar metrics."""
+    """`Trainer(compute_metrics=...)`: logits and label ids -> the scalar metrics, with per-class recall."""
     logits = eval_pred.predictions[0] if isinstance(eval_pred.predictions, tuple) else eval_pred.predictions
-    return flatten_metrics(classification_metrics(eval_pred.label_ids, softmax(logits)))
+    return flatten_metrics(classification_metrics(eval_pred.label_ids, softmax(logits)), per_class=("recall",))

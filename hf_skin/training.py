@@ -49,7 +49,9 @@ class ModelArguments:
     model: str = field(default="cnn", metadata={"help": "Model family.", "choices": MODEL_NAMES})
     config_overrides: str | None = field(
         default=None,
-        metadata={"help": 'JSON of model config overrides, e.g. \'{"hidden_sizes": [32, 64, 128], "image_size": 64}\'.'},
+        metadata={
+            "help": 'JSON of model config overrides, e.g. \'{"hidden_sizes": [32, 64, 128], "image_size": 64}\'.'
+        },
     )
 
     def __post_init__(self):
@@ -71,9 +73,12 @@ class DataArguments:
     )
     validation_size: float = field(default=0.15, metadata={"help": "Fraction of lesions for validation."})
     test_size: float = field(default=0.15, metadata={"help": "Fraction of lesions for test."})
-    split_seed: int = field(default=42, metadata={"help": "Seed of the lesion-grouped split (kept apart from --seed)."})
+    split_seed: int = field(
+        default=42, metadata={"help": "Seed of the lesion-grouped split (kept apart from --seed)."}
+    )
     on_missing: str = field(
-        default="error", metadata={"help": "Metadata rows without an image: 'error' or 'skip'.", "choices": ["error", "skip"]}
+        default="error",
+        metadata={"help": "Metadata rows without an image: 'error' or 'skip'.", "choices": ["error", "skip"]},
     )
     max_train_samples: int | None = field(default=None, metadata={"help": "Truncate the train split (debugging)."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Truncate validation and test (debugging)."})
@@ -98,7 +103,9 @@ class SkinTrainingArguments(TrainingArguments):
     balance: str = field(
         default="none", metadata={"help": "Class imbalance handling.", "choices": list(BALANCE_MODES)}
     )
-    augment: str = field(default="paper", metadata={"help": "Train-time augmentation.", "choices": list(AUGMENTATIONS)})
+    augment: str = field(
+        default="paper", metadata={"help": "Train-time augmentation.", "choices": list(AUGMENTATIONS)}
+    )
     step_decay_epochs: float | None = field(
         default=None, metadata={"help": "Step decay: multiply the learning rate by step_decay_gamma every N epochs."}
     )
@@ -116,6 +123,8 @@ class SkinTrainingArguments(TrainingArguments):
             raise ValueError("--early_stopping_patience needs evaluation: set --eval_strategy epoch or steps")
         if self.eval_strategy == "no":
             self.load_best_model_at_end = False
+        if not torch.cuda.is_available():
+            self.dataloader_pin_memory = False  # nothing to pin to; avoids a warning per dataloader
         super().__post_init__()
 
 
@@ -148,9 +157,7 @@ def build_augmentation(name: str):
     if name == "none":
         return None
     strong = name == "strong"
-    affine = T.RandomAffine(
-        degrees=180, translate=(0.1, 0.1), shear=10, scale=(0.8, 1.25) if strong else (0.9, 1.1)
-    )
+    affine = T.RandomAffine(degrees=180, translate=(0.1, 0.1), shear=10, scale=(0.8, 1.25) if strong else (0.9, 1.1))
     pixels = T.Compose(
         [
             T.RandomHorizontalFlip(),

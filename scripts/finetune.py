@@ -1,7 +1,7 @@
 """Fine-tune an hf-skin model on HAM10000.
 
-    accelerate launch scripts/finetune.py --model cnn --dataset /path/to/HAM10000
-    python scripts/finetune.py args.json
+accelerate launch scripts/finetune.py --model cnn --dataset /path/to/HAM10000
+python scripts/finetune.py args.json
 """
 
 from hf_skin.training import parse_args, run

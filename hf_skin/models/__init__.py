@@ -33,4 +33,11 @@ def build_model(name: str, **config_kwargs) -> PreTrainedModel:
     raise ValueError(f"unknown model {name!r}: choose one of {', '.join(MODEL_NAMES)}")
 
 
-__all__ = ["MODEL_NAMES", "SkinCNNConfig", "SkinCNNForImageClassification", "SkinCNNModel", "build_model", "label_maps"]
+__all__ = [
+    "MODEL_NAMES",
+    "SkinCNNConfig",
+    "SkinCNNForImageClassification",
+    "SkinCNNModel",
+    "build_model",
+    "label_maps",
+]

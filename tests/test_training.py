@@ -1,0 +1,147 @@
+import json
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from transformers import AutoModelForImageClassification, pipeline
+
+from hf_skin.data import DX_LABELS
+from hf_skin.training import RECIPES, SkinTrainer, build_augmentation, build_trainer, parse_args
+
+SMALL_CNN = '{"hidden_sizes": [8, 16], "downsample": true, "normalization": "batch", "head": "avg"}'
+
+
+def small_args(dataset, output_dir, *extra):
+    return [
+        "--model",
+        "cnn",
+        "--dataset",
+        str(dataset),
+        "--output_dir",
+        str(output_dir),
+        "--config_overrides",
+        SMALL_CNN,
+    ]
+
+
+def test_recipe_defaults_and_overrides():
+    _, _, args = parse_args(["--model", "cnn", "--dataset", "x"])
+    assert args.per_device_train_batch_size == 34 and args.num_train_epochs == 150
+    assert args.balance == "oversample" and args.step_decay_epochs == 50 and args.output_dir == "runs/cnn"
+    assert args.metric_for_best_model == "balanced_accuracy" and args.load_best_model_at_end
+    _, _, args = parse_args(["--model", "cnn", "--dataset", "x", "--num_train_epochs", "3", "--balance", "none"])
+    assert args.num_train_epochs == 3 and args.balance == "none" and args.per_device_train_batch_size == 34
+
+
+def test_arguments_from_a_json_file(tmp_path):
+    path = tmp_path / "args.json"
+    path.write_text(
+        json.dumps({"model": "cnn", "dataset": "d", "learning_rate": 0.01, "config_overrides": {"image_size": 64}})
+    )
+    model_args, data_args, args = parse_args([str(path)])
+    assert (
+        args.learning_rate == 0.01
+        and args.per_device_train_batch_size == RECIPES["cnn"]["per_device_train_batch_size"]
+    )
+    assert model_args.config_overrides == {"image_size": 64} and data_args.dataset == "d"
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--balance", "smote"], "invalid choice: 'smote'"),
+        (["--config_overrides", "{hidden"], "not valid JSON"),
+    ],
+)
+def test_bad_arguments_are_named(argv, message, capsys):
+    with pytest.raises((SystemExit, ValueError)) as err:
+        parse_args(["--dataset", "x", *argv])
+    assert message in str(err.value) + capsys.readouterr().err
+
+
+def test_paper_augmentation_keeps_size_and_mode_and_changes_pixels():
+    torch.manual_seed(0)
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (38, 50, 3), dtype=np.uint8))
+    for name in ("paper", "strong"):
+        out = build_augmentation(name)(image)
+        assert out.size == image.size and out.mode == "RGB"
+        assert not np.array_equal(np.asarray(out), np.asarray(image))
+    assert build_augmentation("none") is None
+
+
+def _trainer(synthetic_dir, tmp_path, *extra):
+    model_args, data_args, args = parse_args([*small_args(synthetic_dir, tmp_path), "--max_steps", "2", *extra])
+    return build_trainer(model_args, data_args, args)
+
+
+def test_oversampling_draws_classes_evenly(synthetic_dir, tmp_path):
+    trainer, _ = _trainer(synthetic_dir, tmp_path, "--balance", "oversample")
+    sampler = trainer._get_train_sampler()
+    drawn = trainer.train_labels[[i for _ in range(10) for i in sampler]]  # ten epochs of draws
+    share = np.bincount(drawn, minlength=7) / len(drawn)
+    natural = np.bincount(trainer.train_labels, minlength=7) / len(trainer.train_labels)
+    assert natural[DX_LABELS.index("nv")] > 0.4  # the synthetic set is nv-heavy like HAM10000...
+    assert np.all(np.abs(share - 1 / 7) < 0.04)  # ...but the sampler sees every class about equally often
+
+
+def test_class_weights_are_inverse_frequency(synthetic_dir, tmp_path):
+    trainer, _ = _trainer(synthetic_dir, tmp_path, "--balance", "class_weights")
+    counts = np.bincount(trainer.train_labels, minlength=7)
+    weights = trainer.class_weights.numpy()
+    np.testing.assert_allclose(weights * counts, np.full(7, len(trainer.train_labels) / 7), rtol=1e-6)
+    batch = next(iter(trainer.get_train_dataloader()))
+    trainer.model.eval()  # no dropout: both forwards must see the same network
+    loss = trainer.compute_loss(trainer.model, dict(batch))
+    logits = trainer.model(pixel_values=batch["pixel_values"]).logits
+    weighted = torch.nn.functional.cross_entropy(logits, batch["labels"], weight=trainer.class_weights.float())
+    assert loss.item() == pytest.approx(weighted.item(), rel=1e-4)
+
+
+def test_step_decay_schedule(synthetic_dir, tmp_path):
+    trainer, _ = _trainer(synthetic_dir, tmp_path, "--step_decay_epochs", "1", "--step_decay_gamma", "0.1")
+    trainer.create_optimizer()
+    scheduler = trainer.create_scheduler(100)
+    per_epoch = len(trainer.get_train_dataloader())
+    lrs = []
+    for _ in range(2 * per_epoch + 1):
+        lrs.append(scheduler.get_last_lr()[0])
+        trainer.optimizer.step()
+        scheduler.step()
+    lr = trainer.args.learning_rate
+    assert lrs[0] == pytest.approx(lr) and lrs[per_epoch] == pytest.approx(lr * 0.1)
+    assert lrs[2 * per_epoch] == pytest.approx(lr * 0.01)
+    assert isinstance(trainer, SkinTrainer)
+
+
+def test_finetune_main_trains_evaluates_and_saves(synthetic_dir, tmp_path, monkeypatch):
+    sys.path.insert(0, "scripts")
+    import finetune
+
+    out = tmp_path / "run"
+    argv = [*small_args(synthetic_dir, out), "--num_train_epochs", "2", "--per_device_train_batch_size", "16"]
+    monkeypatch.setattr(sys, "argv", ["finetune.py", *argv])
+    returned = finetune.main()
+
+    results = json.loads((out / "all_results.json").read_text())
+    for key in ("train_loss", "validation_balanced_accuracy", "test_accuracy", "test_f1_macro", "test_recall_mel"):
+        assert key in results
+    assert results["test_accuracy"] == pytest.approx(returned["test_accuracy"])
+    test_metrics = json.loads((out / "test_metrics.json").read_text())
+    cm = np.asarray(test_metrics["confusion_matrix"])
+    assert cm.shape == (7, 7) and cm.trace() / cm.sum() == pytest.approx(results["test_accuracy"])
+    assert test_metrics["per_class"]["mel"]["support"] == cm[DX_LABELS.index("mel")].sum()
+    for png in ("test_confusion_matrix.png", "test_confusion_matrix_normalized.png"):
+        assert (out / png).stat().st_size > 10_000
+    # The best checkpoint by validation balanced accuracy was kept and saved with its processor.
+    state = json.loads((out / "trainer_state.json").read_text())
+    assert state["best_metric"] == pytest.approx(
+        max(e["eval_balanced_accuracy"] for e in state["log_history"] if "eval_balanced_accuracy" in e)
+    )
+    model = AutoModelForImageClassification.from_pretrained(out)
+    assert model.config.id2label == dict(enumerate(DX_LABELS))
+    image = next((synthetic_dir / "HAM10000_images_part_1").glob("*.jpg"))
+    predictions = pipeline("image-classification", model=str(out), top_k=7)(str(image))
+    assert sorted(p["label"] for p in predictions) == sorted(DX_LABELS)
+    assert sum(p["score"] for p in predictions) == pytest.approx(1.0, abs=1e-4)
