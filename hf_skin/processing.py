@@ -17,7 +17,7 @@ IMAGENET_STD = [0.229, 0.224, 0.225]
 
 
 def build_image_processor(image_size: int) -> ViTImageProcessor:
-    """A plain resize-rescale-normalise processor to `image_size`², loadable by `AutoImageProcessor` without hf_skin."""
+    """A plain resize-rescale-normalise processor to `image_size`², loaded by `AutoImageProcessor` sans hf_skin."""
     return ViTImageProcessor(
         size={"height": image_size, "width": image_size}, image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD
     )
