@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import io
+import json
+import logging
 import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from transformers import ViTImageProcessor
+
+logger = logging.getLogger(__name__)
 
 # ImageNet statistics: the pretrained backbones expect them, and a CNN trained from scratch does not care which.
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
@@ -21,6 +27,22 @@ def build_image_processor(image_size: int) -> ViTImageProcessor:
     return ViTImageProcessor(
         size={"height": image_size, "width": image_size}, image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD
     )
+
+
+def processor_for(model, pretrained: str | None = None, train_ages=None):
+    """The processor saved with `model`: the pretrained checkpoint's image processor (or a plain one at the CNN's
+    input size), wrapped in a `SkinProcessor` with the training split's age statistics for multi-input models."""
+    from transformers import AutoImageProcessor
+
+    config = model.config
+    image_config = getattr(config, "backbone_config", config)
+    if pretrained is not None:
+        image_processor = AutoImageProcessor.from_pretrained(pretrained)
+    else:
+        image_processor = build_image_processor(image_config.image_size)
+    if config.model_type == "hf_skin_multi_input":
+        return SkinProcessor.for_model(model, image_processor, train_ages)
+    return image_processor
 
 
 def load_image(value: Any, target_size: int | None = None) -> Image.Image:
@@ -48,26 +70,147 @@ def load_image(value: Any, target_size: int | None = None) -> Image.Image:
 
 
 def make_batch_transform(
-    image_processor: ViTImageProcessor,
+    processor,
     augment: Callable[[Image.Image], Image.Image] | None = None,
+    category_names: dict[str, list[str]] | None = None,
     image_column: str = "image",
     label_column: str = "dx",
 ) -> Callable[[dict[str, list]], dict[str, torch.Tensor]]:
-    """A `Dataset.with_transform` function: a batch of rows -> `pixel_values` (and `labels` when present).
+    """A `Dataset.with_transform` function: a batch of rows -> model inputs (and `labels` when present).
 
-    Evaluation uses the image processor alone, exactly as `pipeline()` will; training applies `augment` to each
-    decoded image first.
+    `processor` is an image processor (image-only models) or a `SkinProcessor` (multi-input models, which also read
+    the metadata columns; `category_names` turns their `ClassLabel` ids back into the words the processor reads).
+    Evaluation uses the processor alone, exactly as serving does; training applies `augment` to each decoded image.
     """
+    skin = processor if isinstance(processor, SkinProcessor) else None
+    image_processor = skin.image_processor if skin else processor
     size = image_processor.size
     target = max(size.get("height", 0), size.get("width", 0), size.get("shortest_edge", 0)) or None
+    category_names = category_names or {}
 
     def transform(batch: dict[str, list]) -> dict[str, torch.Tensor]:
         images = [load_image(value, target_size=target) for value in batch[image_column]]
         if augment is not None:
             images = [augment(image) for image in images]
         out = {"pixel_values": image_processor(images, return_tensors="pt")["pixel_values"]}
+        if skin is not None:
+            metadata = {
+                field: [
+                    category_names[field][v] if field in category_names and v is not None else v for v in batch[field]
+                ]
+                for field in skin.metadata_fields
+            }
+            out.update(skin.encode_metadata(len(images), **metadata))
         if label_column in batch:
             out["labels"] = torch.as_tensor(batch[label_column], dtype=torch.long)
         return out
 
     return transform
+
+
+class SkinProcessor:
+    """Image + metadata -> inputs of the multi-input model; saved with the checkpoint, used for training and serving.
+
+    Metadata is given the way a person types it: `age="45"`, `sex="Female"`, `localization="lower extremity"`.
+    Anything missing, unparseable or outside the vocabulary becomes *missing* (age) or `unknown` (categories), with a
+    warning for values that were given but not understood — never an error and never a silently wrong category.
+    Ages are normalised with the training split's mean and standard deviation, stored here.
+
+    Saved as the image processor's `preprocessor_config.json` plus `metadata_processor.json`.
+    """
+
+    config_name = "metadata_processor.json"
+    _SYNONYMS = {"sex": {"m": "male", "man": "male", "f": "female", "woman": "female"}}
+
+    def __init__(
+        self,
+        image_processor,
+        metadata_fields: list[str],
+        vocabularies: dict[str, list[str]],
+        age_mean: float = 50.0,
+        age_std: float = 17.0,
+    ):
+        self.image_processor = image_processor
+        self.metadata_fields = list(metadata_fields)
+        self.vocabularies = {field: list(values) for field, values in vocabularies.items()}
+        self.age_mean, self.age_std = float(age_mean), float(age_std)
+
+    @classmethod
+    def for_model(cls, model, image_processor, train_ages=None) -> SkinProcessor:
+        """The processor of a multi-input model, its age statistics from the training split's known ages."""
+        ages = np.asarray([a for a in (train_ages or []) if a is not None and np.isfinite(a)], dtype=np.float64)
+        stats = {"age_mean": ages.mean(), "age_std": max(ages.std(), 1.0)} if len(ages) else {}
+        return cls(image_processor, model.config.metadata_fields, model.config.vocabularies, **stats)
+
+    def parse_age(self, value) -> float | None:
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        try:
+            age = float(str(value).strip().removesuffix("years").strip()) if isinstance(value, str) else float(value)
+        except ValueError:
+            logger.warning("age %r is not a number: treated as missing", value)
+            return None
+        if not 0 <= age <= 120:
+            if np.isfinite(age):
+                logger.warning("age %r is outside 0-120: treated as missing", value)
+            return None
+        return age
+
+    def parse_category(self, field: str, value) -> int:
+        vocabulary = self.vocabularies[field]
+        text = "" if value is None else str(value).strip().lower().replace("_", " ")
+        text = self._SYNONYMS.get(field, {}).get(text, text)
+        if text in vocabulary:
+            return vocabulary.index(text)
+        if text:
+            logger.warning("%s %r is not one of %s: treated as unknown", field, value, ", ".join(vocabulary))
+        return vocabulary.index("unknown")
+
+    def encode_metadata(self, batch_size: int, **metadata) -> dict[str, torch.Tensor]:
+        """Lists (or single values, for one image) of raw metadata -> the model's metadata tensors."""
+        out = {}
+        for field in self.metadata_fields:
+            values = metadata.get(field)
+            if values is None or isinstance(values, (str, int, float)):
+                values = [values] * batch_size
+            if len(values) != batch_size:
+                raise ValueError(f"{field} has {len(values)} values for {batch_size} images")
+            if field == "age":
+                ages = [self.parse_age(v) for v in values]
+                out["age"] = torch.tensor([0.0 if a is None else (a - self.age_mean) / self.age_std for a in ages])
+                out["age_missing"] = torch.tensor([float(a is None) for a in ages])
+            else:
+                out[field] = torch.tensor([self.parse_category(field, v) for v in values], dtype=torch.long)
+        return out
+
+    def __call__(self, images, return_tensors: str = "pt", **metadata) -> dict[str, torch.Tensor]:
+        images = images if isinstance(images, (list, tuple)) else [images]
+        pixel_values = self.image_processor([load_image(image) for image in images], return_tensors=return_tensors)[
+            "pixel_values"
+        ]
+        return {"pixel_values": pixel_values, **self.encode_metadata(len(images), **metadata)}
+
+    def to_dict(self) -> dict:
+        return {
+            "processor_class": type(self).__name__,
+            "metadata_fields": self.metadata_fields,
+            "vocabularies": self.vocabularies,
+            "age_mean": self.age_mean,
+            "age_std": self.age_std,
+        }
+
+    def save_pretrained(self, save_directory: str | os.PathLike, **kwargs) -> None:
+        self.image_processor.save_pretrained(save_directory)
+        (Path(save_directory) / self.config_name).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | os.PathLike, **hub_kwargs) -> SkinProcessor:
+        """From a saved checkpoint folder or a Hub repo id."""
+        from huggingface_hub import hf_hub_download
+        from transformers import AutoImageProcessor
+
+        local = Path(name_or_path) / cls.config_name
+        path = local if local.is_file() else hf_hub_download(str(name_or_path), cls.config_name, **hub_kwargs)
+        values = json.loads(Path(path).read_text())
+        values.pop("processor_class", None)
+        return cls(AutoImageProcessor.from_pretrained(name_or_path, **hub_kwargs), **values)

@@ -20,8 +20,8 @@ from transformers import EarlyStoppingCallback, HfArgumentParser, Trainer, Train
 
 from .data import DEFAULT_DATASET, DX_LABELS, load_ham10000
 from .metrics import classification_metrics, compute_metrics, flatten_metrics, softmax
-from .models import MODEL_NAMES, build_model
-from .processing import build_image_processor, make_batch_transform
+from .models import MODEL_NAMES, PRETRAINED_CHECKPOINTS, backbone_of, build_model, freeze_backbone
+from .processing import make_batch_transform, processor_for
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +38,40 @@ RECIPES: dict[str, dict[str, Any]] = {
         "step_decay_epochs": 50,
         "step_decay_gamma": 0.5,
     },
+    # The study's multi-input CNN: the same CNN and schedule, plus age, sex and localization.
+    "multi-input": {
+        "per_device_train_batch_size": 34,
+        "per_device_eval_batch_size": 128,
+        "num_train_epochs": 150,
+        "learning_rate": 1e-3,
+        "balance": "oversample",
+        "augment": "paper",
+        "step_decay_epochs": 50,
+        "step_decay_gamma": 0.5,
+    },
+    # Fine-tuning ImageNet backbones: the study's 20 epochs; a small learning rate with warmup, cosine decay.
+    "resnet101": {
+        "per_device_train_batch_size": 32,
+        "per_device_eval_batch_size": 64,
+        "num_train_epochs": 20,
+        "learning_rate": 1e-4,
+        "warmup_steps": 0.05,
+        "lr_scheduler_type": "cosine",
+        "weight_decay": 0.01,
+        "balance": "oversample",
+        "augment": "paper",
+    },
+    "vit": {
+        "per_device_train_batch_size": 32,
+        "per_device_eval_batch_size": 64,
+        "num_train_epochs": 20,
+        "learning_rate": 5e-5,
+        "warmup_steps": 0.05,
+        "lr_scheduler_type": "cosine",
+        "weight_decay": 0.05,
+        "balance": "oversample",
+        "augment": "paper",
+    },
 }
 AUGMENTATIONS = ("none", "paper", "strong")
 BALANCE_MODES = ("none", "oversample", "class_weights")
@@ -46,16 +80,38 @@ BALANCE_MODES = ("none", "oversample", "class_weights")
 @dataclass
 class ModelArguments:
     model: str = field(default="cnn", metadata={"help": "Model family.", "choices": MODEL_NAMES})
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "Pretrained checkpoint (Hub id or folder) for resnet101/vit or a multi-input backbone; default "
+            "microsoft/resnet-101 and google/vit-base-patch16-224. Any image-classification checkpoint works."
+        },
+    )
+    backbone: str = field(
+        default="cnn",
+        metadata={
+            "help": "Image backbone of --model multi-input.",
+            "choices": ["cnn", "resnet101", "vit", "pretrained"],
+        },
+    )
+    metadata_fields: str = field(
+        default="age,sex,localization",
+        metadata={"help": "Metadata of --model multi-input, comma-separated; dx_type is allowed but leaks the label."},
+    )
+    freeze_backbone: bool = field(default=False, metadata={"help": "Train only the head (and fusion layers)."})
     config_overrides: str | None = field(
         default=None,
         metadata={
-            "help": 'JSON of model config overrides, e.g. \'{"hidden_sizes": [32, 64, 128], "image_size": 64}\'.'
+            "help": 'JSON of model config overrides, e.g. \'{"hidden_sizes": [32, 64, 128], "image_size": 64}\' '
+            "or '{\"hidden_dropout_prob\": 0.1}' for ViT."
         },
     )
 
     def __post_init__(self):
         if self.model not in MODEL_NAMES:
             raise ValueError(f"--model {self.model!r} is not one of {', '.join(MODEL_NAMES)}")
+        if isinstance(self.metadata_fields, str):
+            self.metadata_fields = [f.strip() for f in self.metadata_fields.split(",") if f.strip()]
         if isinstance(self.config_overrides, str):
             try:
                 self.config_overrides = json.loads(self.config_overrides)
@@ -109,6 +165,10 @@ class SkinTrainingArguments(TrainingArguments):
         default=None, metadata={"help": "Step decay: multiply the learning rate by step_decay_gamma every N epochs."}
     )
     step_decay_gamma: float = field(default=0.5, metadata={"help": "Step decay factor."})
+    backbone_learning_rate_multiplier: float = field(
+        default=1.0,
+        metadata={"help": "The backbone learns at learning_rate × this (e.g. 0.1); the head at the full rate."},
+    )
     early_stopping_patience: int | None = field(
         default=None, metadata={"help": "Stop after this many evaluations without improvement."}
     )
@@ -174,13 +234,8 @@ def build_augmentation(name: str):
     return augment
 
 
-def prepare_datasets(
-    data_args: DataArguments, image_processor, augment_name: str = "none"
-) -> tuple[datasets.DatasetDict, np.ndarray]:
-    """Loads HAM10000 with lesion-grouped splits and attaches the batch transforms (train: augmented).
-
-    Returns the splits and the train labels (for the balancing modes, which must not decode images to count).
-    """
+def load_splits(data_args: DataArguments, columns: list[str]) -> datasets.DatasetDict:
+    """HAM10000 with lesion-grouped splits, reduced to `columns` (image, dx and the metadata a model reads)."""
     splits = load_ham10000(
         data_args.dataset,
         test_size=data_args.test_size,
@@ -194,13 +249,17 @@ def prepare_datasets(
         if limit is not None:
             split = split.select(range(min(limit, len(split))))
         # Decoding ourselves lets JPEGs decode at reduced size (see processing.load_image).
-        split = split.select_columns(["image", "dx"]).cast_column("image", datasets.Image(decode=False))
-        prepared[name] = split
-    train_labels = np.asarray(prepared["train"]["dx"])
+        prepared[name] = split.select_columns(columns).cast_column("image", datasets.Image(decode=False))
+    return prepared
+
+
+def attach_transforms(splits: datasets.DatasetDict, processor, augment_name: str = "none") -> None:
+    """Sets each split's on-the-fly transform to model inputs; the train split's is augmented."""
     augment = build_augmentation(augment_name)
-    for name in prepared:
-        prepared[name].set_transform(make_batch_transform(image_processor, augment if name == "train" else None))
-    return prepared, train_labels
+    features = splits["train"].features
+    category_names = {name: f.names for name, f in features.items() if isinstance(f, datasets.ClassLabel)}
+    for name, split in splits.items():
+        split.set_transform(make_batch_transform(processor, augment if name == "train" else None, category_names))
 
 
 class SkinTrainer(Trainer):
@@ -217,6 +276,33 @@ class SkinTrainer(Trainer):
             if counts is not None
             else None
         )
+
+    def create_optimizer(self, model=None):
+        multiplier = self.args.backbone_learning_rate_multiplier
+        if multiplier == 1.0 or self.optimizer is not None:
+            return super().create_optimizer(model)
+        model = model or self.model
+        in_backbone = {id(p) for p in backbone_of(model).parameters()}
+        decay = set(self.get_decay_parameter_names(model))
+        groups: dict[tuple[bool, bool], list] = {}
+        for name, param in model.named_parameters():
+            if param.requires_grad:
+                groups.setdefault((id(param) in in_backbone, name in decay), []).append(param)
+        optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, model)
+        optimizer_kwargs.pop("lr", None)
+        self.optimizer = optimizer_cls(
+            [
+                {
+                    "params": params,
+                    "lr": self.args.learning_rate * (multiplier if backbone else 1.0),
+                    "weight_decay": self.args.weight_decay if decays else 0.0,
+                }
+                for (backbone, decays), params in groups.items()
+            ],
+            lr=self.args.learning_rate,
+            **optimizer_kwargs,
+        )
+        return self.optimizer
 
     def _get_train_sampler(self, train_dataset=None):
         if self.args.balance != "oversample":
@@ -256,9 +342,24 @@ class SkinTrainer(Trainer):
 
 def build_trainer(model_args: ModelArguments, data_args: DataArguments, training_args: SkinTrainingArguments):
     """Model, processor, data and Trainer for one run; returns `(trainer, splits)`."""
-    model = build_model(model_args.model, **model_args.config_overrides)
-    image_processor = build_image_processor(model.config.image_size)
-    splits, train_labels = prepare_datasets(data_args, image_processor, training_args.augment)
+    model = build_model(
+        model_args.model,
+        model_name_or_path=model_args.model_name_or_path,
+        backbone=model_args.backbone,
+        metadata_fields=model_args.metadata_fields,
+        **model_args.config_overrides,
+    )
+    if model_args.freeze_backbone:
+        freeze_backbone(model)
+    multi_input = model_args.model == "multi-input"
+    splits = load_splits(data_args, ["image", "dx", *(model.config.metadata_fields if multi_input else [])])
+    pretrained = model_args.model_name_or_path or PRETRAINED_CHECKPOINTS.get(
+        model_args.backbone if multi_input else model_args.model
+    )
+    train_ages = splits["train"]["age"] if multi_input and "age" in model.config.metadata_fields else None
+    processor = processor_for(model, pretrained, train_ages)
+    attach_transforms(splits, processor, training_args.augment)
+    train_labels = np.asarray(splits["train"].with_format(None)["dx"])
     callbacks = []
     if training_args.early_stopping_patience is not None:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=training_args.early_stopping_patience))
@@ -267,7 +368,7 @@ def build_trainer(model_args: ModelArguments, data_args: DataArguments, training
         args=training_args,
         train_dataset=splits["train"],
         eval_dataset=splits["validation"],
-        processing_class=image_processor,
+        processing_class=processor,
         compute_metrics=compute_metrics,
         callbacks=callbacks,
         train_labels=train_labels,

@@ -2,16 +2,37 @@
 
 from __future__ import annotations
 
-from transformers import AutoConfig, AutoModelForImageClassification, PreTrainedModel
+import inspect
+import logging
 
-from ..data import DX_LABELS
+from torch import nn
+from transformers import AutoConfig, AutoModel, AutoModelForImageClassification, PreTrainedModel
+
+from ..data import DX_LABELS, DX_TYPE_LABELS, LOCALIZATION_LABELS, SEX_LABELS
 from .configuration_cnn import SkinCNNConfig
+from .configuration_multi_input import DEFAULT_METADATA_FIELDS, SkinMultiInputConfig
 from .modeling_cnn import SkinCNNForImageClassification, SkinCNNModel
+from .modeling_multi_input import SkinMultiInputForImageClassification
 
-AutoConfig.register(SkinCNNConfig.model_type, SkinCNNConfig)
-AutoModelForImageClassification.register(SkinCNNConfig, SkinCNNForImageClassification)
+logger = logging.getLogger(__name__)
 
-MODEL_NAMES = ("cnn",)
+for _config, _model in (
+    (SkinCNNConfig, SkinCNNForImageClassification),
+    (SkinMultiInputConfig, SkinMultiInputForImageClassification),
+):
+    AutoConfig.register(_config.model_type, _config)
+    AutoModelForImageClassification.register(_config, _model)
+    # Saved checkpoints carry their modeling code and `auto_map`: they load with trust_remote_code=True where
+    # hf_skin is not installed.
+    _config.register_for_auto_class()
+    _model.register_for_auto_class("AutoModelForImageClassification")
+AutoModel.register(SkinCNNConfig, SkinCNNModel)
+
+MODEL_NAMES = ("cnn", "multi-input", "resnet101", "vit")
+# Where `--model resnet101` / `--model vit` (and `--model multi-input --backbone resnet101|vit`) start from.
+PRETRAINED_CHECKPOINTS = {"resnet101": "microsoft/resnet-101", "vit": "google/vit-base-patch16-224"}
+METADATA_VOCABULARIES = {"sex": SEX_LABELS, "localization": LOCALIZATION_LABELS, "dx_type": DX_TYPE_LABELS}
+_FUSION_KEYS = set(inspect.signature(SkinMultiInputConfig.__init__).parameters) - {"self", "kwargs"}
 
 
 def label_maps() -> dict[str, dict]:
@@ -19,25 +40,122 @@ def label_maps() -> dict[str, dict]:
     return {"id2label": dict(enumerate(DX_LABELS)), "label2id": {label: i for i, label in enumerate(DX_LABELS)}}
 
 
-def build_model(name: str, **config_kwargs) -> PreTrainedModel:
-    """A freshly initialised model of family `name` (one of `MODEL_NAMES`), with HAM10000's labels.
+def load_pretrained_classifier(model_name_or_path: str, **config_kwargs) -> PreTrainedModel:
+    """A pretrained image classifier (any Hub id or folder) with its head swapped for HAM10000's 7 classes."""
+    model = AutoModelForImageClassification.from_pretrained(
+        model_name_or_path, ignore_mismatched_sizes=True, **label_maps(), **config_kwargs
+    )
+    logger.info(
+        "Loaded %s (%s); its classification head was replaced by a freshly initialised %d-class HAM10000 head.",
+        model_name_or_path,
+        type(model).__name__,
+        model.config.num_labels,
+    )
+    return model
+
+
+def load_pretrained_backbone(model_name_or_path: str) -> PreTrainedModel:
+    """The feature extractor of a pretrained vision checkpoint (its ImageNet head, and ViT's pooler, left out)."""
+    try:
+        return AutoModel.from_pretrained(model_name_or_path, add_pooling_layer=False)
+    except TypeError:
+        return AutoModel.from_pretrained(model_name_or_path)
+
+
+def build_model(
+    name: str,
+    model_name_or_path: str | None = None,
+    backbone: str = "cnn",
+    metadata_fields: tuple[str, ...] | list[str] = DEFAULT_METADATA_FIELDS,
+    **config_kwargs,
+) -> PreTrainedModel:
+    """A model of family `name` (one of `MODEL_NAMES`) with HAM10000's labels, ready to train.
 
     Args:
         name (`str`):
-            The family, as given to `scripts/finetune.py --model`.
+            `cnn` (from scratch), `resnet101` / `vit` (pretrained, head replaced) or `multi-input`.
+        model_name_or_path (`str`, *optional*):
+            The pretrained checkpoint (Hub id or folder) for `resnet101`/`vit`, or for a `multi-input` backbone;
+            defaults to `PRETRAINED_CHECKPOINTS`. Any image-classification checkpoint works, e.g.
+            `facebook/convnext-tiny-224`.
+        backbone (`str`, *optional*, defaults to `"cnn"`):
+            The image backbone of `multi-input`: `cnn`, `resnet101`, `vit`, or `pretrained` with `model_name_or_path`.
+        metadata_fields (`list[str]`, *optional*):
+            The metadata `multi-input` takes (default age, sex, localization; `dx_type` leaks the label).
         config_kwargs:
-            Overrides of the family's config defaults, e.g. `hidden_sizes=[32, 64, 128]`.
+            Config overrides, e.g. `hidden_sizes=[32, 64, 128]` for the CNN, `hidden_dropout_prob=0.1` for ViT,
+            `fusion="film"` for multi-input (fusion keys go to the multi-input config, the rest to its backbone).
     """
     if name == "cnn":
         return SkinCNNForImageClassification(SkinCNNConfig(**config_kwargs, **label_maps()))
-    raise ValueError(f"unknown model {name!r}: choose one of {', '.join(MODEL_NAMES)}")
+    if name in PRETRAINED_CHECKPOINTS:
+        return load_pretrained_classifier(model_name_or_path or PRETRAINED_CHECKPOINTS[name], **config_kwargs)
+    if name != "multi-input":
+        raise ValueError(f"unknown model {name!r}: choose one of {', '.join(MODEL_NAMES)}")
+
+    fusion_kwargs = {k: v for k, v in config_kwargs.items() if k in _FUSION_KEYS}
+    backbone_kwargs = {k: v for k, v in config_kwargs.items() if k not in _FUSION_KEYS}
+    if "dx_type" in metadata_fields:
+        logger.warning(
+            "metadata_fields includes dx_type, how the diagnosis was confirmed: histopathology is done mostly on "
+            "malignant lesions, so dx_type leaks the label and inflates every metric: use it only to measure the leak."
+        )
+    if backbone == "cnn" and model_name_or_path is None:
+        backbone_config, pretrained = SkinCNNConfig(**backbone_kwargs), None
+    else:
+        pretrained = model_name_or_path or PRETRAINED_CHECKPOINTS.get(backbone)
+        if pretrained is None:
+            raise ValueError(f"unknown backbone {backbone!r}: use cnn, resnet101, vit, or give model_name_or_path")
+        backbone_config = AutoConfig.from_pretrained(pretrained, **backbone_kwargs)
+    config = SkinMultiInputConfig(
+        backbone_config=backbone_config,
+        metadata_fields=list(metadata_fields),
+        vocabularies={field: METADATA_VOCABULARIES[field] for field in metadata_fields if field != "age"},
+        **fusion_kwargs,
+        **label_maps(),
+    )
+    model = SkinMultiInputForImageClassification(config)
+    if pretrained is not None:
+        model.backbone = load_pretrained_backbone(pretrained)
+        logger.info(
+            "Multi-input model over the pretrained backbone %s (%s).", pretrained, type(model.backbone).__name__
+        )
+    return model
+
+
+def backbone_of(model: PreTrainedModel) -> nn.Module:
+    """The image feature extractor of any hf-skin model (everything but its head and fusion layers)."""
+    if isinstance(model, SkinMultiInputForImageClassification):
+        return model.backbone
+    base = model.base_model
+    if base is model:
+        raise ValueError(f"cannot tell the backbone of {type(model).__name__} from its head")
+    return base
+
+
+def freeze_backbone(model: PreTrainedModel) -> int:
+    """Freezes the backbone (weights and batch-norm statistics); returns how many parameters stay trainable."""
+    backbone = backbone_of(model)
+    for param in backbone.parameters():
+        param.requires_grad_(False)
+    for module in backbone.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.momentum = 0.0  # running statistics stay those of the pretrained model, even in train mode
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    logger.info("Backbone frozen: %d trainable parameters left (the head).", trainable)
+    return trainable
 
 
 __all__ = [
     "MODEL_NAMES",
+    "PRETRAINED_CHECKPOINTS",
     "SkinCNNConfig",
     "SkinCNNForImageClassification",
     "SkinCNNModel",
+    "SkinMultiInputConfig",
+    "SkinMultiInputForImageClassification",
+    "backbone_of",
     "build_model",
+    "freeze_backbone",
     "label_maps",
 ]
