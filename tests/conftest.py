@@ -29,3 +29,39 @@ def synthetic_dir(tmp_path_factory) -> Path:
     from hf_skin.synthetic import make_synthetic_ham10000
 
     return make_synthetic_ham10000(tmp_path_factory.mktemp("synthetic_ham"), num_lesions=150, seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_resnet_checkpoint(tmp_path_factory) -> Path:
+    """A random ResNet with a 1000-class ImageNet head and its image processor: microsoft/resnet-101 in miniature."""
+    import torch
+    from transformers import ConvNextImageProcessor, ResNetConfig, ResNetForImageClassification
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("tiny_resnet")
+    config = ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="basic", num_labels=1000)
+    ResNetForImageClassification(config).save_pretrained(path)
+    ConvNextImageProcessor(size={"shortest_edge": 32}).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_vit_checkpoint(tmp_path_factory) -> Path:
+    """A random ViT with a 1000-class head and its image processor: google/vit-base-patch16-224 in miniature."""
+    import torch
+    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("tiny_vit")
+    config = ViTConfig(
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        image_size=32,
+        patch_size=8,
+        num_labels=1000,
+    )
+    ViTForImageClassification(config).save_pretrained(path)
+    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(path)
+    return path

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import types
 
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoModelForImageClassification, PreTrainedModel
@@ -133,6 +134,10 @@ def backbone_of(model: PreTrainedModel) -> nn.Module:
     return base
 
 
+def _stay_in_eval_mode(module: nn.Module, mode: bool = True) -> nn.Module:
+    return nn.Module.train(module, False)
+
+
 def freeze_backbone(model: PreTrainedModel) -> int:
     """Freezes the backbone (weights and batch-norm statistics); returns how many parameters stay trainable."""
     backbone = backbone_of(model)
@@ -140,7 +145,9 @@ def freeze_backbone(model: PreTrainedModel) -> int:
         param.requires_grad_(False)
     for module in backbone.modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
-            module.momentum = 0.0  # running statistics stay those of the pretrained model, even in train mode
+            # Normalise with the pretrained statistics and never update them, even when the Trainer calls train().
+            module.train = types.MethodType(_stay_in_eval_mode, module)
+            module.eval()
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     logger.info("Backbone frozen: %d trainable parameters left (the head).", trainable)
     return trainable
