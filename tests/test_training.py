@@ -145,3 +145,93 @@ def test_finetune_main_trains_evaluates_and_saves(synthetic_dir, tmp_path, monke
     predictions = pipeline("image-classification", model=str(out), top_k=7)(str(image))
     assert sorted(p["label"] for p in predictions) == sorted(DX_LABELS)
     assert sum(p["score"] for p in predictions) == pytest.approx(1.0, abs=1e-4)
+
+
+FAMILIES = {
+    "cnn": [],
+    "multi-input": [],
+    "resnet101": ["--model_name_or_path", "{resnet}"],
+    "vit": ["--model_name_or_path", "{vit}"],
+}
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_each_family_learns_a_fixed_batch_through_finetune_main(
+    family, synthetic_dir, tmp_path, monkeypatch, tiny_resnet_checkpoint, tiny_vit_checkpoint
+):
+    sys.path.insert(0, "scripts")
+    import finetune
+
+    extra = [a.format(resnet=tiny_resnet_checkpoint, vit=tiny_vit_checkpoint) for a in FAMILIES[family]]
+    if family in ("cnn", "multi-input"):
+        extra += ["--config_overrides", '{"hidden_sizes": [8, 16], "dropout": 0.0}']
+    out = tmp_path / family
+    # 16 training images, one batch of 16, no augmentation or resampling: every step sees the same batch.
+    argv = ["--model", family, "--dataset", str(synthetic_dir), "--output_dir", str(out), *extra]
+    argv += ["--max_train_samples", "16", "--per_device_train_batch_size", "16", "--max_eval_samples", "8"]
+    argv += ["--augment", "none", "--balance", "none", "--max_steps", "12", "--learning_rate", "3e-3"]
+    argv += ["--step_decay_epochs", "1000", "--warmup_steps", "0", "--lr_scheduler_type", "constant"]
+    argv += ["--eval_strategy", "no", "--logging_strategy", "steps", "--logging_steps", "1", "--save_strategy", "no"]
+    monkeypatch.setattr(sys, "argv", ["finetune.py", *argv])
+    finetune.main()
+
+    losses = [e["loss"] for e in json.loads((out / "trainer_state.json").read_text())["log_history"] if "loss" in e]
+    assert len(losses) == 12
+    assert np.mean(losses[-3:]) < 0.8 * np.mean(losses[:3]), losses
+    results = json.loads((out / "all_results.json").read_text())
+    assert "test_balanced_accuracy" in results
+    assert AutoModelForImageClassification.from_pretrained(out).config.id2label == dict(enumerate(DX_LABELS))
+
+
+def test_backbone_learning_rate_multiplier(synthetic_dir, tmp_path, tiny_resnet_checkpoint):
+    trainer, _ = _trainer(
+        synthetic_dir,
+        tmp_path,
+        "--model",
+        "resnet101",
+        "--model_name_or_path",
+        str(tiny_resnet_checkpoint),
+        "--config_overrides",
+        "{}",
+        "--backbone_learning_rate_multiplier",
+        "0.1",
+        "--learning_rate",
+        "1e-3",
+    )
+    optimizer = trainer.create_optimizer()
+    backbone = {id(p) for p in trainer.model.resnet.parameters()}
+    for group in optimizer.param_groups:
+        in_backbone = {id(p) in backbone for p in group["params"]}
+        assert len(in_backbone) == 1  # a group is all backbone or all head
+        assert group["lr"] == pytest.approx(1e-4 if in_backbone.pop() else 1e-3)
+    assert sum(len(g["params"]) for g in optimizer.param_groups) == len(list(trainer.model.parameters()))
+
+
+def test_frozen_backbone_through_the_trainer(synthetic_dir, tmp_path, tiny_resnet_checkpoint):
+    from transformers import ResNetForImageClassification
+
+    model_args, data_args, args = parse_args(
+        [
+            *small_args(synthetic_dir, tmp_path / "frozen"),
+            "--model",
+            "resnet101",
+            "--model_name_or_path",
+            str(tiny_resnet_checkpoint),
+            "--config_overrides",
+            "{}",
+            "--freeze_backbone",
+            "--max_steps",
+            "2",
+            "--eval_strategy",
+            "no",
+            "--save_strategy",
+            "no",
+        ]
+    )
+    trainer, _ = build_trainer(model_args, data_args, args)
+    head_before = trainer.model.classifier[-1].weight.clone()
+    trainer.train()
+    original = ResNetForImageClassification.from_pretrained(tiny_resnet_checkpoint).resnet.state_dict()
+    for name, tensor in trainer.model.resnet.state_dict().items():
+        assert torch.equal(tensor, original[name]), name
+    assert not torch.equal(trainer.model.classifier[-1].weight, head_before)

@@ -1,0 +1,106 @@
+import io
+import json
+import logging
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from hf_skin.data import LOCALIZATION_LABELS, SEX_LABELS
+from hf_skin.models import build_model
+from hf_skin.processing import SkinProcessor, build_image_processor, load_image, processor_for
+
+
+@pytest.fixture
+def processor():
+    model = build_model("multi-input", hidden_sizes=[4, 8])
+    return processor_for(model, train_ages=[30.0, 50.0, None, 70.0, float("nan")])
+
+
+def rgb(width=200, height=150, mode="RGB"):
+    array = np.random.default_rng(0).integers(0, 255, (height, width, 3), dtype=np.uint8)
+    return Image.fromarray(array).convert(mode)
+
+
+def test_age_statistics_come_from_known_training_ages(processor):
+    assert processor.age_mean == pytest.approx(50.0)
+    assert processor.age_std == pytest.approx(np.std([30, 50, 70]))
+
+
+def test_metadata_as_a_person_types_it(processor, caplog):
+    with caplog.at_level(logging.WARNING, logger="hf_skin.processing"):
+        out = processor.encode_metadata(
+            6,
+            age=["45", 45, None, "", "forty", "250"],
+            sex=["Female", "M", None, "unknown", "robot", "male"],
+            localization=["lower_extremity", "Back ", None, "scalp", "moon", "acral"],
+        )
+    std = processor.age_std
+    torch.testing.assert_close(out["age"][:2], torch.tensor([(45 - 50) / std] * 2))
+    assert out["age_missing"].tolist() == [0, 0, 1, 1, 1, 1] and out["age"][2:].abs().sum() == 0
+    assert [SEX_LABELS[i] for i in out["sex"]] == ["female", "male", "unknown", "unknown", "unknown", "male"]
+    assert [LOCALIZATION_LABELS[i] for i in out["localization"]] == [
+        "lower extremity",
+        "back",
+        "unknown",
+        "scalp",
+        "unknown",
+        "acral",
+    ]
+    # Values given but not understood are reported, never silently mapped; plain missing values are not.
+    assert "'forty' is not a number" in caplog.text and "'250' is outside 0-120" in caplog.text
+    assert "'robot' is not one of" in caplog.text and "'moon' is not one of" in caplog.text
+    assert "None" not in caplog.text
+
+
+def test_single_values_broadcast_and_length_mismatch_is_named(processor):
+    out = processor([rgb(), rgb()], age="60", sex="female")
+    assert out["pixel_values"].shape == (2, 3, 32, 32)
+    assert out["age_missing"].tolist() == [0, 0] and out["localization"].tolist() == [14, 14]
+    with pytest.raises(ValueError, match="sex has 3 values for 2 images"):
+        processor([rgb(), rgb()], sex=["male"] * 3)
+
+
+def test_processor_round_trip(processor, tmp_path):
+    processor.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "metadata_processor.json").read_text())
+    assert saved["metadata_fields"] == ["age", "sex", "localization"] and saved["age_mean"] == pytest.approx(50.0)
+    reloaded = SkinProcessor.from_pretrained(tmp_path)
+    assert reloaded.to_dict() == processor.to_dict()
+    a = processor(rgb(), age="33", sex="male", localization="face")
+    b = reloaded(rgb(), age="33", sex="male", localization="face")
+    for key in a:
+        torch.testing.assert_close(a[key], b[key])
+
+
+@pytest.mark.parametrize("mode", ["L", "RGBA", "CMYK", "P", "I;16"])
+def test_load_image_gives_rgb_for_any_mode(mode):
+    image = rgb().convert("L").convert(mode) if mode == "I;16" else rgb().convert(mode)
+    out = load_image(image)
+    assert out.mode == "RGB" and out.size == (200, 150)
+
+
+def test_load_image_applies_exif_rotation_and_reduced_jpeg_decoding():
+    image = rgb(200, 150)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotated 90°: the camera held sideways
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", exif=exif.tobytes())
+    assert load_image(buffer.getvalue()).size == (150, 200)
+    small = load_image({"bytes": buffer.getvalue(), "path": None}, target_size=32)
+    assert min(small.size) >= 32 and max(small.size) <= 100  # decoded at 1/4 scale, never below the target
+
+
+def test_load_image_corrupt_input_is_named(tmp_path):
+    path = tmp_path / "broken.jpg"
+    path.write_bytes(b"not an image at all")
+    with pytest.raises(ValueError, match="cannot decode .*broken.jpg"):
+        load_image(path)
+
+
+def test_image_only_processor_is_a_plain_image_processor():
+    model = build_model("cnn")
+    processor = processor_for(model)
+    assert type(processor) is type(build_image_processor(32))
+    assert processor.size == {"height": 32, "width": 32}
