@@ -262,6 +262,31 @@ def attach_transforms(splits: datasets.DatasetDict, processor, augment_name: str
         split.set_transform(make_batch_transform(processor, augment if name == "train" else None, category_names))
 
 
+class BalancedSampler(torch.utils.data.Sampler):
+    """Oversampling of rare classes: each epoch draws `len(labels)` indices with replacement, each with probability
+    ∝ 1/(its class count), so every class is equally likely in every batch.
+
+    The draw depends only on `seed` and the epoch (the Trainer calls `set_epoch`): every process of a distributed
+    run draws the same sequence and accelerate hands each its own shard of the batches, and a resumed run draws
+    exactly what the uninterrupted one did.
+    """
+
+    def __init__(self, labels: np.ndarray, seed: int = 0):
+        counts = np.bincount(labels)
+        self.weights = torch.as_tensor(1.0 / counts[labels], dtype=torch.double)
+        self.seed, self.epoch = seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.weights)
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        yield from torch.multinomial(self.weights, len(self.weights), replacement=True, generator=generator).tolist()
+
+
 class SkinTrainer(Trainer):
     """The Trainer with class balancing (oversampling or class-weighted loss) and the study's step decay."""
 
@@ -307,12 +332,7 @@ class SkinTrainer(Trainer):
     def _get_train_sampler(self, train_dataset=None):
         if self.args.balance != "oversample":
             return super()._get_train_sampler(train_dataset)
-        # Each sample drawn with probability ∝ 1/(its class count): classes equally likely in every batch. The same
-        # seeded draw happens in every process; accelerate then hands each process its own shard of the batches.
-        counts = np.bincount(self.train_labels, minlength=self.model.config.num_labels)
-        weights = torch.as_tensor(1.0 / counts[self.train_labels], dtype=torch.double)
-        generator = torch.Generator().manual_seed(self.args.seed)
-        return torch.utils.data.WeightedRandomSampler(weights, len(weights), replacement=True, generator=generator)
+        return BalancedSampler(self.train_labels, seed=self.args.seed)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if self.args.balance != "class_weights":

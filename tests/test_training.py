@@ -79,7 +79,13 @@ def _trainer(synthetic_dir, tmp_path, *extra):
 def test_oversampling_draws_classes_evenly(synthetic_dir, tmp_path):
     trainer, _ = _trainer(synthetic_dir, tmp_path, "--balance", "oversample")
     sampler = trainer._get_train_sampler()
-    drawn = trainer.train_labels[[i for _ in range(10) for i in sampler]]  # ten epochs of draws
+    epochs = []
+    for epoch in range(10):
+        sampler.set_epoch(epoch)
+        epochs.append(list(sampler))
+    sampler.set_epoch(3)
+    assert list(sampler) == epochs[3] and epochs[0] != epochs[1]  # a function of (seed, epoch) alone
+    drawn = trainer.train_labels[np.concatenate(epochs)]
     share = np.bincount(drawn, minlength=7) / len(drawn)
     natural = np.bincount(trainer.train_labels, minlength=7) / len(trainer.train_labels)
     assert natural[DX_LABELS.index("nv")] > 0.4  # the synthetic set is nv-heavy like HAM10000...
@@ -235,3 +241,29 @@ def test_frozen_backbone_through_the_trainer(synthetic_dir, tmp_path, tiny_resne
     for name, tensor in trainer.model.resnet.state_dict().items():
         assert torch.equal(tensor, original[name]), name
     assert not torch.equal(trainer.model.classifier[-1].weight, head_before)
+
+
+def test_oversampling_gives_each_process_its_own_shard():
+    from accelerate.data_loader import prepare_data_loader
+
+    from hf_skin.training import BalancedSampler
+
+    labels = np.array([5] * 40 + [0] * 4 + [3] * 2 + [6] * 6)
+    for epoch in (0, 1):
+        sampler = BalancedSampler(labels, seed=7)
+        sampler.set_epoch(epoch)
+        single = list(sampler)
+        batches = [single[i : i + 4] for i in range(0, len(single), 4)]
+        shards = []
+        for rank in (0, 1):
+            loader = torch.utils.data.DataLoader(
+                list(range(len(labels))), batch_size=4, sampler=BalancedSampler(labels, 7)
+            )
+            loader = prepare_data_loader(loader, num_processes=2, process_index=rank, put_on_device=False)
+            loader.set_epoch(epoch)
+            shards.append([batch.tolist() for batch in loader])
+        # 13 batches: process 0 takes batches 0, 2, ..., 12; process 1 takes 1, 3, ..., 11 and (to stay even)
+        # wraps around to the start of the draw once.
+        assert shards[0] == batches[0::2]
+        assert shards[1][:6] == batches[1::2]
+        assert not set(map(tuple, shards[0])) & set(map(tuple, shards[1][:6]))
