@@ -69,6 +69,12 @@ def load_image(value: Any, target_size: int | None = None) -> Image.Image:
     return image if image.mode == "RGB" else image.convert("RGB")
 
 
+def input_size(processor) -> int | None:
+    """The side of the square the model sees, from an image processor or a `SkinProcessor`."""
+    size = getattr(processor, "image_processor", processor).size
+    return max(size.get("height", 0), size.get("width", 0), size.get("shortest_edge", 0)) or None
+
+
 def make_batch_transform(
     processor,
     augment: Callable[[Image.Image], Image.Image] | None = None,
@@ -84,8 +90,7 @@ def make_batch_transform(
     """
     skin = processor if isinstance(processor, SkinProcessor) else None
     image_processor = skin.image_processor if skin else processor
-    size = image_processor.size
-    target = max(size.get("height", 0), size.get("width", 0), size.get("shortest_edge", 0)) or None
+    target = input_size(processor)
     category_names = category_names or {}
 
     def transform(batch: dict[str, list]) -> dict[str, torch.Tensor]:

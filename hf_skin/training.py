@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import logging
 import sys
@@ -21,7 +22,7 @@ from transformers import EarlyStoppingCallback, HfArgumentParser, Trainer, Train
 from .data import DEFAULT_DATASET, DX_LABELS, load_ham10000
 from .metrics import classification_metrics, compute_metrics, flatten_metrics, softmax
 from .models import MODEL_NAMES, PRETRAINED_CHECKPOINTS, backbone_of, build_model, freeze_backbone
-from .processing import make_batch_transform, processor_for
+from .processing import input_size, load_image, make_batch_transform, processor_for
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +75,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     },
 }
 AUGMENTATIONS = ("none", "paper", "strong")
+SHRINK_BELOW = 64  # models with inputs this small or smaller get their images downsized once, cached
 BALANCE_MODES = ("none", "oversample", "class_weights")
 
 
@@ -134,6 +136,10 @@ class DataArguments:
     on_missing: str = field(
         default="error",
         metadata={"help": "Metadata rows without an image: 'error' or 'skip'.", "choices": ["error", "skip"]},
+    )
+    shrink_images: bool = field(
+        default=True,
+        metadata={"help": f"Downsize images once (cached) for models whose input is <= {SHRINK_BELOW} px."},
     )
     max_train_samples: int | None = field(default=None, metadata={"help": "Truncate the train split (debugging)."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Truncate validation and test (debugging)."})
@@ -253,6 +259,33 @@ def load_splits(data_args: DataArguments, columns: list[str]) -> datasets.Datase
     return prepared
 
 
+def shrink_images(splits: datasets.DatasetDict, side: int) -> datasets.DatasetDict:
+    """Decodes every image once at reduced size (shorter side `side`, kept as PNG) for small-input models.
+
+    `datasets` caches the result beside the dataset's own cache, so later runs and epochs decode a few kilobytes
+    per image instead of a full JPEG; augmentation then works on the small image.
+    """
+
+    def shrink(batch: dict[str, list]) -> dict[str, list]:
+        images = []
+        for value in batch["image"]:
+            image = load_image(value, target_size=side)
+            scale = side / min(image.size)
+            if scale < 1:
+                image = image.resize((round(image.width * scale), round(image.height * scale)), Image.Resampling.BOX)
+            buffer = io.BytesIO()
+            image.save(buffer, format="PNG")
+            images.append({"bytes": buffer.getvalue(), "path": None})
+        return {"image": images}
+
+    return datasets.DatasetDict(
+        {
+            name: split.map(shrink, batched=True, batch_size=256, desc=f"Downsizing {name} images to {side} px once")
+            for name, split in splits.items()
+        }
+    )
+
+
 def attach_transforms(splits: datasets.DatasetDict, processor, augment_name: str = "none") -> None:
     """Sets each split's on-the-fly transform to model inputs; the train split's is augmented."""
     augment = build_augmentation(augment_name)
@@ -362,6 +395,7 @@ class SkinTrainer(Trainer):
 
 def build_trainer(model_args: ModelArguments, data_args: DataArguments, training_args: SkinTrainingArguments):
     """Model, processor, data and Trainer for one run; returns `(trainer, splits)`."""
+    set_seed(training_args.seed)  # before the model exists: its random initialisation is part of the run
     model = build_model(
         model_args.model,
         model_name_or_path=model_args.model_name_or_path,
@@ -378,6 +412,9 @@ def build_trainer(model_args: ModelArguments, data_args: DataArguments, training
     )
     train_ages = splits["train"]["age"] if multi_input and "age" in model.config.metadata_fields else None
     processor = processor_for(model, pretrained, train_ages)
+    side = input_size(processor)
+    if data_args.shrink_images and side is not None and side <= SHRINK_BELOW:
+        splits = shrink_images(splits, 2 * side)  # headroom for zoom and rotation before the final resize
     attach_transforms(splits, processor, training_args.augment)
     train_labels = np.asarray(splits["train"].with_format(None)["dx"])
     callbacks = []
@@ -421,7 +458,6 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Ski
     """Trains, evaluates on validation and test, saves model + processor; returns the scalar metrics."""
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     datasets.utils.logging.set_verbosity_warning()
-    set_seed(training_args.seed)
     trainer, splits = build_trainer(model_args, data_args, training_args)
     output_dir = Path(training_args.output_dir)
 

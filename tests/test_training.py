@@ -267,3 +267,31 @@ def test_oversampling_gives_each_process_its_own_shard():
         assert shards[0] == batches[0::2]
         assert shards[1][:6] == batches[1::2]
         assert not set(map(tuple, shards[0])) & set(map(tuple, shards[1][:6]))
+
+
+def test_small_input_images_are_downsized_once_and_cached(synthetic_dir, tmp_path):
+    from hf_skin.processing import load_image
+    from hf_skin.training import DataArguments, load_splits, shrink_images
+
+    splits = load_splits(DataArguments(dataset=str(synthetic_dir)), ["image", "dx"])
+    small = shrink_images(splits, 64)
+    for name in splits:
+        assert small[name]["dx"] == splits[name]["dx"]
+        image = load_image(small[name][0]["image"])
+        assert min(image.size) == 64 and image.size[0] / image.size[1] == pytest.approx(200 / 150, rel=0.02)
+    # A second run reuses the cache files datasets wrote, rather than decoding again.
+    again = shrink_images(load_splits(DataArguments(dataset=str(synthetic_dir)), ["image", "dx"]), 64)
+    assert again["train"].cache_files == small["train"].cache_files
+
+
+def test_training_is_reproducible_from_the_seed(synthetic_dir, tmp_path):
+    results = []
+    for run in ("a", "b"):
+        model_args, data_args, args = parse_args(
+            [*small_args(synthetic_dir, tmp_path / run), "--max_steps", "3", "--eval_strategy", "no", "--seed", "3"]
+        )
+        trainer, _ = build_trainer(model_args, data_args, args)
+        trainer.train()
+        results.append({k: v.clone() for k, v in trainer.model.state_dict().items()})
+    for key in results[0]:
+        assert torch.equal(results[0][key], results[1][key]), key
