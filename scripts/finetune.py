@@ -4,7 +4,15 @@ accelerate launch scripts/finetune.py --model cnn --dataset /path/to/HAM10000
 python scripts/finetune.py args.json
 """
 
-from hf_skin.training import parse_args, run
+import os
+import sys
+
+if __name__ == "__main__":
+    # scripts/evaluate.py would shadow the `evaluate` library that hf_skin imports: keep this folder off sys.path.
+    _here = os.path.dirname(os.path.abspath(__file__))
+    sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _here]
+
+from hf_skin.training import parse_args, run  # noqa: E402
 
 
 def main() -> dict:

@@ -6,11 +6,17 @@
 Arguments: `hf_skin.hub.DatasetPreparationArguments` (or a single .json file of them).
 """
 
+import os
 import sys
 
-from transformers import HfArgumentParser
+if __name__ == "__main__":
+    # scripts/evaluate.py would shadow the `evaluate` library that hf_skin imports: keep this folder off sys.path.
+    _here = os.path.dirname(os.path.abspath(__file__))
+    sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _here]
 
-from hf_skin.hub import DatasetPreparationArguments, prepare_dataset
+from transformers import HfArgumentParser  # noqa: E402
+
+from hf_skin.hub import DatasetPreparationArguments, prepare_dataset  # noqa: E402
 
 
 def main():

@@ -65,3 +65,15 @@ def tiny_vit_checkpoint(tmp_path_factory) -> Path:
     ViTForImageClassification(config).save_pretrained(path)
     ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(path)
     return path
+
+
+def load_script(name: str):
+    """Imports scripts/<name>.py by path (putting scripts/ on sys.path would let scripts/evaluate.py shadow the
+    `evaluate` library)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"hf_skin_script_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

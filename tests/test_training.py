@@ -4,6 +4,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import load_script
 from PIL import Image
 from transformers import AutoModelForImageClassification, pipeline
 
@@ -122,8 +123,7 @@ def test_step_decay_schedule(synthetic_dir, tmp_path):
 
 
 def test_finetune_main_trains_evaluates_and_saves(synthetic_dir, tmp_path, monkeypatch):
-    sys.path.insert(0, "scripts")
-    import finetune
+    finetune = load_script("finetune")
 
     out = tmp_path / "run"
     argv = [*small_args(synthetic_dir, out), "--num_train_epochs", "2", "--per_device_train_batch_size", "16"]
@@ -165,8 +165,7 @@ FAMILIES = {
 def test_each_family_learns_a_fixed_batch_through_finetune_main(
     family, synthetic_dir, tmp_path, monkeypatch, tiny_resnet_checkpoint, tiny_vit_checkpoint
 ):
-    sys.path.insert(0, "scripts")
-    import finetune
+    finetune = load_script("finetune")
 
     extra = [a.format(resnet=tiny_resnet_checkpoint, vit=tiny_vit_checkpoint) for a in FAMILIES[family]]
     if family in ("cnn", "multi-input"):
