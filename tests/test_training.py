@@ -9,6 +9,7 @@ from PIL import Image
 from transformers import AutoModelForImageClassification, pipeline
 
 from hf_skin.data import DX_LABELS
+from hf_skin.inference import SkinClassifier
 from hf_skin.training import RECIPES, SkinTrainer, build_augmentation, build_trainer, parse_args
 
 SMALL_CNN = '{"hidden_sizes": [8, 16], "downsample": true, "normalization": "batch", "head": "avg"}'
@@ -186,6 +187,13 @@ def test_each_family_learns_a_fixed_batch_through_finetune_main(
     results = json.loads((out / "all_results.json").read_text())
     assert "test_balanced_accuracy" in results
     assert AutoModelForImageClassification.from_pretrained(out).config.id2label == dict(enumerate(DX_LABELS))
+    # The saved run serves: pipeline() for image-only families, the predict API for all of them.
+    image = str(next((synthetic_dir / "HAM10000_images_part_1").glob("*.jpg")))
+    [probs] = SkinClassifier.from_pretrained(out).predict(image, age="50", sex="male", localization="back")
+    assert sorted(probs) == sorted(DX_LABELS) and sum(probs.values()) == pytest.approx(1.0, abs=1e-5)
+    if family != "multi-input":
+        piped = {p["label"]: p["score"] for p in pipeline("image-classification", model=str(out), top_k=7)(image)}
+        assert piped == pytest.approx(probs, abs=1e-5)
 
 
 def test_backbone_learning_rate_multiplier(synthetic_dir, tmp_path, tiny_resnet_checkpoint):
