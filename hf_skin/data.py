@@ -1,4 +1,24 @@
-"""HAM10000 as a `datasets.DatasetDict`: raw download folder, Hub repo or parquet/saved folder, lesion-grouped splits."""
+"""HAM10000 as a `datasets.DatasetDict` (raw download folder, Hub repo, parquet, saved folder), lesion-grouped."""
+
+import csv
+import hashlib
+import io
+import json
+import logging
+import math
+import os
+import re
+import shutil
+import tempfile
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import datasets
+from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, Value, concatenate_datasets
+from datasets.utils.tqdm import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+from sklearn.model_selection import train_test_split
+from tqdm.auto import tqdm
 
 # Canonical label order: label ids are identical whatever the source (never sorted from the data).
 DX_LABELS = ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
@@ -32,3 +52,786 @@ LOCALIZATION_LABELS = [
     "unknown",
 ]
 METADATA_COLUMNS = ["lesion_id", "image_id", "dx", "dx_type", "age", "sex", "localization"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_DATASET = "marmal88/skin_cancer"
+METADATA_FILENAME = "HAM10000_metadata.csv"
+MASK_FOLDER = "HAM10000_segmentations_lesion_tschandl"
+MASK_SUFFIX = "_segmentation.png"
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+SPLITS = ("train", "validation", "test")
+
+_LABEL_VOCABULARIES = {
+    "dx": DX_LABELS,
+    "dx_type": DX_TYPE_LABELS,
+    "sex": SEX_LABELS,
+    "localization": LOCALIZATION_LABELS,
+}
+_SPLIT_ALIASES = {"train": "train", "validation": "validation", "valid": "validation", "val": "validation"}
+_SPLIT_ALIASES.update({"dev": "validation", "test": "test"})
+_SAVED_DATASET_FILES = ("dataset_dict.json", "dataset_info.json", "state.json")
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+# Bump when the cached build changes (features, checks, layout): old cache entries are then ignored.
+_CACHE_VERSION = 2
+_BUILD_REPORT = "hf_skin_build.json"
+# A complete JPEG ends with the EOI marker FFD9 and a PNG with its IEND chunk; truncated downloads lack them.
+# The marker may be followed by a little padding, so look at the tail rather than at the last two bytes only.
+_TAIL_BYTES = 1024
+_BATCH_BYTES = 8 * 2**20
+
+
+def ham10000_features(with_mask: bool = False) -> Features:
+    """The canonical `datasets.Features` of HAM10000, whatever the source.
+
+    Args:
+        with_mask (`bool`, *optional*, defaults to `False`):
+            Add a `mask` image column (the published binary lesion segmentation).
+
+    Returns:
+        `Features`: `image`, `image_id`, `lesion_id`, `dx`, `dx_type`, `age`, `sex`, `localization` (and `mask`).
+        Label ids follow `DX_LABELS`, `DX_TYPE_LABELS`, `SEX_LABELS` and `LOCALIZATION_LABELS`; a missing age is
+        `None`, never 0.
+    """
+    features = {
+        "image": Image(),
+        "image_id": Value("string"),
+        "lesion_id": Value("string"),
+        "dx": ClassLabel(names=DX_LABELS),
+        "dx_type": ClassLabel(names=DX_TYPE_LABELS),
+        "age": Value("float32"),
+        "sex": ClassLabel(names=SEX_LABELS),
+        "localization": ClassLabel(names=LOCALIZATION_LABELS),
+    }
+    if with_mask:
+        features["mask"] = Image()
+    return Features(features)
+
+
+def load_ham10000(
+    source: str | os.PathLike = DEFAULT_DATASET,
+    *,
+    test_size: float = 0.15,
+    validation_size: float = 0.15,
+    seed: int = 42,
+    resplit: bool = True,
+    on_missing: str = "error",
+    with_masks: bool = True,
+    cache_dir: str | os.PathLike | None = None,
+) -> DatasetDict:
+    """Load HAM10000 as a `DatasetDict` with `train`, `validation` and `test` splits and canonical features.
+
+    The kind of source is decided by what the path holds:
+
+    - a folder with `HAM10000_metadata.csv` (the public download's raw layout: `<image_id>.jpg` anywhere below it,
+      masks in `HAM10000_segmentations_lesion_tschandl/`). It is built once into an Arrow cache keyed by the CSV's
+      content and the names, sizes and modification times of the image and mask files; later loads of the unchanged
+      folder are memory-mapped from that cache without reading any image. Images are stored as their file's bytes
+      (not decoded). An image id found in several folders (e.g. `full_resolution_sample/` beside the part folders)
+      is taken from the folder holding most images; image files without a metadata row are ignored (logged).
+    - a `save_to_disk` folder (`Dataset` or `DatasetDict`), a parquet file or a folder of parquet files;
+    - otherwise a Hub dataset id such as `marmal88/skin_cancer`.
+
+    Labels given as strings, or as a `ClassLabel` in another order, are mapped by name to the canonical ids.
+
+    Args:
+        source (`str` or `os.PathLike`, *optional*, defaults to `DEFAULT_DATASET`):
+            Local folder or file, or Hub dataset id.
+        test_size (`float`, *optional*, defaults to 0.15):
+            Fraction of *lesions* (not images) in the test split.
+        validation_size (`float`, *optional*, defaults to 0.15):
+            Fraction of lesions in the validation split.
+        seed (`int`, *optional*, defaults to 42):
+            Seed of the lesion-grouped split.
+        resplit (`bool`, *optional*, defaults to `True`):
+            For sources that come with splits: pool them and split again by lesion (a WARNING is logged when the
+            given splits share lesions). `False` keeps the given splits (and still warns about shared lesions).
+        on_missing (`str`, *optional*, defaults to `"error"`):
+            Raw folders: what to do with metadata rows whose image is missing *or unreadable* (truncated/corrupt):
+            `"error"` or `"skip"` (drop the rows, logged as a WARNING). An unreadable mask becomes `None` with
+            `"skip"`.
+        with_masks (`bool`, *optional*, defaults to `True`):
+            Add a `mask` column when the source has masks.
+        cache_dir (`str` or `os.PathLike`, *optional*):
+            Where raw folders are built, defaulting to `$HF_SKIN_CACHE`, else `~/.cache/hf_skin`; also passed to
+            `datasets.load_dataset` for Hub and parquet sources (whose default is `datasets`' own cache).
+
+    Returns:
+        `DatasetDict`: splits `train`, `validation` and `test`; no lesion appears in two of them.
+    """
+    if on_missing not in ("error", "skip"):
+        raise ValueError(f"on_missing must be 'error' or 'skip', not {on_missing!r}")
+    _check_split_sizes(test_size, validation_size)
+    kind, location = _resolve_source(source)
+    if kind == "raw":
+        dataset, summary = _load_raw_folder(
+            location, on_missing=on_missing, with_masks=with_masks, cache_dir=cache_dir
+        )
+        given = {"all": dataset}
+    else:
+        loaded = _load_dataset_source(kind, location, cache_dir)
+        given = _normalize_given_splits(loaded, str(location), with_masks)
+        rows = sum(map(len, given.values()))
+        summary = f"{rows} rows read from {len(given)} given split(s) ({', '.join(given)}), {rows} kept"
+
+    if len(given) == 1:
+        (dataset,) = given.values()
+        splits = lesion_grouped_split(dataset, test_size=test_size, validation_size=validation_size, seed=seed)
+    else:
+        _check_unique_image_ids(given, str(location))
+        leaks = _leaking_lesions(given)
+        if leaks:
+            logger.warning(
+                "the given splits of %s share %d lesion(s) (e.g. %s): images of one lesion in two splits leak; %s",
+                location,
+                len(leaks),
+                ", ".join(sorted(leaks)[:3]),
+                "splitting again by lesion (resplit=True)" if resplit else "keeping them because resplit=False",
+            )
+        if resplit:
+            logger.info("%s: pooling the given splits (%s) and splitting by lesion", location, ", ".join(given))
+            pooled = concatenate_datasets(list(given.values()))
+            splits = lesion_grouped_split(pooled, test_size=test_size, validation_size=validation_size, seed=seed)
+        else:
+            absent = [name for name in SPLITS if name not in given]
+            if absent:
+                raise ValueError(
+                    f"{location} has splits {list(given)} but no {', '.join(map(repr, absent))}: resplit=False keeps "
+                    "the given splits, so it needs train, validation and test; pass resplit=True to split by lesion"
+                )
+            ignored = [name for name in given if name not in SPLITS]
+            if ignored:
+                logger.warning(
+                    "%s: resplit=False keeps train/validation/test and ignores split(s) %s", location, ignored
+                )
+            splits = DatasetDict({name: given[name] for name in SPLITS})
+
+    sizes = ", ".join(
+        f"{name} {len(split)} images/{len(set(_column(split, 'lesion_id')))} lesions" for name, split in splits.items()
+    )
+    logger.info("HAM10000 from %s: %s; splits: %s", location, summary, sizes)
+    return splits
+
+
+def lesion_grouped_split(
+    dataset: Dataset, test_size: float = 0.15, validation_size: float = 0.15, seed: int = 42
+) -> DatasetDict:
+    """Split by lesion, stratified by diagnosis: all images of a lesion land in the same split.
+
+    Lesions (not images) are split: first `test_size` of them to `test`, then `validation_size` (of all lesions) of
+    the rest to `validation`, with scikit-learn's `train_test_split` stratified by the lesion's `dx`. When a class has
+    too few lesions to stratify (tiny datasets), that step falls back to an unstratified split with a WARNING.
+
+    Args:
+        dataset (`Dataset`):
+            Has `lesion_id` and `dx` columns; all images of a lesion must share one `dx`.
+        test_size (`float`, *optional*, defaults to 0.15):
+            Fraction of lesions in `test`, in (0, 1).
+        validation_size (`float`, *optional*, defaults to 0.15):
+            Fraction of lesions in `validation`, in (0, 1); `test_size + validation_size < 1`.
+        seed (`int`, *optional*, defaults to 42):
+            The same seed gives the same split.
+
+    Returns:
+        `DatasetDict`: `train`, `validation`, `test` (row selections of `dataset`, in its order).
+    """
+    _check_split_sizes(test_size, validation_size)
+    lesion_ids = _column(dataset, "lesion_id")
+    dx = _column(dataset, "dx")
+    dx_feature = dataset.features["dx"]
+    if isinstance(dx_feature, ClassLabel):
+        dx = [dx_feature.int2str(label) for label in dx]
+
+    lesion_dx: dict[str, str] = {}
+    conflicts: dict[str, set[str]] = {}
+    for lesion, label in zip(lesion_ids, dx):
+        first = lesion_dx.setdefault(lesion, label)
+        if first != label:
+            conflicts.setdefault(lesion, {first}).add(label)
+    if conflicts:
+        examples = "; ".join(
+            f"{lesion}: {', '.join(sorted(labels))}" for lesion, labels in sorted(conflicts.items())[:3]
+        )
+        raise ValueError(
+            f"{len(conflicts)} lesion(s) have images with different dx ({examples}): every image of a lesion must "
+            "carry the lesion's diagnosis; fix lesion_id or dx in the metadata"
+        )
+
+    lesions = sorted(lesion_dx)  # sorted: the split depends on the seed only, not on the row order
+    rest, test = _split_lesions(lesions, lesion_dx, test_size, seed, "test")
+    train, validation = _split_lesions(rest, lesion_dx, validation_size / (1 - test_size), seed, "validation")
+    split_of = {lesion: name for name, part in zip(SPLITS, (train, validation, test)) for lesion in part}
+    indices: dict[str, list[int]] = {name: [] for name in SPLITS}
+    for row, lesion in enumerate(lesion_ids):
+        indices[split_of[lesion]].append(row)
+    # keep_in_memory: the index mappings are tiny; writing them beside a (read-only, shared) cache is not wanted.
+    return DatasetDict({name: dataset.select(indices[name], keep_in_memory=True) for name in SPLITS})
+
+
+def class_counts(dataset: Dataset) -> dict[str, int]:
+    """Images per diagnosis, in `DX_LABELS` order (zeros included), for cards and logs."""
+    dx = _column(dataset, "dx")
+    dx_feature = dataset.features["dx"]
+    if isinstance(dx_feature, ClassLabel):
+        dx = [dx_feature.int2str(label) for label in dx]
+    counts = Counter(dx)
+    return {label: counts.pop(label, 0) for label in DX_LABELS} | dict(sorted(counts.items()))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Sources
+
+
+def _resolve_source(source: str | os.PathLike) -> tuple[str, Path | str]:
+    """("raw" | "disk" | "parquet", path) for local sources, ("hub", id) otherwise."""
+    path = Path(source).expanduser()
+    if path.is_file():
+        if path.name == METADATA_FILENAME:
+            return "raw", path.parent
+        if path.suffix == ".parquet":
+            return "parquet", path
+        raise ValueError(
+            f"{path} is a file, but neither a parquet file nor {METADATA_FILENAME}: pass the HAM10000 download "
+            "folder, a save_to_disk folder, a parquet file/folder or a Hub dataset id"
+        )
+    if path.is_dir():
+        if (path / METADATA_FILENAME).is_file():
+            return "raw", path
+        if any((path / name).is_file() for name in _SAVED_DATASET_FILES):
+            return "disk", path
+        if next(path.rglob("*.parquet"), None) is not None:
+            return "parquet", path
+        entries = sorted(entry.name for entry in os.scandir(path) if not entry.name.startswith("."))
+        if not entries:
+            raise FileNotFoundError(
+                f"{path} is empty: download HAM10000 into it (HAM10000_metadata.csv and the image folders) or make "
+                "a synthetic set with `python -m hf_skin.synthetic OUT`"
+            )
+        nested = sorted(path.glob(f"*/{METADATA_FILENAME}"))
+        hint = f"; did you mean {nested[0].parent}?" if nested else ""
+        raise FileNotFoundError(
+            f"{path} has no {METADATA_FILENAME} (a HAM10000 download folder), no {'/'.join(_SAVED_DATASET_FILES)} "
+            f"(a save_to_disk folder) and no *.parquet files; it holds {', '.join(entries[:5])}"
+            f"{', ...' if len(entries) > 5 else ''}{hint}"
+        )
+    name = os.fspath(source)
+    if _HUB_ID.fullmatch(name) and not name.startswith(("~", ".")):
+        return "hub", name
+    raise FileNotFoundError(
+        f"no such folder: {path} (and {name!r} is not a Hub dataset id 'user/name'): pass the folder of a HAM10000 "
+        "download (the one holding HAM10000_metadata.csv)"
+    )
+
+
+def _load_dataset_source(kind: str, location: Path | str, cache_dir) -> Dataset | DatasetDict:
+    cache_dir = None if cache_dir is None else os.fspath(cache_dir)
+    if kind == "disk":
+        return datasets.load_from_disk(os.fspath(location))
+    if kind == "parquet":
+        if Path(location).is_file():
+            return datasets.load_dataset("parquet", data_files=os.fspath(location), cache_dir=cache_dir)
+        return datasets.load_dataset("parquet", data_dir=os.fspath(location), cache_dir=cache_dir)
+    try:
+        return datasets.load_dataset(location, cache_dir=cache_dir)
+    except Exception as err:
+        import httpx  # huggingface_hub's HTTP client: no network surfaces as its TransportError
+
+        if not isinstance(err, (ConnectionError, TimeoutError, httpx.TransportError)):
+            raise
+        reason = f"{type(err).__name__}: {err}" + (", HF_HUB_OFFLINE=1" if datasets.config.HF_HUB_OFFLINE else "")
+        raise ConnectionError(
+            f"cannot load the Hub dataset {location!r}: no network/Hub access ({reason}). Point at a local copy "
+            "instead: a HAM10000 download folder holding HAM10000_metadata.csv (e.g. `--dataset /path/to/HAM10000`), "
+            "a save_to_disk or parquet folder, or a synthetic set made with `python -m hf_skin.synthetic OUT` "
+            f"(then `--dataset OUT`). If {location!r} was meant as a local folder: it does not exist."
+        ) from err
+
+
+def _normalize_given_splits(loaded: Dataset | DatasetDict, source: str, with_masks: bool) -> dict[str, Dataset]:
+    """The source's splits under canonical names, each cast to the canonical features."""
+    if isinstance(loaded, Dataset):
+        return {"all": _to_canonical(loaded, source, with_masks)}
+    given: dict[str, Dataset] = {}
+    for name, split in loaded.items():
+        canonical_name = _SPLIT_ALIASES.get(name, name)
+        if canonical_name in given:
+            raise ValueError(f"{source} has two splits that both mean {canonical_name!r}: {list(loaded)}")
+        given[canonical_name] = _to_canonical(split, f"{source} split {name!r}", with_masks)
+    return given
+
+
+def _to_canonical(dataset: Dataset, source: str, with_masks: bool) -> Dataset:
+    """Cast a HAM10000-shaped dataset to `ham10000_features`, mapping labels to canonical ids by name."""
+    required = ["image", *METADATA_COLUMNS]
+    missing = [column for column in required if column not in dataset.column_names]
+    if missing:
+        raise ValueError(
+            f"{source} lacks required column(s) {', '.join(missing)}; found: {', '.join(dataset.column_names)}. "
+            f"A HAM10000 dataset needs {', '.join(required)}"
+        )
+    with_mask = with_masks and "mask" in dataset.column_names
+    features = ham10000_features(with_mask=with_mask)
+    extra = [column for column in dataset.column_names if column not in features]
+    if extra:
+        logger.info("%s: dropping column(s) not used by hf_skin: %s", source, ", ".join(extra))
+        dataset = dataset.remove_columns(extra)
+
+    image_ids = _column(dataset, "image_id")
+
+    def where(row: int) -> str:
+        return f"row {row}" + ("" if _is_missing(image_ids[row]) else f" (image_id {image_ids[row]})")
+
+    new_columns: dict[str, list] = {}
+    for column in _LABEL_VOCABULARIES:
+        feature = dataset.features[column]
+        values = _column(dataset, column)
+        if feature == features[column] and all(value is not None and value >= 0 for value in values):
+            continue  # already canonical ids
+        if isinstance(feature, ClassLabel):
+            values = [None if value is None or value < 0 else feature.int2str(value) for value in values]
+        new_columns[column] = _encode_labels(column, values, where, source)
+    ages = _column(dataset, "age")
+    if dataset.features["age"] != features["age"] or any(age is not None and math.isnan(age) for age in ages):
+        new_columns["age"] = _parse_ages(ages, where, source)  # NaN (pandas' missing) -> None
+    for column in ("image_id", "lesion_id"):
+        _check_ids_present(column, _column(dataset, column), where, source)
+    if new_columns:
+        dataset = dataset.remove_columns(list(new_columns))
+        for column, values in new_columns.items():
+            dataset = dataset.add_column(column, values, feature=features[column])
+    for column, feature in features.items():
+        if dataset.features[column] != feature:
+            dataset = dataset.cast_column(column, feature)
+    return dataset.select_columns(list(features))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Raw download folder
+
+
+def _load_raw_folder(root: Path, *, on_missing: str, with_masks: bool, cache_dir) -> tuple[Dataset, str]:
+    """The raw folder as one `Dataset` (all rows) and a summary line, from the fingerprint-keyed cache or built."""
+    csv_path = root / METADATA_FILENAME
+    csv_bytes = csv_path.read_bytes()
+    images, duplicates = _scan_images(root)
+    mask_dir = root / MASK_FOLDER
+    use_masks = with_masks and mask_dir.is_dir()
+    masks = _scan_masks(mask_dir) if use_masks else {}
+
+    digest = hashlib.sha256(f"hf_skin ham10000 v{_CACHE_VERSION} {use_masks} {on_missing}\n".encode())
+    digest.update(csv_bytes)
+    for image_id in sorted(images):
+        for relpath, size, mtime_ns in images[image_id]:
+            digest.update(f"{relpath}\0{size}\0{mtime_ns}\n".encode())
+    for image_id in sorted(masks):
+        relpath, size, mtime_ns = masks[image_id]
+        digest.update(f"{relpath}\0{size}\0{mtime_ns}\n".encode())
+    fingerprint = digest.hexdigest()[:24]
+    cache_root = _cache_root(cache_dir)
+    cached = cache_root / f"ham10000-{fingerprint}"
+
+    if (cached / _BUILD_REPORT).is_file():
+        try:
+            report = json.loads((cached / _BUILD_REPORT).read_text())
+            dataset = _open_cached(cached, report)
+        except Exception as err:  # a cache entry damaged by hand: build it again rather than fail
+            logger.warning("cache entry %s is damaged (%s: %s); rebuilding it", cached, type(err).__name__, err)
+            shutil.rmtree(cached, ignore_errors=True)
+        else:
+            logger.info("%s: loaded from cache %s", root, cached)
+            return dataset, report["summary"]
+
+    dataset, report = _build_raw_dataset(
+        root, csv_bytes, images, duplicates, masks if use_masks else None, on_missing, cache_root, cached
+    )
+    logger.info("%s: built %s", root, cached)
+    return dataset, report["summary"]
+
+
+def _build_raw_dataset(
+    root: Path,
+    csv_bytes: bytes,
+    images: dict[str, list[tuple[str, int, int]]],
+    duplicates: int,
+    masks: dict[str, tuple[str, int, int]] | None,
+    on_missing: str,
+    cache_root: Path,
+    cached: Path,
+) -> tuple[Dataset, dict]:
+    """Validate the metadata against the files, write the Arrow dataset with `from_generator` and cache it."""
+    csv_path = root / METADATA_FILENAME
+    rows = _read_metadata(csv_path, csv_bytes)
+    rows_read = len(rows)
+
+    listed = {row["image_id"] for row in rows}
+    unreferenced = sum(1 for image_id in images if image_id not in listed)
+    if unreferenced:
+        logger.info("%s: %d image file(s) have no row in %s and are ignored", root, unreferenced, METADATA_FILENAME)
+    if duplicates:
+        logger.info(
+            "%s: %d image id(s) have files in several folders; using the copy in the folder holding most images",
+            root,
+            duplicates,
+        )
+
+    absent = [row for row in rows if row["image_id"] not in images]
+    if absent and on_missing == "error":
+        found = "no image files at all" if not images else f"{len(images)} image files"
+        raise FileNotFoundError(
+            f"{METADATA_FILENAME} lists {_first_ids(absent)} but no image file for it was found under {root} "
+            f"({len(absent)} such row(s) of {rows_read}; searched *.jpg/*.jpeg/*.png in all subfolders, found "
+            f"{found}). Download the missing images, or pass on_missing='skip' to drop these rows"
+        )
+    if absent:
+        logger.warning(
+            "%s: skipping %d metadata row(s) whose image is missing (%s)", root, len(absent), _first_ids(absent)
+        )
+        rows = [row for row in rows if row["image_id"] in images]
+    if not rows:
+        raise ValueError(f"no metadata row of {csv_path} has an image file under {root}: nothing to load")
+
+    folder_sizes = Counter(os.path.dirname(relpath) for files in images.values() for relpath, _, _ in files)
+    total_bytes = 0
+    for row in rows:
+        files = images[row["image_id"]]
+        # An id in several folders (e.g. a full-resolution sample beside the download): take the main folder's copy.
+        relpath, size, _ = min(files, key=lambda file: (-folder_sizes[os.path.dirname(file[0])], file[0]))
+        row["image"] = root / relpath
+        total_bytes += size
+        if masks is not None:
+            mask = masks.get(row["image_id"])
+            row["mask"] = None if mask is None else root / MASK_FOLDER / mask[0]
+            total_bytes += 0 if mask is None else mask[1]
+    # Rows per Arrow record batch: datasets' 100 for images, fewer for large files, so that the batch being written
+    # (held a few times over while it is encoded) stays within a few MiB whatever the image size.
+    writer_batch_size = max(1, min(100, _BATCH_BYTES * len(rows) // max(total_bytes, 1)))
+    masks_missing = sum(1 for row in rows if row.get("mask") is None) if masks is not None else 0
+    if masks_missing:
+        logger.info("%s: %d image(s) have no mask in %s; their mask is None", root, masks_missing, MASK_FOLDER)
+
+    unreadable: list[Path] = []
+    unreadable_masks: list[Path] = []
+    mask_count = Counter()
+    features = ham10000_features(with_mask=masks is not None)
+
+    def generate():
+        with tqdm(total=len(rows), desc="Building HAM10000", unit=" images", disable=bars_disabled) as progress:
+            for row in rows:
+                progress.update()
+                data = row["image"].read_bytes()
+                if not _is_complete_image(data):
+                    unreadable.append(row["image"])
+                    continue
+                example = {column: row[column] for column in METADATA_COLUMNS}
+                example["image"] = {"bytes": data, "path": None}
+                if masks is not None:
+                    mask = None
+                    if row["mask"] is not None:
+                        mask = row["mask"].read_bytes()
+                        if not _is_complete_image(mask):
+                            unreadable_masks.append(row["mask"])
+                            mask = None
+                    example["mask"] = None if mask is None else {"bytes": mask, "path": None}
+                    mask_count[mask is not None] += 1
+                yield example
+
+    cache_root.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=".build-", dir=cache_root))
+    bars_disabled = are_progress_bars_disabled()
+    try:
+        disable_progress_bars()  # ours counts images with a total; datasets' own bar would only count rows
+        try:
+            # fingerprint: skips hashing the closure (all rows); work/ is fresh, so from_generator never reuses.
+            built = Dataset.from_generator(
+                generate,
+                features=features,
+                cache_dir=os.fspath(work / "generator"),
+                fingerprint=cached.name,
+                writer_batch_size=writer_batch_size,
+            )
+        finally:
+            if not bars_disabled:
+                enable_progress_bars()
+        if unreadable and on_missing == "error":
+            raise ValueError(
+                f"{len(unreadable)} image file(s) under {root} are not complete JPEG/PNG files (truncated or corrupt"
+                f" download): {', '.join(map(str, unreadable[:3]))}{', ...' if len(unreadable) > 3 else ''}. "
+                "Re-download them, or pass on_missing='skip' to drop their rows"
+            )
+        if unreadable_masks and on_missing == "error":
+            raise ValueError(
+                f"{len(unreadable_masks)} mask file(s) in {root / MASK_FOLDER} are not complete PNG files: "
+                f"{', '.join(map(str, unreadable_masks[:3]))}{', ...' if len(unreadable_masks) > 3 else ''}. "
+                "Re-download them, or pass on_missing='skip' to set these masks to None (or with_masks=False)"
+            )
+        if unreadable:
+            logger.warning(
+                "%s: skipping %d row(s) whose image is unreadable (truncated/corrupt)", root, len(unreadable)
+            )
+        if unreadable_masks:
+            logger.warning("%s: %d unreadable mask(s) set to None", root, len(unreadable_masks))
+        if len(built) == 0:
+            raise ValueError(f"no readable image for any metadata row of {csv_path}: nothing to load")
+
+        summary = (
+            f"{rows_read} rows read, {len(built)} kept, skipped {len(absent)} with missing image and "
+            f"{len(unreadable)} with unreadable image; {unreferenced} image file(s) without a metadata row ignored"
+        )
+        if masks is not None:
+            summary += f"; masks for {mask_count[True]} images, none for {mask_count[False]}"
+        # Move from_generator's Arrow shards into the entry instead of save_to_disk: that would copy them once more
+        # and, re-reading them in batches of 1,000 rows, hold ~1,000 images in memory at a time.
+        shards = [cache_file["filename"] for cache_file in built.cache_files]
+        report = {"source": os.fspath(root), "summary": summary, "rows": len(built), "cache_version": _CACHE_VERSION}
+        report["files"] = [f"data-{i:05d}-of-{len(shards):05d}.arrow" for i in range(len(shards))]
+        del built
+        staged = work / "dataset"
+        staged.mkdir()
+        for shard, name in zip(shards, report["files"]):
+            os.replace(shard, staged / name)
+        (staged / _BUILD_REPORT).write_text(json.dumps(report, indent=2))  # written last: marks a complete entry
+        if cached.exists() and not (cached / _BUILD_REPORT).is_file():
+            shutil.rmtree(cached)  # an entry without its report is incomplete or damaged
+        try:
+            staged.rename(cached)
+        except OSError:
+            if not (cached / _BUILD_REPORT).is_file():  # not another process that finished the same build first
+                raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return _open_cached(cached, report), report
+
+
+def _open_cached(cached: Path, report: dict) -> Dataset:
+    """The cache entry's Arrow files, memory-mapped (features, ClassLabel names included, live in their schema)."""
+    shards = [Dataset.from_file(os.fspath(cached / name)) for name in report["files"]]
+    return shards[0] if len(shards) == 1 else concatenate_datasets(shards)
+
+
+def _read_metadata(csv_path: Path, csv_bytes: bytes) -> list[dict]:
+    """Parse and check HAM10000_metadata.csv: one dict per row with canonical label ids and age."""
+    reader = csv.DictReader(io.StringIO(csv_bytes.decode("utf-8-sig")))
+    header = [name.strip() for name in reader.fieldnames or []]
+    reader.fieldnames = header
+    missing = [column for column in METADATA_COLUMNS if column not in header]
+    if missing:
+        raise ValueError(
+            f"{csv_path} lacks required column(s) {', '.join(missing)}; found: {', '.join(header) or 'no header'}. "
+            f"Expected the HAM10000 columns {', '.join(METADATA_COLUMNS)}"
+        )
+    extra = [column for column in header if column not in METADATA_COLUMNS]
+    if extra:
+        logger.info("%s: ignoring column(s) %s", csv_path, ", ".join(extra))
+    raw = [{column: (row[column] or "").strip() for column in METADATA_COLUMNS} for row in reader]
+    if not raw:
+        raise ValueError(f"{csv_path} has a header but no rows")
+
+    def where(row: int) -> str:  # line 1 is the header
+        return f"line {row + 2}" + (f" (image_id {raw[row]['image_id']})" if raw[row]["image_id"] else "")
+
+    source = str(csv_path)
+    for column in ("image_id", "lesion_id"):
+        _check_ids_present(column, [row[column] for row in raw], where, source)
+    lines: dict[str, list[int]] = {}
+    for line, row in enumerate(raw, start=2):
+        lines.setdefault(row["image_id"], []).append(line)
+    repeated = {image_id: at for image_id, at in lines.items() if len(at) > 1}
+    if repeated:
+        image_id, at = next(iter(repeated.items()))
+        raise ValueError(
+            f"{csv_path} lists image_id {image_id} on lines {', '.join(map(str, at))} ({len(repeated)} duplicated "
+            "image id(s)): each image must appear on exactly one row; remove the duplicate rows"
+        )
+    labels = {
+        column: _encode_labels(column, [row[column] for row in raw], where, source) for column in _LABEL_VOCABULARIES
+    }
+    ages = _parse_ages([row["age"] for row in raw], where, source)
+    return [
+        {
+            "image_id": row["image_id"],
+            "lesion_id": row["lesion_id"],
+            "age": ages[i],
+            **{column: labels[column][i] for column in _LABEL_VOCABULARIES},
+        }
+        for i, row in enumerate(raw)
+    ]
+
+
+def _scan_images(root: Path) -> tuple[dict[str, list[tuple[str, int, int]]], int]:
+    """image_id -> [(relative path, size, mtime_ns)] for every image below root (stat only, never read).
+
+    Returns the map and how many ids have files in more than one place. The mask folder and hidden entries are
+    skipped.
+    """
+    images: dict[str, list[tuple[str, int, int]]] = {}
+    pending = [root]
+    while pending:
+        folder = pending.pop()
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if entry.name.startswith("."):
+                    continue
+                if entry.is_dir():
+                    if not (folder == root and entry.name == MASK_FOLDER):
+                        pending.append(Path(entry.path))
+                    continue
+                name = entry.name.lower()
+                if name.endswith(IMAGE_EXTENSIONS) and not name.endswith(MASK_SUFFIX) and entry.is_file():
+                    stat = entry.stat()
+                    relpath = os.path.relpath(entry.path, root)
+                    images.setdefault(os.path.splitext(entry.name)[0], []).append(
+                        (relpath, stat.st_size, stat.st_mtime_ns)
+                    )
+    for files in images.values():
+        files.sort()
+    return images, sum(1 for files in images.values() if len(files) > 1)
+
+
+def _scan_masks(mask_dir: Path) -> dict[str, tuple[str, int, int]]:
+    """image_id -> (file name, size, mtime_ns) for `<image_id>_segmentation.png` in the mask folder."""
+    masks = {}
+    with os.scandir(mask_dir) as entries:
+        for entry in entries:
+            if entry.name.lower().endswith(MASK_SUFFIX) and entry.is_file():
+                stat = entry.stat()
+                masks[entry.name[: -len(MASK_SUFFIX)]] = (entry.name, stat.st_size, stat.st_mtime_ns)
+    return masks
+
+
+def _is_complete_image(data: bytes) -> bool:
+    """Cheap completeness check without decoding: JPEG SOI...EOI or PNG signature...IEND."""
+    if data[:3] == b"\xff\xd8\xff":
+        return b"\xff\xd9" in data[-_TAIL_BYTES:]
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return b"IEND" in data[-_TAIL_BYTES:]
+    return False
+
+
+def _cache_root(cache_dir: str | os.PathLike | None) -> Path:
+    if cache_dir is not None:
+        return Path(cache_dir).expanduser()
+    if os.environ.get("HF_SKIN_CACHE"):
+        return Path(os.environ["HF_SKIN_CACHE"]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser() / "hf_skin"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Checks shared by all sources
+
+
+def _encode_labels(column: str, values: list, where: Callable[[int], str], source: str) -> list[int]:
+    """Canonical ids of label names; empty -> "unknown" (except dx); a name outside the vocabulary is an error."""
+    vocabulary = _LABEL_VOCABULARIES[column]
+    index = {name: i for i, name in enumerate(vocabulary)}
+    codes, bad = [], []
+    for row, value in enumerate(values):
+        if _is_missing(value):
+            if column != "dx":
+                codes.append(index["unknown"])
+                continue
+            bad.append((row, ""))
+            continue
+        code = index.get(str(value).strip().lower())
+        if code is None:
+            bad.append((row, value))
+        codes.append(code)
+    if bad:
+        row, value = bad[0]
+        what = f"{column} {value!r} is not a known value" if value != "" else f"{column} is empty"
+        raise ValueError(
+            f"{source}, {where(row)}: {what} ({len(bad)} such row(s)). Allowed {column} values: "
+            f"{', '.join(vocabulary)}"
+            + ("" if column == "dx" else "; leave it empty for 'unknown'")
+            + ". Fix the metadata"
+        )
+    return codes
+
+
+def _parse_ages(values: list, where: Callable[[int], str], source: str) -> list[float | None]:
+    """Ages as floats; empty/NaN -> None (never 0); anything non-numeric is an error."""
+    ages, bad = [], []
+    for row, value in enumerate(values):
+        if _is_missing(value):
+            ages.append(None)
+            continue
+        try:
+            age = float(value)
+        except (TypeError, ValueError):
+            bad.append((row, value))
+            continue
+        ages.append(None if math.isnan(age) else age)
+    if bad:
+        row, value = bad[0]
+        raise ValueError(
+            f"{source}, {where(row)}: age {value!r} is not a number ({len(bad)} such row(s)); "
+            "use a number of years, or leave it empty when unknown"
+        )
+    return ages
+
+
+def _check_ids_present(column: str, values: list, where: Callable[[int], str], source: str) -> None:
+    empty = [row for row, value in enumerate(values) if _is_missing(value)]
+    if empty:
+        raise ValueError(f"{source}, {where(empty[0])}: {column} is empty ({len(empty)} such row(s)); fill it in")
+
+
+def _check_unique_image_ids(given: dict[str, Dataset], source: str) -> None:
+    seen: dict[str, str] = {}
+    for name, split in given.items():
+        for image_id in _column(split, "image_id"):
+            if image_id in seen:
+                raise ValueError(
+                    f"{source}: image_id {image_id} appears twice (splits {seen[image_id]!r} and {name!r}); "
+                    "each image must appear once"
+                )
+            seen[image_id] = name
+
+
+def _leaking_lesions(given: dict[str, Dataset]) -> set[str]:
+    owner: dict[str, str] = {}
+    leaks = set()
+    for name, split in given.items():
+        for lesion in set(_column(split, "lesion_id")):
+            if owner.setdefault(lesion, name) != name:
+                leaks.add(lesion)
+    return leaks
+
+
+def _split_lesions(lesions: list[str], lesion_dx: dict[str, str], size: float, seed: int, name: str):
+    labels = [lesion_dx[lesion] for lesion in lesions]
+    try:
+        return train_test_split(lesions, test_size=size, random_state=seed, stratify=labels)
+    except ValueError as err:
+        logger.warning(
+            "cannot stratify the %s split of %d lesions by dx (%s): splitting without", name, len(lesions), err
+        )
+    try:
+        return train_test_split(lesions, test_size=size, random_state=seed)
+    except ValueError as err:
+        raise ValueError(f"cannot split {len(lesions)} lesions into a {name} split of {size:.0%}: {err}") from err
+
+
+def _check_split_sizes(test_size: float, validation_size: float) -> None:
+    if not (0 < test_size < 1 and 0 < validation_size < 1 and test_size + validation_size < 1):
+        raise ValueError(
+            f"test_size ({test_size}) and validation_size ({validation_size}) must each be in (0, 1) and sum to less "
+            "than 1: they are fractions of the lesions"
+        )
+
+
+def _column(dataset: Dataset, name: str) -> list:
+    """One column as a list, honouring any row selection, without touching (or decoding) the other columns."""
+    return dataset.select_columns([name]).with_format(None)[name][:]
+
+
+def _is_missing(value) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, float):
+        return math.isnan(value)
+    return isinstance(value, str) and value.strip().lower() in ("", "nan", "none", "null", "na")
+
+
+def _first_ids(rows: list[dict], limit: int = 3) -> str:
+    ids = [row["image_id"] for row in rows[:limit]]
+    return ", ".join(ids) + (", ..." if len(rows) > limit else "")
