@@ -1,4 +1,5 @@
 import os
+import tempfile
 
 # Set before any Hugging Face import: no test may touch the network.
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -6,6 +7,8 @@ os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+# Datasets built by the tests (a new synthetic folder each session) go to a throwaway cache, not ~/.cache/hf_skin.
+os.environ.setdefault("HF_SKIN_CACHE", os.path.join(tempfile.mkdtemp(prefix="hf_skin_test_cache_")))
 
 from pathlib import Path  # noqa: E402
 
