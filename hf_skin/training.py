@@ -164,6 +164,12 @@ class SkinTrainingArguments(TrainingArguments):
     balance: str = field(
         default="none", metadata={"help": "Class imbalance handling.", "choices": list(BALANCE_MODES)}
     )
+    balance_power: float = field(
+        default=1.0,
+        metadata={
+            "help": "Strength of --balance: class weight ∝ count^-power (1 = fully balanced, 0.5 = square root)."
+        },
+    )
     augment: str = field(
         default="paper", metadata={"help": "Train-time augmentation.", "choices": list(AUGMENTATIONS)}
     )
@@ -295,18 +301,29 @@ def attach_transforms(splits: datasets.DatasetDict, processor, augment_name: str
         split.set_transform(make_batch_transform(processor, augment if name == "train" else None, category_names))
 
 
+def class_balance_weights(labels: np.ndarray, num_labels: int, power: float = 1.0) -> np.ndarray:
+    """Per-class weights ∝ count**-power, scaled so the average training example weighs 1; 0 for absent classes.
+
+    power 1 is inverse frequency (sklearn's "balanced": N / (K n_c)), every class counting equally; 0.5 is the
+    gentler square-root balancing, which gives up less accuracy on the common classes.
+    """
+    counts = np.bincount(labels, minlength=num_labels).astype(np.float64)
+    raw = np.where(counts > 0, np.maximum(counts, 1) ** -power, 0.0)
+    return raw * len(labels) / (counts * raw).sum()
+
+
 class BalancedSampler(torch.utils.data.Sampler):
     """Oversampling of rare classes: each epoch draws `len(labels)` indices with replacement, each with probability
-    ∝ 1/(its class count), so every class is equally likely in every batch.
+    ∝ its class's `class_balance_weights` (power 1: every class equally likely in every batch).
 
     The draw depends only on `seed` and the epoch (the Trainer calls `set_epoch`): every process of a distributed
     run draws the same sequence and accelerate hands each its own shard of the batches, and a resumed run draws
     exactly what the uninterrupted one did.
     """
 
-    def __init__(self, labels: np.ndarray, seed: int = 0):
-        counts = np.bincount(labels)
-        self.weights = torch.as_tensor(1.0 / counts[labels], dtype=torch.double)
+    def __init__(self, labels: np.ndarray, seed: int = 0, power: float = 1.0):
+        class_weights = class_balance_weights(labels, int(labels.max()) + 1, power)
+        self.weights = torch.as_tensor(class_weights[labels], dtype=torch.double)
         self.seed, self.epoch = seed, 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -325,13 +342,10 @@ class SkinTrainer(Trainer):
 
     def __init__(self, *args, train_labels: np.ndarray | None = None, **kwargs):
         super().__init__(*args, **kwargs)
-        num_labels = self.model.config.num_labels
-        counts = np.bincount(train_labels, minlength=num_labels) if train_labels is not None else None
         self.train_labels = train_labels
-        # Inverse-frequency ("balanced") weights: N / (K * n_c); a class absent from train gets weight 0.
         self.class_weights = (
-            torch.tensor(np.where(counts > 0, len(train_labels) / (num_labels * np.maximum(counts, 1)), 0.0))
-            if counts is not None
+            torch.tensor(class_balance_weights(train_labels, self.model.config.num_labels, self.args.balance_power))
+            if train_labels is not None
             else None
         )
 
@@ -365,7 +379,7 @@ class SkinTrainer(Trainer):
     def _get_train_sampler(self, train_dataset=None):
         if self.args.balance != "oversample":
             return super()._get_train_sampler(train_dataset)
-        return BalancedSampler(self.train_labels, seed=self.args.seed)
+        return BalancedSampler(self.train_labels, seed=self.args.seed, power=self.args.balance_power)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if self.args.balance != "class_weights":

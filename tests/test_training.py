@@ -107,6 +107,18 @@ def test_class_weights_are_inverse_frequency(synthetic_dir, tmp_path):
     assert loss.item() == pytest.approx(weighted.item(), rel=1e-4)
 
 
+def test_balance_power_softens_the_weights():
+    from hf_skin.training import class_balance_weights
+
+    labels = np.array([0] * 90 + [1] * 10)
+    full = class_balance_weights(labels, 3, 1.0)
+    np.testing.assert_allclose(full, [100 / (2 * 90), 100 / (2 * 10), 0.0])  # N / (K n_c); absent class: 0
+    root = class_balance_weights(labels, 3, 0.5)
+    assert root[1] / root[0] == pytest.approx(3.0)  # sqrt(90 / 10)
+    assert (root[:2] * [90, 10]).sum() == pytest.approx(100)  # the average example still weighs 1
+    np.testing.assert_allclose(class_balance_weights(labels, 3, 0.0), [1, 1, 0])
+
+
 def test_step_decay_schedule(synthetic_dir, tmp_path):
     trainer, _ = _trainer(synthetic_dir, tmp_path, "--step_decay_epochs", "1", "--step_decay_gamma", "0.1")
     trainer.create_optimizer()
