@@ -59,3 +59,99 @@ def test_compute_metrics_for_the_trainer_returns_scalars():
     out = compute_metrics(EvalPrediction(predictions=logits, label_ids=labels))
     assert out["accuracy"] == 1.0 and out["balanced_accuracy"] == 1.0 and out["recall_mel"] == 1.0
     assert all(isinstance(v, float) for v in out.values())
+
+
+def test_label_constant_matches_the_data_module():
+    from hf_skin.data import DX_LABELS
+    from hf_skin.metrics import HAM10000_LABELS
+
+    assert HAM10000_LABELS == DX_LABELS
+
+
+def test_metric_module_is_self_contained():
+    """evaluate copies the file into its module cache: only library imports, never hf_skin (relative or not)."""
+    import ast
+
+    from evaluate.loading import get_imports
+
+    from hf_skin.metrics import metric_path
+
+    assert {kind for kind, *_ in get_imports(metric_path())} == {"library"}
+    tree = ast.parse(open(metric_path()).read())
+    modules = {
+        alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names
+    }
+    modules |= {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert modules <= {"__future__", "os", "warnings", "numpy", "sklearn", "datasets", "evaluate"}, modules
+
+
+@pytest.fixture
+def offline_metric(tmp_path, monkeypatch):
+    """`evaluate.load` of hf-skin's metric module, its module cache in tmp_path."""
+    import evaluate
+
+    from hf_skin.metrics import metric_path
+
+    monkeypatch.setattr(evaluate.config, "HF_MODULES_CACHE", tmp_path / "modules")
+    return evaluate.load(metric_path(), cache_dir=str(tmp_path / "metrics"), keep_in_memory=True)
+
+
+def test_evaluate_load_works_offline_and_equals_classification_metrics(offline_metric, tmp_path):
+    from hf_skin.metrics import Ham10000Metrics
+
+    assert offline_metric.name == "ham10000_metrics"
+    assert "balanced accuracy" in offline_metric.description and "ISIC" in offline_metric.citation
+    assert type(offline_metric).__module__.startswith("evaluate_modules")  # the cached copy, not hf_skin.metrics
+    assert type(offline_metric) is not Ham10000Metrics
+    assert (tmp_path / "modules").is_dir()
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 7, 60)
+    labels[:7] = np.arange(7)  # every class present
+    # float32 probabilities: what the module's Sequence(float32) feature stores, so the results must be identical
+    probs = rng.dirichlet(np.ones(7), size=60).astype(np.float32)
+    probs[labels == 4, 4] += 1.0
+    probs /= probs.sum(axis=1, keepdims=True)
+    result = offline_metric.compute(predictions=probs, references=labels)
+    expected = classification_metrics(labels, probs.astype(np.float32))
+    np.testing.assert_equal(result, expected)
+    assert result["per_class"]["mel"]["recall"] > 0.5
+
+    # logits are softmax-ed: the same metrics as their probabilities
+    logits = np.log(probs.astype(np.float64)) + 3.0
+    from_logits = offline_metric.compute(predictions=logits, references=labels)
+    assert from_logits["confusion_matrix"] == expected["confusion_matrix"]
+    assert from_logits["auc_macro"] == pytest.approx(expected["auc_macro"], abs=1e-6)
+    assert from_logits["ece"] == pytest.approx(expected["ece"], abs=1e-5)
+
+    # add_batch + compute, the streaming use of an evaluate metric
+    for start in range(0, 60, 25):
+        offline_metric.add_batch(predictions=probs[start : start + 25], references=labels[start : start + 25])
+    np.testing.assert_equal(offline_metric.compute(), expected)
+
+
+def test_metric_module_label_names_and_errors(offline_metric):
+    probs = np.array([[0.7, 0.3], [0.2, 0.8], [0.6, 0.4]], dtype=np.float32)
+    result = offline_metric.compute(predictions=probs, references=[0, 1, 1], label_names=["benign", "malignant"])
+    assert set(result["per_class"]) == {"benign", "malignant"} and "mel_sensitivity_at_spec90" not in result
+    assert result["accuracy"] == pytest.approx(2 / 3)
+    with pytest.raises(ValueError, match=r"label ids must be in \[0, 7\)"):
+        classification_metrics(np.array([0, 7]), one_hot_probs(np.array([0, 1])))
+    with pytest.raises(ValueError, match=r"shape \(N, 7\)"):
+        classification_metrics(np.array([0, 1]), probs[:2])
+
+
+def test_compute_metrics_goes_through_the_module():
+    from transformers import EvalPrediction
+
+    from hf_skin.metrics import flatten_metrics, softmax
+
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 7, 40)
+    logits = rng.normal(size=(40, 7)).astype(np.float32)
+    out = compute_metrics(EvalPrediction(predictions=(logits, None), label_ids=labels))
+    expected = flatten_metrics(classification_metrics(labels, softmax(logits.astype(np.float64))), ("recall",))
+    assert out.keys() == expected.keys()
+    for key, value in expected.items():
+        assert out[key] == pytest.approx(value, abs=1e-6, nan_ok=True), key
+    assert {f"recall_{c}" for c in ("akiec", "mel", "nv")} <= out.keys()

@@ -125,3 +125,91 @@ def test_confusion_matrix_counts_and_png(tmp_path):
 def test_confusion_matrix_shape_mismatch_is_an_error():
     with pytest.raises(ValueError, match=r"shape \(2, 2\) but 3 labels"):
         confusion_matrix_figure(np.eye(2), ["a", "b", "c"])
+
+
+def test_roc_curves_name_each_class_with_its_auc():
+    from sklearn.metrics import roc_auc_score
+
+    from hf_skin.plots import roc_curves_figure
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1, 4, 5], [10, 12, 15, 40])  # no bkl, df or vasc
+    probs = rng.dirichlet(np.ones(7), size=len(labels))
+    probs[labels == 4, 4] += 0.5
+    figure = roc_curves_figure(labels, probs, DX_LABELS)
+    legend = [t.get_text() for t in figure.legends[0].get_texts()]
+    mel_auc = roc_auc_score(labels == 4, probs[:, 4])
+    assert f"mel (Melanoma): AUC {mel_auc:.2f}, n=15" in legend
+    assert "vasc (Vascular lesion): n=0, no curve" in legend
+    assert any(t.startswith("melanoma at 90% specificity: sensitivity") for t in legend)
+    ax = figure.axes[0]
+    mel_line = next(line for line in ax.lines if line.get_label().startswith("mel ("))
+    assert mel_line.get_xdata()[0] == 0 and mel_line.get_ydata()[-1] == 1  # a ROC curve from (0, 0) to (1, 1)
+
+
+def test_reliability_diagram_bars_are_bin_accuracies():
+    from hf_skin.metrics import expected_calibration_error
+    from hf_skin.plots import reliability_diagram_figure
+
+    # 10 images at confidence 0.95 (6 right), 10 at 0.55 (5 right)
+    labels = np.array([0] * 6 + [1] * 4 + [0] * 5 + [1] * 5)
+    probs = np.array([[0.95, 0.05]] * 10 + [[0.55, 0.45]] * 10)
+    figure = reliability_diagram_figure(labels, probs, num_bins=10)
+    ax, hist = figure.axes
+    accuracy_bars = ax.containers[0]
+    assert [round(bar.get_height(), 6) for bar in accuracy_bars] == [0.5, 0.6]
+    assert [round(bar.get_x() + bar.get_width() / 2, 6) for bar in accuracy_bars] == [0.55, 0.95]
+    gaps = ax.containers[1]
+    assert [round(bar.get_height(), 6) for bar in gaps] == [0.05, 0.35]  # confidence - accuracy
+    assert f"ECE = {expected_calibration_error(labels, probs, 10):.3f}" in ax.get_title()
+    assert "ECE = 0.200" in ax.get_title()  # (0.05 + 0.35) / 2
+    assert [t.get_text() for t in ax.texts if t.get_text().isdigit()] == ["10", "10"]
+    assert sum(bar.get_height() for bar in hist.containers[0]) == 20
+
+
+def test_training_curves_draw_each_run_per_epoch(tmp_path):
+    from hf_skin.plots import plot_training_curves, training_curves_figure
+
+    def history(balanced, accuracy, losses):
+        log = []
+        for epoch, (b, a, loss) in enumerate(zip(balanced, accuracy, losses), start=1):
+            log.append({"epoch": float(epoch), "loss": loss, "step": epoch * 10})
+            log.append(
+                {"epoch": float(epoch), "eval_balanced_accuracy": b, "eval_accuracy": a, "eval_loss": loss + 0.3}
+            )
+        log.append({"epoch": 3.0, "train_loss": 1.0, "train_runtime": 5.0, "step": 30})  # the summary: not a point
+        return log
+
+    histories = {
+        "a": history([0.2, 0.4, 0.5], [0.6, 0.7, 0.72], [1.5, 1.0, 0.8]),
+        "b": history([0.3, 0.3], [0.5, 0.6], [2, 1]),
+    }
+    figure = training_curves_figure(histories, best_epochs={"a": 3.0}, reference_accuracy=0.67)
+    left, right = figure.axes
+    data = [(list(line.get_xdata()), list(line.get_ydata()), line.get_linestyle()) for line in left.lines]
+    assert ([1.0, 2.0, 3.0], [0.2, 0.4, 0.5], "-") in data  # run a, balanced accuracy, solid
+    assert ([1.0, 2.0, 3.0], [0.6, 0.7, 0.72], "--") in data  # run a, accuracy, dashed
+    assert ([1.0, 2.0], [0.3, 0.3], "-") in data
+    assert ([3.0], [0.5], "None") in data  # the star at the kept checkpoint
+    assert [0.67, 0.67] in [list(line.get_ydata()) for line in left.lines]
+    losses = [list(line.get_ydata()) for line in right.lines]
+    assert [1.5, 1.0, 0.8] in losses and [1.8, 1.3, 1.1] in losses  # training and validation loss, no summary point
+    assert "balanced accuracy" in figure.get_suptitle()
+    path = plot_training_curves(histories, tmp_path / "curves.png")
+    assert path.stat().st_size > 20_000
+
+
+def test_subgroup_figure_bars_and_small_groups():
+    from hf_skin.plots import subgroup_figure
+
+    rows = [
+        {"group": "male", "n": 120, "balanced_accuracy": 0.6, "malignant_recall": 0.8},
+        {"group": "unknown", "n": 4, "balanced_accuracy": 0.25, "malignant_recall": None},
+    ]
+    figure = subgroup_figure({"sex": rows}, {"balanced_accuracy": 0.55, "malignant_recall": 0.7}, min_n=30)
+    ax = figure.axes[0]
+    balanced, malignant = ax.containers
+    assert [bar.get_width() for bar in balanced] == [0.6, 0.25] and [bar.get_width() for bar in malignant] == [0.8, 0]
+    assert [bar.get_alpha() for bar in balanced] == [1.0, 0.3]  # too small to judge: pale
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["male (n=120)", "unknown (n=4, too few)"]
+    assert "n/a" in [t.get_text() for t in ax.texts]

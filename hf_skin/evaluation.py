@@ -1,0 +1,704 @@
+"""Evaluating a checkpoint on HAM10000-format data (metrics, subgroups, figures, a report) and comparing training runs.
+
+`evaluate_checkpoint` runs any hf-skin checkpoint, or any HAM10000 image classifier on the Hub, through the same
+`SkinClassifier` that serves it, so the numbers are those a user of the model gets. `compare_runs` puts the test
+metrics and training curves of several `scripts/finetune.py` runs side by side.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import datasets
+import numpy as np
+from PIL import Image
+from sklearn.metrics import balanced_accuracy_score
+from tqdm.auto import tqdm
+
+from .data import DEFAULT_DATASET, DX_NAMES, MALIGNANT_DX, load_ham10000
+from .metrics import classification_metrics
+from .processing import load_image
+
+logger = logging.getLogger(__name__)
+
+SPLIT_CHOICES = ("train", "validation", "test", "all")
+# Test-time augmentation: the eight symmetries of the square. Dermoscopy has no "up", so each keeps the label.
+TTA_VIEWS = {
+    "identity": None,
+    "hflip": Image.Transpose.FLIP_LEFT_RIGHT,
+    "vflip": Image.Transpose.FLIP_TOP_BOTTOM,
+    "rot90": Image.Transpose.ROTATE_90,
+    "rot180": Image.Transpose.ROTATE_180,
+    "rot270": Image.Transpose.ROTATE_270,
+    "transpose": Image.Transpose.TRANSPOSE,
+    "transverse": Image.Transpose.TRANSVERSE,
+}
+# Age bands of the subgroup table: [low, high) in years.
+AGE_BANDS = (("<30", 0, 30), ("30–44", 30, 45), ("45–59", 45, 60), ("60–74", 60, 75), ("≥75", 75, math.inf))
+AGE_MISSING = "missing"
+# Below this many images a subgroup's numbers are noise: shown, but marked as too small to judge.
+MIN_SUBGROUP_SIZE = 30
+FIGURES = {
+    "confusion_matrix": "confusion_matrix.png",
+    "confusion_matrix_normalized": "confusion_matrix_normalized.png",
+    "roc_curves": "roc_curves.png",
+    "reliability_diagram": "reliability_diagram.png",
+    "subgroups": "subgroups.png",
+}
+# Metrics of the comparison table (all but ECE: higher is better).
+COMPARE_METRICS = (
+    "accuracy",
+    "balanced_accuracy",
+    "f1_macro",
+    "f1_weighted",
+    "auc_macro",
+    "mel_sensitivity_at_spec90",
+    "mel_sensitivity_at_spec80",
+    "ece",
+)
+TRANSFER_NOTE = (
+    "HAM10000 consists of dermatoscopic images (taken through a dermatoscope, with magnification and polarised "
+    "light) of pigmented lesions from two clinics, in Vienna and Queensland, of mostly fair-skinned patients; the "
+    "class mix of its test split is not the mix a clinic or a screening programme sees. These numbers say how the "
+    "model does on more of the same. They do **not** transfer to smartphone or other clinical (non-dermatoscopic) "
+    "photos, to other cameras and dermatoscopes, to darker skin types, or to lesions HAM10000 does not cover. A model "
+    "that should be used elsewhere has to be tested there. Research software: not a medical device, not a diagnosis."
+)
+
+
+@dataclass
+class EvaluationArguments:
+    """Arguments of `scripts/evaluate.py` (and of `run_evaluation`)."""
+
+    model: str = field(metadata={"help": "A checkpoint folder (e.g. runs/cnn) or a Hub model id."})
+    dataset: str = field(
+        default=DEFAULT_DATASET,
+        metadata={"help": "A HAM10000 raw download folder, a parquet/save_to_disk folder, or a Hub dataset id."},
+    )
+    split: str = field(
+        default="test",
+        metadata={
+            "help": "Split to evaluate (the lesion-grouped split of training: same sizes and seed give the same "
+            "split); 'all' evaluates every row, for data the model has never seen.",
+            "choices": list(SPLIT_CHOICES),
+        },
+    )
+    tta: bool = field(
+        default=False, metadata={"help": "Test-time augmentation: average over the 8 flips/rotations of each image."}
+    )
+    output_dir: str | None = field(
+        default=None,
+        metadata={"help": "Where to write the report (default <model>/evaluation/<dataset>-<split>[-tta])."},
+    )
+    batch_size: int = field(default=64, metadata={"help": "Images per forward pass."})
+    validation_size: float = field(default=0.15, metadata={"help": "Fraction of lesions for validation."})
+    test_size: float = field(default=0.15, metadata={"help": "Fraction of lesions for test."})
+    split_seed: int = field(default=42, metadata={"help": "Seed of the lesion-grouped split."})
+    on_missing: str = field(
+        default="error",
+        metadata={"help": "Metadata rows without an image: 'error' or 'skip'.", "choices": ["error", "skip"]},
+    )
+    max_samples: int | None = field(default=None, metadata={"help": "Evaluate only the first N rows (debugging)."})
+    device: str | None = field(default=None, metadata={"help": "cpu, cuda, ... (default: cuda when available)."})
+
+    def __post_init__(self):
+        if self.split not in SPLIT_CHOICES:
+            raise ValueError(f"--split {self.split!r} is not one of {', '.join(SPLIT_CHOICES)}")
+        if self.batch_size < 1:
+            raise ValueError(f"--batch_size must be at least 1, not {self.batch_size}")
+        if self.output_dir is None:
+            self.output_dir = os.fspath(default_output_dir(self.model, self.dataset, self.split, self.tta))
+
+
+def default_output_dir(model: str, dataset: str, split: str, tta: bool = False) -> Path:
+    """`<model>/evaluation/<dataset name>-<split>[-tta]` for a local checkpoint, `runs/evaluation/...` for a Hub id."""
+    name = f"{Path(os.fspath(dataset).rstrip('/')).name or 'dataset'}-{split}{'-tta' if tta else ''}"
+    root = Path(model) / "evaluation" if Path(model).is_dir() else Path("runs/evaluation") / model.replace("/", "--")
+    return root / name
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Data and predictions
+
+
+def load_eval_split(
+    dataset: str | os.PathLike,
+    split: str = "test",
+    *,
+    test_size: float = 0.15,
+    validation_size: float = 0.15,
+    seed: int = 42,
+    on_missing: str = "error",
+    max_samples: int | None = None,
+) -> datasets.Dataset:
+    """One split of HAM10000-format data, the same lesion-grouped split training made, or every row (`"all"`)."""
+    if split not in SPLIT_CHOICES:
+        raise ValueError(f"split {split!r} is not one of {', '.join(SPLIT_CHOICES)}")
+    splits = load_ham10000(
+        dataset, test_size=test_size, validation_size=validation_size, seed=seed, on_missing=on_missing
+    )
+    data = datasets.concatenate_datasets(list(splits.values())) if split == "all" else splits[split]
+    if max_samples is not None:
+        data = data.select(range(min(max_samples, len(data))))
+    if len(data) == 0:
+        raise ValueError(f"the {split} split of {dataset} is empty: nothing to evaluate")
+    return data
+
+
+def tta_views(image: Image.Image, views: tuple[str, ...] | None = None) -> list[Image.Image]:
+    """The image under each test-time-augmentation view (all of `TTA_VIEWS` by default, identity first)."""
+    transposes = [TTA_VIEWS[name] for name in (views or TTA_VIEWS)]
+    return [image if op is None else image.transpose(op) for op in transposes]
+
+
+def predict_proba_tta(classifier, images: list[Image.Image], views: tuple[str, ...] | None = None, **metadata):
+    """`(N, num_labels)` probabilities averaged over the test-time-augmentation views of each image."""
+    per_view = zip(*(tta_views(image, views) for image in images))  # one list of N images per view
+    probs = [classifier.predict_proba(list(batch), **metadata).numpy() for batch in per_view]
+    return np.mean(probs, axis=0)
+
+
+def metadata_words(batch: dict[str, list], fields: list[str], features: datasets.Features) -> dict[str, list]:
+    """A batch's metadata as a person would type it (what `SkinProcessor` reads): `ClassLabel` ids -> names."""
+    words = {}
+    for name in fields:
+        if name not in batch:
+            raise ValueError(f"the model reads the metadata column {name!r}, which the dataset does not have")
+        feature = features[name]
+        if isinstance(feature, datasets.ClassLabel):
+            words[name] = [None if v is None else feature.int2str(v) for v in batch[name]]
+        else:
+            words[name] = list(batch[name])
+    return words
+
+
+def predict_dataset(
+    classifier, dataset: datasets.Dataset, batch_size: int = 64, tta: bool = False, desc: str | None = None
+) -> np.ndarray:
+    """`(N, num_labels)` probabilities of `classifier` (a `SkinClassifier`) for every row of `dataset`.
+
+    Images are decoded at full size, as `SkinClassifier.predict` decodes a file, and multi-input models get each
+    row's metadata.
+    """
+    fields = list(classifier.metadata_fields)
+    data = dataset.select_columns(["image", *fields]).cast_column("image", datasets.Image(decode=False))
+    out = []
+    starts = range(0, len(data), batch_size)
+    for start in tqdm(starts, desc=desc or "Predicting", unit="batch"):
+        batch = data[start : start + batch_size]
+        images = [load_image(value) for value in batch["image"]]
+        metadata = metadata_words(batch, fields, dataset.features)
+        if tta:
+            out.append(predict_proba_tta(classifier, images, **metadata))
+        else:
+            out.append(classifier.predict_proba(images, **metadata).numpy())
+    return np.concatenate(out).astype(np.float64)
+
+
+def _model_label_ids(dataset: datasets.Dataset, model_labels: list[str], model: str) -> np.ndarray:
+    """The dataset's `dx` as the model's label ids (matched by name, whatever either's order)."""
+    dx = dataset.features["dx"]
+    names = dx.names if isinstance(dx, datasets.ClassLabel) else None
+    values = dataset.select_columns(["dx"]).with_format(None)["dx"][:]
+    values = [names[v] for v in values] if names else [str(v) for v in values]
+    unknown = sorted(set(values) - set(model_labels))
+    if unknown:
+        raise ValueError(
+            f"{model} predicts the labels {model_labels}, but the data has diagnoses {unknown} among them: evaluate "
+            "a HAM10000 classifier, whose id2label names the diagnoses akiec, bcc, bkl, df, mel, nv, vasc"
+        )
+    index = {label: i for i, label in enumerate(model_labels)}
+    return np.array([index[v] for v in values], dtype=np.int64)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Subgroups
+
+
+def age_band(age: float | None) -> str:
+    """The `AGE_BANDS` name of an age in years, `"missing"` for none."""
+    if age is None or (isinstance(age, float) and math.isnan(age)):
+        return AGE_MISSING
+    return next((name for name, low, high in AGE_BANDS if low <= age < high), AGE_BANDS[0][0])
+
+
+def subgroup_groups(dataset: datasets.Dataset) -> dict[str, tuple[list[str], list[str]]]:
+    """Grouping name -> (each row's group, the groups in display order) for sex, age band and localization."""
+    groupings = {}
+    for column, name in (("sex", "sex"), ("age", "age band"), ("localization", "localization")):
+        if column not in dataset.column_names:
+            continue
+        values = dataset.select_columns([column]).with_format(None)[column][:]
+        feature = dataset.features[column]
+        if column == "age":
+            groups, order = [age_band(v) for v in values], [b for b, *_ in AGE_BANDS] + [AGE_MISSING]
+        elif isinstance(feature, datasets.ClassLabel):
+            groups, order = [feature.int2str(v) for v in values], list(feature.names)
+        else:
+            groups = ["unknown" if v is None else str(v) for v in values]
+            order = sorted(set(groups))
+        groupings[name] = (groups, [g for g in order if g in set(groups)])
+    return groupings
+
+
+def subgroup_table(
+    labels: np.ndarray, preds: np.ndarray, groups: list[str], order: list[str], label_names: list[str]
+) -> list[dict]:
+    """One row per group: `n`, accuracy, balanced accuracy, melanoma recall and malignant recall, with their counts.
+
+    Malignant recall is the share of akiec/bcc/mel images predicted as any of akiec/bcc/mel: the images the model
+    would flag for a dermatologist. Recalls without a positive image in the group are `None`. `too_small` marks
+    groups under `MIN_SUBGROUP_SIZE` images.
+    """
+    labels, preds, groups = np.asarray(labels), np.asarray(preds), np.asarray(groups, dtype=object)
+    malignant = [label_names.index(dx) for dx in MALIGNANT_DX if dx in label_names]
+    mel = label_names.index("mel") if "mel" in label_names else None
+    rows = []
+    for group in order:
+        mask = groups == group
+        y, p = labels[mask], preds[mask]
+        rows.append({"group": group, **_group_scores(y, p, mel, malignant)})
+    return rows
+
+
+def _group_scores(y: np.ndarray, p: np.ndarray, mel: int | None, malignant: list[int]) -> dict:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # classes absent from a small group
+        balanced = float(balanced_accuracy_score(y, p)) if len(y) else None
+    is_mel = y == mel if mel is not None else np.zeros(len(y), bool)
+    is_malignant, called_malignant = np.isin(y, malignant), np.isin(p, malignant)
+    return {
+        "n": int(len(y)),
+        "accuracy": float(np.mean(y == p)) if len(y) else None,
+        "balanced_accuracy": balanced,
+        "n_mel": int(is_mel.sum()),
+        "mel_recall": float(np.mean(p[is_mel] == mel)) if is_mel.any() else None,
+        "n_malignant": int(is_malignant.sum()),
+        "malignant_recall": float(np.mean(called_malignant[is_malignant])) if is_malignant.any() else None,
+        "too_small": bool(len(y) < MIN_SUBGROUP_SIZE),
+    }
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Evaluation
+
+
+def evaluate_checkpoint(
+    model: str | os.PathLike,
+    dataset: str | os.PathLike = DEFAULT_DATASET,
+    split: str = "test",
+    *,
+    tta: bool = False,
+    output_dir: str | os.PathLike | None = None,
+    batch_size: int = 64,
+    test_size: float = 0.15,
+    validation_size: float = 0.15,
+    seed: int = 42,
+    on_missing: str = "error",
+    max_samples: int | None = None,
+    device: str | None = None,
+) -> dict:
+    """Evaluates a checkpoint on HAM10000-format data and writes what a reader needs to judge it.
+
+    Writes into `output_dir`: `metrics.json` (this function's return value), `predictions.csv` (one row per image:
+    true and predicted label, every class probability), `report.md` (headline metrics, per-class table with 95%
+    intervals, subgroup tables, figures, and what the numbers do not say) and the PNGs of `FIGURES`: confusion
+    matrix (counts and row-normalised), one-vs-rest ROC curves, reliability diagram and subgroup bars.
+
+    Args:
+        model (`str` or `os.PathLike`):
+            A checkpoint folder of any hf-skin family (multi-input included) or a Hub model id.
+        dataset (`str` or `os.PathLike`, *optional*, defaults to `DEFAULT_DATASET`):
+            Anything `hf_skin.data.load_ham10000` loads: a raw download folder, a saved/parquet folder, a Hub id.
+        split (`str`, *optional*, defaults to `"test"`):
+            `train`, `validation`, `test` (the lesion-grouped split of training, given the same sizes and seed) or
+            `all` (every row: for data the model has never seen).
+        tta (`bool`, *optional*, defaults to `False`):
+            Average the probabilities over the 8 flips and rotations of each image (`TTA_VIEWS`).
+        output_dir (`str` or `os.PathLike`, *optional*): defaults to `default_output_dir(model, dataset, split, tta)`.
+        batch_size (`int`, *optional*, defaults to 64): images per forward pass.
+        test_size, validation_size, seed, on_missing: as in `load_ham10000`.
+        max_samples (`int`, *optional*): evaluate only the first rows of the split (debugging).
+        device (`str`, *optional*): where the model runs; cuda when available, else cpu.
+
+    Returns:
+        `dict`: `classification_metrics` output (`per_class`, `confusion_matrix`, ...) plus `n`, `split`, `model`,
+        `dataset`, `tta` and `subgroups` (grouping -> `subgroup_table` rows).
+    """
+    import torch
+
+    from . import plots
+    from .inference import SkinClassifier
+
+    output_dir = Path(output_dir) if output_dir is not None else default_output_dir(model, dataset, split, tta)
+    data = load_eval_split(
+        dataset,
+        split,
+        test_size=test_size,
+        validation_size=validation_size,
+        seed=seed,
+        on_missing=on_missing,
+        max_samples=max_samples,
+    )
+    classifier = SkinClassifier.from_pretrained(model)
+    classifier.model.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    label_names = classifier.labels
+    labels = _model_label_ids(data, label_names, os.fspath(model))
+    desc = f"Evaluating on {split} ({len(data):,} images{', 8-view TTA' if tta else ''})"
+    probs = predict_dataset(classifier, data, batch_size=batch_size, tta=tta, desc=desc)
+
+    metrics = classification_metrics(labels, probs, label_names)
+    preds = probs.argmax(axis=1)
+    subgroups = {
+        grouping: subgroup_table(labels, preds, groups, order, label_names)
+        for grouping, (groups, order) in subgroup_groups(data).items()
+    }
+    metrics.update(
+        n=len(data),
+        split=split,
+        model=os.fspath(model),
+        dataset=os.fspath(dataset),
+        tta=tta,
+        metadata_fields=list(classifier.metadata_fields),
+        subgroups=subgroups,
+    )
+
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "metrics.json").write_text(json.dumps(_json_safe(metrics), indent=2) + "\n")
+    _write_predictions(output_dir / "predictions.csv", data, labels, probs, label_names)
+    where = f"{split} split, {len(data):,} images{', TTA' if tta else ''}"
+    cm = np.asarray(metrics["confusion_matrix"])
+    plots.plot_confusion_matrix(
+        cm, label_names, output_dir / FIGURES["confusion_matrix"], title=f"Confusion matrix ({where})"
+    )
+    plots.plot_confusion_matrix(
+        cm,
+        label_names,
+        output_dir / FIGURES["confusion_matrix_normalized"],
+        normalize=True,
+        title=f"Confusion matrix, row-normalised: the diagonal is each class's recall\n({where})",
+    )
+    plots.plot_roc_curves(labels, probs, label_names, output_dir / FIGURES["roc_curves"])
+    plots.plot_reliability_diagram(labels, probs, output_dir / FIGURES["reliability_diagram"])
+    overall = _group_scores(labels, preds, *_mel_and_malignant(label_names))
+    plots.plot_subgroups(subgroups, overall, output_dir / FIGURES["subgroups"], min_n=MIN_SUBGROUP_SIZE)
+    (output_dir / "report.md").write_text(render_report(metrics, overall))
+    logger.info("Evaluation of %s on %s (%s) written to %s", model, dataset, where, output_dir)
+    return metrics
+
+
+def run_evaluation(args: EvaluationArguments) -> dict:
+    """`evaluate_checkpoint` from parsed `EvaluationArguments` (what `scripts/evaluate.py` calls)."""
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    datasets.utils.logging.set_verbosity_warning()
+    return evaluate_checkpoint(
+        args.model,
+        args.dataset,
+        args.split,
+        tta=args.tta,
+        output_dir=args.output_dir,
+        batch_size=args.batch_size,
+        test_size=args.test_size,
+        validation_size=args.validation_size,
+        seed=args.split_seed,
+        on_missing=args.on_missing,
+        max_samples=args.max_samples,
+        device=args.device,
+    )
+
+
+def _mel_and_malignant(label_names: list[str]) -> tuple[int | None, list[int]]:
+    mel = label_names.index("mel") if "mel" in label_names else None
+    return mel, [label_names.index(dx) for dx in MALIGNANT_DX if dx in label_names]
+
+
+def _write_predictions(path: Path, data, labels, probs, label_names) -> None:
+    ids = (
+        data.select_columns(["image_id"]).with_format(None)["image_id"][:] if "image_id" in data.column_names else None
+    )
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["image_id", "true", "predicted", *[f"p_{name}" for name in label_names]])
+        for i, (label, row) in enumerate(zip(labels, probs)):
+            image_id = ids[i] if ids is not None else i
+            writer.writerow([image_id, label_names[label], label_names[row.argmax()], *[f"{p:.6f}" for p in row]])
+
+
+def _json_safe(value):
+    """NaN -> null: `json.dumps` would write `NaN`, which is not JSON and which many readers reject."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Report
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of a proportion (sound at small n and at 0 or n successes); NaNs for n = 0."""
+    if n == 0:
+        return float("nan"), float("nan")
+    p = successes / n
+    center = (p + z**2 / (2 * n)) / (1 + z**2 / n)
+    half = z * math.sqrt(p * (1 - p) / n + z**2 / (4 * n**2)) / (1 + z**2 / n)
+    return max(0.0, center - half), min(1.0, center + half)
+
+
+def _fmt(value, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    return f"{value:.{digits}f}"
+
+
+def _table(header: list[str], rows: list[list[str]], align: str | None = None) -> str:
+    align = align or "l" + "r" * (len(header) - 1)
+    rule = ["---:" if a == "r" else "---" for a in align]
+    lines = [header, rule, *rows]
+    return "\n".join("| " + " | ".join(map(str, line)) + " |" for line in lines) + "\n"
+
+
+def render_report(metrics: dict, overall: dict | None = None) -> str:
+    """`report.md` from the metrics `evaluate_checkpoint` returns."""
+    per_class = metrics["per_class"]
+    label_names = list(per_class)
+    cm = np.asarray(metrics["confusion_matrix"])
+    n = int(cm.sum())
+    commonest = label_names[int(cm.sum(axis=1).argmax())]
+    majority = cm.sum(axis=1).max() / max(n, 1)
+    tta = ", test-time augmentation (8 flips/rotations averaged)" if metrics.get("tta") else ""
+    out = [
+        f"# Evaluation of `{metrics['model']}`\n\n",
+        f"On `{metrics['dataset']}`, **{metrics['split']}** split: {n:,} images{tta}. "
+        f"Model inputs: image{''.join(', ' + f for f in metrics.get('metadata_fields', []))}.\n\n",
+        "> **What this does not tell you.** " + TRANSFER_NOTE + "\n\n",
+        "## Headline\n\n",
+        _table(
+            ["metric", "value", "how to read it"],
+            [
+                [
+                    "accuracy",
+                    _fmt(metrics["accuracy"]),
+                    f"share of images classified correctly; always answering '{commonest}' would score "
+                    f"{majority:.3f} here",
+                ],
+                [
+                    "**balanced accuracy**",
+                    f"**{_fmt(metrics['balanced_accuracy'])}**",
+                    f"mean recall over the classes (ISIC 2018's ranking metric); chance is "
+                    f"{1 / max(1, int((cm.sum(axis=1) > 0).sum())):.3f}",
+                ],
+                ["macro F1", _fmt(metrics["f1_macro"]), "F1 averaged over classes, each counting the same"],
+                ["weighted F1", _fmt(metrics["f1_weighted"]), "F1 averaged over images (dominated by nv)"],
+                ["macro ROC-AUC", _fmt(metrics["auc_macro"]), "one-vs-rest ranking quality, 0.5 = chance"],
+                *[
+                    [
+                        f"melanoma sensitivity at {spec}% specificity",
+                        _fmt(metrics.get(f"mel_sensitivity_at_spec{spec}")),
+                        f"share of melanomas caught with a threshold that clears {spec}% of non-melanomas",
+                    ]
+                    for spec in (90, 80)
+                ],
+                [
+                    "expected calibration error",
+                    _fmt(metrics["ece"]),
+                    "gap between confidence and accuracy (0 = the probabilities can be taken at face value)",
+                ],
+            ],
+            align="lrl",
+        ),
+        "\n## Per class\n\n",
+        "Sensitivity is the recall: the share of the class's images found. Intervals are 95% Wilson intervals; "
+        "wide ones mean too few images to be sure.\n\n",
+    ]
+    rows = []
+    for i, name in enumerate(label_names):
+        m = per_class[name]
+        support, found = int(m["support"]), int(cm[i, i])
+        negatives = n - support
+        true_neg = round(m["specificity"] * negatives)
+        sens_lo, sens_hi = wilson_interval(found, support)
+        spec_lo, spec_hi = wilson_interval(true_neg, negatives)
+        rows.append(
+            [
+                f"{name}{' ⚠' if name in MALIGNANT_DX else ''}",
+                DX_NAMES.get(name, name),
+                f"{support:,}",
+                f"{_fmt(m['recall'] if support else None)} ({_fmt(sens_lo)}–{_fmt(sens_hi)})",
+                f"{_fmt(m['specificity'])} ({_fmt(spec_lo)}–{_fmt(spec_hi)})",
+                _fmt(m["precision"]),
+                _fmt(m["f1"]),
+                _fmt(m["auc"]),
+            ]
+        )
+    out.append(
+        _table(
+            ["class", "diagnosis", "images", "sensitivity (95% CI)", "specificity (95% CI)", "precision", "F1", "AUC"],
+            rows,
+            align="llrrrrrr",
+        )
+    )
+    out.append("\n⚠ malignant (akiec is an in-situ carcinoma or its precursor).\n")
+    out += [
+        "\n## Figures\n\n",
+        "| confusion matrix | row-normalised (diagonal = sensitivity) |\n| --- | --- |\n",
+        f"| ![confusion matrix]({FIGURES['confusion_matrix']}) "
+        f"| ![row-normalised confusion matrix]({FIGURES['confusion_matrix_normalized']}) |\n\n",
+        "| ROC curves, one class against the rest | reliability of the predicted probability |\n| --- | --- |\n",
+        f"| ![ROC curves]({FIGURES['roc_curves']}) | ![reliability diagram]({FIGURES['reliability_diagram']}) |\n\n",
+        "Files: " + ", ".join(f"[{f}]({f})" for f in FIGURES.values()) + ", [metrics.json](metrics.json), "
+        "[predictions.csv](predictions.csv).\n",
+        "\n## Subgroups: does the model fail a group?\n\n",
+        f"Malignant recall: the share of akiec/bcc/mel images predicted as any of the three (flagged for a doctor). "
+        f"Groups with fewer than {MIN_SUBGROUP_SIZE} images are marked *too few*: their numbers swing with a "
+        "single image and should not be read as a difference; read each recall with its count of images beside it. "
+        "Balanced accuracy is over the classes present in the group. A dash: no image of that kind in the group.\n\n",
+        f"![subgroups]({FIGURES['subgroups']})\n",
+    ]
+    header = ["group", "images", "accuracy", "balanced accuracy", "melanoma recall (n)", "malignant recall (n)"]
+
+    def row(name, s):
+        flag = " *too few*" if s["n"] < MIN_SUBGROUP_SIZE else ""
+        return [
+            f"{name}{flag}",
+            f"{s['n']:,}",
+            _fmt(s["accuracy"]),
+            _fmt(s["balanced_accuracy"]),
+            f"{_fmt(s['mel_recall'])} ({s['n_mel']})",
+            f"{_fmt(s['malignant_recall'])} ({s['n_malignant']})",
+        ]
+
+    for grouping, groups in metrics.get("subgroups", {}).items():
+        rows = [row(g["group"], g) for g in groups]
+        if overall is not None:
+            rows.append(row("**all**", overall))
+        out += [f"\n### By {grouping}\n\n", _table(header, rows)]
+    return "".join(out)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Comparing runs
+
+
+def load_run(run_dir: str | os.PathLike) -> dict:
+    """A training run (`scripts/finetune.py` output) or an evaluation folder (`scripts/evaluate.py` output).
+
+    Returns:
+        `dict`: `metrics` (test metrics without the `test_` prefix, per-class values as `recall_mel`, ...),
+        `per_class` (label -> values, when saved), `log_history`, `epochs` and `best_epoch` (training runs),
+        `model_type`, `reference_accuracy` (validation accuracy of always answering the commonest class, when known).
+    """
+    run_dir = Path(run_dir)
+    read = lambda name: json.loads((run_dir / name).read_text()) if (run_dir / name).is_file() else None  # noqa: E731
+    all_results, test_metrics, evaluation = read("all_results.json"), read("test_metrics.json"), read("metrics.json")
+    if all_results is None and test_metrics is None and evaluation is None:
+        raise FileNotFoundError(
+            f"{run_dir} has no all_results.json / test_metrics.json (a scripts/finetune.py run) nor metrics.json "
+            "(a scripts/evaluate.py output): pass the output_dir of a finished run"
+        )
+    nested = test_metrics or evaluation or {}
+    metrics = {k: v for k, v in nested.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    for name, values in (nested.get("per_class") or {}).items():
+        metrics.update({f"{key}_{name}": value for key, value in values.items() if key != "support"})
+    metrics.update(
+        {k.removeprefix("test_"): v for k, v in (all_results or {}).items() if k.startswith("test_") and v is not None}
+    )
+    run = {"name": run_dir.name, "path": run_dir, "metrics": metrics, "per_class": nested.get("per_class")}
+    config = read("config.json") or {}
+    run["model_type"] = config.get("model_type")
+    state = read("trainer_state.json")
+    run["log_history"] = state.get("log_history") if state else None
+    run["epochs"] = state.get("epoch") if state else None
+    run["best_epoch"] = None
+    if state and state.get("best_global_step") is not None:
+        # The evaluation at the kept checkpoint's step (load_best_model_at_end reloads it for the test metrics).
+        evals = [e for e in state["log_history"] if e.get("step") == state["best_global_step"] and "eval_loss" in e]
+        run["best_epoch"] = evals[0]["epoch"] if evals else None
+    validation = read("validation_metrics.json")
+    if validation:
+        support = [v["support"] for v in validation["per_class"].values()]
+        run["reference_accuracy"] = max(support) / max(sum(support), 1)
+    else:
+        run["reference_accuracy"] = None
+    return run
+
+
+def compare_runs(run_dirs: list[str | os.PathLike], output_dir: str | os.PathLike = "runs/compare") -> list[dict]:
+    """One table of the runs' test metrics and per-class recalls, and their training curves on one figure.
+
+    Writes `comparison.csv`, `comparison.md` (best value per metric in bold) and `training_curves.png` (validation
+    accuracy and balanced accuracy per epoch for each run, training loss beside it) into `output_dir`.
+
+    Returns:
+        `list[dict]`: one row per run (`run`, `model_type`, `epochs`, then the metrics), the rows of `comparison.csv`.
+    """
+    from . import plots
+
+    if not run_dirs:
+        raise ValueError("no runs to compare: pass one or more run folders")
+    runs = [load_run(d) for d in run_dirs]
+    names = [run["name"] for run in runs]
+    if len(set(names)) < len(names):  # same folder name in different places: tell them apart by path
+        names = [os.fspath(run["path"]) for run in runs]
+    labels = []
+    for run in runs:
+        for name in run["per_class"] or {}:
+            if name not in labels:
+                labels.append(name)
+    columns = [*COMPARE_METRICS, *[f"recall_{name}" for name in labels]]
+    rows = []
+    for name, run in zip(names, runs):
+        row = {"run": name, "model_type": run["model_type"] or "", "epochs": run["epochs"]}
+        row.update({column: run["metrics"].get(column) for column in columns})
+        rows.append(row)
+
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    with (output_dir / "comparison.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["run", "model_type", "epochs", *columns])
+        writer.writeheader()
+        writer.writerows({k: "" if v is None else v for k, v in row.items()} for row in rows)
+
+    best = {}
+    for column in columns:
+        values = [row[column] for row in rows if row[column] is not None and math.isfinite(row[column])]
+        if len(set(values)) > 1:  # a tie across every run marks nothing
+            best[column] = min(values) if column == "ece" else max(values)
+    md_rows = []
+    for row in rows:
+        cells = [f"`{row['run']}`", row["model_type"], _fmt(row["epochs"], 1)]
+        for column in columns:
+            text = _fmt(row[column])
+            cells.append(f"**{text}**" if column in best and row[column] == best[column] else text)
+        md_rows.append(cells)
+    headers = ["run", "model", "epochs", *[c.replace("_", " ") for c in columns]]
+    histories = {name: run["log_history"] for name, run in zip(names, runs) if run["log_history"]}
+    references = {run["reference_accuracy"] for run in runs if run["reference_accuracy"] is not None}
+    text = [
+        "# Runs compared\n\n",
+        "Test-split metrics; per-class columns are recalls (sensitivity). Best value per column in bold "
+        "(lowest for ECE). `mel sensitivity at spec90`: melanoma sensitivity at 90% specificity.\n\n",
+        _table(headers, md_rows, align="llr" + "r" * len(columns)),
+    ]
+    if histories:
+        plots.plot_training_curves(
+            histories,
+            output_dir / "training_curves.png",
+            best_epochs={name: run["best_epoch"] for name, run in zip(names, runs) if run["best_epoch"] is not None},
+            reference_accuracy=references.pop() if len(references) == 1 else None,
+        )
+        text.append("\n![validation accuracy and balanced accuracy per epoch](training_curves.png)\n")
+    (output_dir / "comparison.md").write_text("".join(text))
+    logger.info("Comparison of %d runs written to %s", len(runs), output_dir)
+    return rows

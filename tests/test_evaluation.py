@@ -1,0 +1,271 @@
+import csv
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from hf_skin.data import DX_LABELS, DX_NAMES, load_ham10000
+from hf_skin.evaluation import (
+    FIGURES,
+    MIN_SUBGROUP_SIZE,
+    TTA_VIEWS,
+    age_band,
+    evaluate_checkpoint,
+    predict_proba_tta,
+    subgroup_table,
+    tta_views,
+    wilson_interval,
+)
+from hf_skin.inference import SkinClassifier
+from hf_skin.metrics import classification_metrics
+from hf_skin.models import build_model
+from hf_skin.processing import load_image, processor_for
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+
+
+def load_script(name: str):
+    """scripts/<name>.py as a module, under another name: as `evaluate` it would shadow the library."""
+    spec = importlib.util.spec_from_file_location(f"{name}_script", SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _save_checkpoint(path: Path, family: str) -> Path:
+    torch.manual_seed(0)
+    model = build_model(family, hidden_sizes=[8, 16])
+    model.save_pretrained(path)
+    processor_for(model, train_ages=[35.0, 50.0, 65.0]).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def cnn_checkpoint(tmp_path_factory) -> Path:
+    return _save_checkpoint(tmp_path_factory.mktemp("cnn"), "cnn")
+
+
+@pytest.fixture(scope="module")
+def multi_input_checkpoint(tmp_path_factory) -> Path:
+    return _save_checkpoint(tmp_path_factory.mktemp("multi_input"), "multi-input")
+
+
+def _hand_predictions(checkpoint: Path, split) -> tuple[np.ndarray, np.ndarray]:
+    """One image at a time through the predict API, metadata as words: what a user of the checkpoint gets."""
+    classifier = SkinClassifier.from_pretrained(checkpoint)
+    features = split.features
+    probs = []
+    for row in split:
+        metadata = {
+            name: features[name].int2str(row[name]) if name != "age" else row[name]
+            for name in classifier.metadata_fields
+        }
+        probs.append(classifier.predict_proba(load_image(row["image"]), **metadata)[0].numpy())
+    return np.asarray(list(split["dx"])), np.asarray(probs)
+
+
+@pytest.mark.parametrize("family", ["cnn", "multi-input"])
+def test_evaluate_script_writes_every_artefact_and_the_right_numbers(
+    family, synthetic_dir, cnn_checkpoint, multi_input_checkpoint, tmp_path, monkeypatch, capsys
+):
+    checkpoint = cnn_checkpoint if family == "cnn" else multi_input_checkpoint
+    out = tmp_path / "eval"
+    argv = ["--model", str(checkpoint), "--dataset", str(synthetic_dir), "--output_dir", str(out)]
+    monkeypatch.setattr(sys, "argv", ["evaluate.py", *argv, "--batch_size", "7"])  # batches that do not divide n
+    returned = load_script("evaluate").main()
+    assert str(out) in capsys.readouterr().out
+
+    metrics = json.loads((out / "metrics.json").read_text())
+    test = load_ham10000(synthetic_dir)["test"]
+    assert metrics["n"] == len(test) and metrics["split"] == "test" and metrics["tta"] is False
+    assert metrics["model"] == str(checkpoint) and metrics["dataset"] == str(synthetic_dir)
+    assert metrics["accuracy"] == pytest.approx(returned["accuracy"])
+    assert metrics["metadata_fields"] == ([] if family == "cnn" else ["age", "sex", "localization"])
+
+    # The numbers are those of the predict API, image by image (batching and metadata handling change nothing).
+    labels, probs = _hand_predictions(checkpoint, test)
+    expected = classification_metrics(labels, probs)
+    assert metrics["confusion_matrix"] == expected["confusion_matrix"]
+    for key in ("accuracy", "balanced_accuracy", "f1_macro", "auc_macro", "ece", "mel_sensitivity_at_spec80"):
+        assert metrics[key] == pytest.approx(expected[key], abs=1e-6), key
+    assert metrics["per_class"]["mel"]["recall"] == pytest.approx(expected["per_class"]["mel"]["recall"])
+    with (out / "predictions.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [r["image_id"] for r in rows] == list(test["image_id"])
+    np.testing.assert_allclose([[float(r[f"p_{c}"]) for c in DX_LABELS] for r in rows], probs, atol=2e-6)
+
+    for name in FIGURES.values():
+        with Image.open(out / name) as png:
+            assert png.format == "PNG" and png.width >= 600 and png.height >= 500, name
+        assert (out / name).stat().st_size > 20_000, name  # a drawn figure, not an empty canvas
+    report = (out / "report.md").read_text()
+    for name in [*FIGURES.values(), "metrics.json"]:
+        assert f"]({name})" in report, name  # linked or shown
+    assert all(DX_NAMES[dx] in report for dx in DX_LABELS)
+    assert "do **not** transfer to smartphone" in report
+    assert f"| **balanced accuracy** | **{metrics['balanced_accuracy']:.3f}** |" in report
+    for grouping in ("sex", "age band", "localization"):
+        assert f"### By {grouping}" in report
+
+
+def test_subgroup_counts_add_up(synthetic_dir, cnn_checkpoint, tmp_path):
+    metrics = evaluate_checkpoint(cnn_checkpoint, synthetic_dir, "validation", output_dir=tmp_path)
+    assert set(metrics["subgroups"]) == {"sex", "age band", "localization"}
+    per_class = metrics["per_class"]
+    for grouping, rows in metrics["subgroups"].items():
+        assert sum(r["n"] for r in rows) == metrics["n"], grouping
+        assert sum(r["n_mel"] for r in rows) == per_class["mel"]["support"], grouping
+        assert sum(r["n_malignant"] for r in rows) == sum(per_class[dx]["support"] for dx in ("akiec", "bcc", "mel"))
+        assert all(r["too_small"] == (r["n"] < MIN_SUBGROUP_SIZE) for r in rows)
+        assert all(r["n"] > 0 for r in rows)  # groups absent from the split are left out
+    # accuracy weighted by group size gives back the overall accuracy
+    rows = metrics["subgroups"]["sex"]
+    assert sum(r["accuracy"] * r["n"] for r in rows) / metrics["n"] == pytest.approx(metrics["accuracy"])
+
+
+def test_subgroup_table_by_hand():
+    mel, bcc, nv = (DX_LABELS.index(dx) for dx in ("mel", "bcc", "nv"))
+    labels = np.array([mel, mel, bcc, nv, nv, mel])
+    preds = np.array([mel, bcc, nv, nv, mel, nv])
+    groups = ["a", "a", "a", "a", "b", "b"]
+    a, b = subgroup_table(labels, preds, groups, ["a", "b"], DX_LABELS)
+    assert a["n"] == 4 and a["accuracy"] == pytest.approx(2 / 4)
+    assert a["balanced_accuracy"] == pytest.approx((1 / 2 + 0 + 1) / 3)  # mel, bcc, nv present
+    assert a["n_mel"] == 2 and a["mel_recall"] == pytest.approx(1 / 2)
+    # malignant recall: a melanoma called bcc is still flagged as malignant; the bcc called nv is missed
+    assert a["n_malignant"] == 3 and a["malignant_recall"] == pytest.approx(2 / 3)
+    assert b["mel_recall"] == 0.0 and b["too_small"]
+    (c,) = subgroup_table(labels[3:5], preds[3:5], ["c", "c"], ["c"], DX_LABELS)
+    assert c["mel_recall"] is None and c["malignant_recall"] is None  # no positives: undefined, not 0
+
+
+@pytest.mark.parametrize(
+    "age, band",
+    [(0, "<30"), (29.9, "<30"), (30, "30–44"), (44.5, "30–44"), (45, "45–59"), (74, "60–74"), (75, "≥75")]
+    + [(90, "≥75"), (None, "missing"), (float("nan"), "missing")],
+)
+def test_age_bands(age, band):
+    assert age_band(age) == band
+
+
+def test_tta_views_are_the_eight_symmetries():
+    array = np.random.default_rng(0).integers(0, 255, (6, 9, 3), dtype=np.uint8)
+    views = [np.asarray(view) for view in tta_views(Image.fromarray(array))]
+    expected = [array, array[:, ::-1], array[::-1], np.rot90(array), np.rot90(array, 2), np.rot90(array, 3)]
+    expected += [array.transpose(1, 0, 2), np.rot90(array, 2).transpose(1, 0, 2)]
+    assert len(views) == len(TTA_VIEWS) == 8
+    for name, view, want in zip(TTA_VIEWS, views, expected):
+        np.testing.assert_array_equal(view, want, err_msg=name)
+
+
+def test_tta_probabilities_are_the_mean_of_the_views(synthetic_dir, cnn_checkpoint, tmp_path):
+    classifier = SkinClassifier.from_pretrained(cnn_checkpoint)
+    image = load_image(next((synthetic_dir / "HAM10000_images_part_1").glob("*.jpg")))
+    by_hand = [
+        classifier.predict_proba(image if op is None else image.transpose(op))[0].numpy() for op in TTA_VIEWS.values()
+    ]
+    assert np.ptp(np.asarray(by_hand), axis=0).max() > 1e-4  # the views do differ: the mean is not trivially equal
+    np.testing.assert_allclose(predict_proba_tta(classifier, [image])[0], np.mean(by_hand, axis=0), atol=1e-6)
+
+    # ... and that is what the evaluation scores with --tta
+    metrics = evaluate_checkpoint(cnn_checkpoint, synthetic_dir, "test", tta=True, output_dir=tmp_path, max_samples=3)
+    assert metrics["tta"] is True and metrics["n"] == 3
+    test = load_ham10000(synthetic_dir)["test"]
+    with (tmp_path / "predictions.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    for row, record in zip(rows, test.select(range(3))):
+        views = [classifier.predict_proba(view)[0].numpy() for view in tta_views(load_image(record["image"]))]
+        np.testing.assert_allclose([float(row[f"p_{c}"]) for c in DX_LABELS], np.mean(views, axis=0), atol=2e-6)
+    assert "test-time augmentation" in (tmp_path / "report.md").read_text()
+
+
+def test_split_all_evaluates_every_row_of_an_unseen_folder(synthetic_dir, cnn_checkpoint, tmp_path):
+    with (synthetic_dir / "HAM10000_metadata.csv").open() as f:
+        image_ids = [row["image_id"] for row in csv.DictReader(f)]
+    metrics = evaluate_checkpoint(cnn_checkpoint, synthetic_dir, "all", output_dir=tmp_path)
+    assert metrics["n"] == len(image_ids) and metrics["split"] == "all"
+    assert sum(v["support"] for v in metrics["per_class"].values()) == len(image_ids)
+    with (tmp_path / "predictions.csv").open() as f:
+        assert sorted(row["image_id"] for row in csv.DictReader(f)) == sorted(image_ids)
+
+
+def test_default_output_dir_is_inside_the_checkpoint(synthetic_dir, cnn_checkpoint):
+    from hf_skin.evaluation import EvaluationArguments
+
+    args = EvaluationArguments(model=str(cnn_checkpoint), dataset=str(synthetic_dir), split="all", tta=True)
+    assert Path(args.output_dir) == cnn_checkpoint / "evaluation" / f"{synthetic_dir.name}-all-tta"
+    with pytest.raises(ValueError, match="--split 'dev' is not one of"):
+        EvaluationArguments(model="m", split="dev")
+
+
+def test_wrong_labels_are_named(synthetic_dir, tmp_path):
+    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
+
+    config = ViTConfig(hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=8, image_size=16)
+    config.id2label, config.label2id = {0: "cat", 1: "dog"}, {"cat": 0, "dog": 1}
+    ViTForImageClassification(config).save_pretrained(tmp_path / "pets")
+    ViTImageProcessor(size={"height": 16, "width": 16}).save_pretrained(tmp_path / "pets")
+    with pytest.raises(ValueError, match=r"predicts the labels \['cat', 'dog'\].*HAM10000 classifier"):
+        evaluate_checkpoint(tmp_path / "pets", synthetic_dir, output_dir=tmp_path / "out", max_samples=2)
+
+
+def test_wilson_interval():
+    low, high = wilson_interval(0, 10)
+    assert low == 0.0 and high == pytest.approx(0.2775, abs=1e-4)
+    low, high = wilson_interval(5, 10)
+    assert (low, high) == (pytest.approx(0.2366, abs=1e-4), pytest.approx(0.7634, abs=1e-4))
+    assert all(math.isnan(v) for v in wilson_interval(0, 0))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# compare.py
+
+
+@pytest.fixture(scope="module")
+def two_runs(synthetic_dir, tmp_path_factory) -> list[Path]:
+    from hf_skin.training import parse_args, run
+
+    root = tmp_path_factory.mktemp("runs")
+    runs = []
+    for name, balance in (("oversampled", "oversample"), ("plain", "none")):
+        argv = ["--model", "cnn", "--dataset", str(synthetic_dir), "--output_dir", str(root / name)]
+        argv += ["--config_overrides", '{"hidden_sizes": [8, 16]}', "--balance", balance, "--augment", "none"]
+        argv += ["--max_train_samples", "16", "--max_eval_samples", "8", "--per_device_train_batch_size", "8"]
+        argv += ["--num_train_epochs", "2", "--save_total_limit", "1", "--report_to", "none"]
+        run(*parse_args(argv))
+        runs.append(root / name)
+    return runs
+
+
+def test_compare_script_writes_table_and_curves(two_runs, tmp_path, capsys):
+    out = tmp_path / "compare"
+    rows = load_script("compare").main([*map(str, two_runs), "--output_dir", str(out)])
+    assert "2 runs compared" in capsys.readouterr().out
+
+    with (out / "comparison.csv").open() as f:
+        table = list(csv.DictReader(f))
+    assert [r["run"] for r in table] == ["oversampled", "plain"] == [r["run"] for r in rows]
+    for run_dir, row in zip(two_runs, table):
+        results = json.loads((run_dir / "all_results.json").read_text())
+        assert float(row["balanced_accuracy"]) == pytest.approx(results["test_balanced_accuracy"])
+        assert float(row["recall_mel"]) == pytest.approx(results["test_recall_mel"])
+        assert row["model_type"] == "hf_skin_cnn" and float(row["epochs"]) == 2.0
+    markdown = (out / "comparison.md").read_text()
+    assert "`oversampled`" in markdown and "`plain`" in markdown and "](training_curves.png)" in markdown
+    assert markdown.count("\n| `") == 2
+    with Image.open(out / "training_curves.png") as png:
+        assert png.format == "PNG" and png.width >= 1200
+    assert (out / "training_curves.png").stat().st_size > 30_000
+
+
+def test_compare_names_a_folder_that_is_not_a_run(tmp_path):
+    from hf_skin.evaluation import compare_runs
+
+    with pytest.raises(FileNotFoundError, match="has no all_results.json"):
+        compare_runs([tmp_path], tmp_path / "out")
