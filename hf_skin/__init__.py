@@ -5,4 +5,11 @@ __version__ = "0.1.0"
 from .data import DX_LABELS, load_ham10000  # noqa: E402
 from .models import SkinCNNConfig, SkinCNNForImageClassification, build_model  # noqa: E402
 
-__all__ = ["DX_LABELS", "SkinCNNConfig", "SkinCNNForImageClassification", "__version__", "build_model", "load_ham10000"]
+__all__ = [
+    "DX_LABELS",
+    "SkinCNNConfig",
+    "SkinCNNForImageClassification",
+    "__version__",
+    "build_model",
+    "load_ham10000",
+]
