@@ -258,8 +258,8 @@ def load_splits(data_args: DataArguments, columns: list[str]) -> datasets.Datase
     prepared = datasets.DatasetDict()
     for name, split in splits.items():
         limit = data_args.max_train_samples if name == "train" else data_args.max_eval_samples
-        if limit is not None:
-            split = split.select(range(min(limit, len(split))))
+        if limit is not None:  # a seeded random subset: the split is in the metadata file's (diagnosis-sorted) order
+            split = split.shuffle(seed=data_args.split_seed).select(range(min(limit, len(split))))
         # Decoding ourselves lets JPEGs decode at reduced size (see processing.load_image).
         prepared[name] = split.select_columns(columns).cast_column("image", datasets.Image(decode=False))
     return prepared
@@ -489,4 +489,13 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Ski
             trainer.log_metrics(split, flat)
             trainer.save_metrics(split, flat)
             results.update(flat)
+    if trainer.is_world_process_zero():
+        print(f"\nCheckpoint (model + processor): {output_dir}")
+        print(f"Metrics:            {output_dir / 'all_results.json'} (full: {output_dir / 'test_metrics.json'})")
+        print(f"Confusion matrices: {output_dir / 'test_confusion_matrix.png'}, *_normalized.png")
+        if "test_balanced_accuracy" in results:
+            print(
+                f"Test accuracy {results['test_accuracy']:.3f}, "
+                f"balanced accuracy {results['test_balanced_accuracy']:.3f}"
+            )
     return results
