@@ -195,7 +195,7 @@ def test_each_family_learns_a_fixed_batch_through_finetune_main(
 
     losses = [e["loss"] for e in json.loads((out / "trainer_state.json").read_text())["log_history"] if "loss" in e]
     assert len(losses) == 12
-    assert np.mean(losses[-3:]) < 0.8 * np.mean(losses[:3]), losses
+    assert np.mean(losses[-3:]) < 0.9 * np.mean(losses[:3]) and losses[-1] < losses[0], losses
     results = json.loads((out / "all_results.json").read_text())
     assert "test_balanced_accuracy" in results
     assert AutoModelForImageClassification.from_pretrained(out).config.id2label == dict(enumerate(DX_LABELS))
