@@ -13,22 +13,13 @@ from datasets.table import embed_table_storage
 from huggingface_hub import DatasetCard, DatasetCardData, HfApi
 
 from .data import DX_NAMES, MALIGNANT_DX
+from .metrics import HAM10000_CITATION
 
 logger = logging.getLogger(__name__)
 
 # ----------------------------------------------------------------------------------------------------------------
 # Dataset card
 
-HAM10000_CITATION = """@article{tschandl2018ham10000,
-  title   = {The {HAM10000} dataset, a large collection of multi-source dermatoscopic images
-             of common pigmented skin lesions},
-  author  = {Tschandl, Philipp and Rosendahl, Cliff and Kittler, Harald},
-  journal = {Scientific Data},
-  volume  = {5},
-  pages   = {180161},
-  year    = {2018},
-  doi     = {10.1038/sdata.2018.161}
-}"""
 
 MASKS_CITATION = """@article{tschandl2020humancomputer,
   title   = {Human--computer collaboration for skin cancer recognition},

@@ -46,7 +46,19 @@ predicted). Metrics that the data leaves undefined (the AUC of a class absent fr
 Computed with scikit-learn.
 """
 
-_CITATION = """\
+HAM10000_CITATION = """@article{tschandl2018ham10000,
+  title   = {The {HAM10000} dataset, a large collection of multi-source dermatoscopic images
+             of common pigmented skin lesions},
+  author  = {Tschandl, Philipp and Rosendahl, Cliff and Kittler, Harald},
+  journal = {Scientific Data},
+  volume  = {5},
+  pages   = {180161},
+  year    = {2018},
+  doi     = {10.1038/sdata.2018.161}
+}"""
+
+_CITATION = (
+    """\
 @article{codella2019isic2018,
   title   = {Skin Lesion Analysis Toward Melanoma Detection 2018: A Challenge Hosted by the International Skin
              Imaging Collaboration (ISIC)},
@@ -63,17 +75,9 @@ _CITATION = """\
   pages     = {3121--3124},
   year      = {2010}
 }
-@article{tschandl2018ham10000,
-  title   = {The HAM10000 dataset, a large collection of multi-source dermatoscopic images of common pigmented
-             skin lesions},
-  author  = {Tschandl, Philipp and Rosendahl, Cliff and Kittler, Harald},
-  journal = {Scientific Data},
-  volume  = {5},
-  pages   = {180161},
-  year    = {2018},
-  doi     = {10.1038/sdata.2018.161}
-}
 """
+    + HAM10000_CITATION
+)
 
 _INPUTS_DESCRIPTION = """
 Args:

@@ -27,29 +27,21 @@ from .processing import input_size, load_image, make_batch_transform, processor_
 logger = logging.getLogger(__name__)
 
 # Defaults each `--model` starts from; any flag overrides them. The study's settings where it gave them.
+# The study's CNN: 32×32, batch 34, 150 epochs, oversampling of rare classes, augmentation, step decay.
+_STUDY_CNN_RECIPE: dict[str, Any] = {
+    "per_device_train_batch_size": 34,
+    "per_device_eval_batch_size": 128,
+    "num_train_epochs": 150,
+    "learning_rate": 1e-3,
+    "balance": "oversample",
+    "augment": "paper",
+    "step_decay_epochs": 50,
+    "step_decay_gamma": 0.5,
+}
 RECIPES: dict[str, dict[str, Any]] = {
-    "cnn": {
-        # The study's CNN: 32×32, batch 34, 150 epochs, oversampling of rare classes, augmentation, step decay.
-        "per_device_train_batch_size": 34,
-        "per_device_eval_batch_size": 128,
-        "num_train_epochs": 150,
-        "learning_rate": 1e-3,
-        "balance": "oversample",
-        "augment": "paper",
-        "step_decay_epochs": 50,
-        "step_decay_gamma": 0.5,
-    },
+    "cnn": _STUDY_CNN_RECIPE,
     # The study's multi-input CNN: the same CNN and schedule, plus age, sex and localization.
-    "multi-input": {
-        "per_device_train_batch_size": 34,
-        "per_device_eval_batch_size": 128,
-        "num_train_epochs": 150,
-        "learning_rate": 1e-3,
-        "balance": "oversample",
-        "augment": "paper",
-        "step_decay_epochs": 50,
-        "step_decay_gamma": 0.5,
-    },
+    "multi-input": _STUDY_CNN_RECIPE,
     # Fine-tuning ImageNet backbones: the study's 20 epochs; a small learning rate with warmup, cosine decay.
     "resnet101": {
         "per_device_train_batch_size": 32,

@@ -70,6 +70,24 @@ def tiny_vit_checkpoint(tmp_path_factory) -> Path:
     return path
 
 
+SMALL_CNN = '{"hidden_sizes": [8, 16], "downsample": true, "normalization": "batch", "head": "avg"}'
+
+
+def small_args(dataset, output_dir, *extra) -> list[str]:
+    """finetune.py flags for a tiny CNN run on `dataset` (tests add their own limits in `extra`)."""
+    return [
+        "--model",
+        "cnn",
+        "--dataset",
+        str(dataset),
+        "--output_dir",
+        str(output_dir),
+        "--config_overrides",
+        SMALL_CNN,
+        *extra,
+    ]
+
+
 def load_script(name: str):
     """Imports scripts/<name>.py by path (putting scripts/ on sys.path would let scripts/evaluate.py shadow the
     `evaluate` library)."""

@@ -9,26 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import small_args
 from transformers import TrainerCallback
 
 from hf_skin.training import build_trainer, evaluate_split, parse_args
 
 ROOT = Path(__file__).resolve().parents[1]
-SMALL_CNN = '{"hidden_sizes": [8, 16], "downsample": true, "normalization": "batch", "head": "avg"}'
-
-
-def args_for(dataset, output_dir, *extra):
-    return [
-        "--model",
-        "cnn",
-        "--dataset",
-        str(dataset),
-        "--output_dir",
-        str(output_dir),
-        "--config_overrides",
-        SMALL_CNN,
-        *extra,
-    ]
 
 
 class StopAt(TrainerCallback):
@@ -51,7 +37,7 @@ def test_resume_reaches_the_same_step_and_weights(synthetic_dir, tmp_path):
     extra += ["--augment", "none"]
 
     def trained(output_dir, stop=None, resume=None):
-        trainer, splits = build_trainer(*parse_args(args_for(synthetic_dir, output_dir, *extra)))
+        trainer, splits = build_trainer(*parse_args(small_args(synthetic_dir, output_dir, *extra)))
         if stop:
             trainer.add_callback(StopAt(stop))
         trainer.train(resume_from_checkpoint=resume)
@@ -72,7 +58,7 @@ def test_resume_reaches_the_same_step_and_weights(synthetic_dir, tmp_path):
 def test_report_to_tensorboard(synthetic_dir, tmp_path, monkeypatch):
     pytest.importorskip("tensorboard")
     monkeypatch.setenv("TENSORBOARD_LOGGING_DIR", str(tmp_path / "tb"))
-    argv = args_for(synthetic_dir, tmp_path / "run", "--max_steps", "2", "--report_to", "tensorboard")
+    argv = small_args(synthetic_dir, tmp_path / "run", "--max_steps", "2", "--report_to", "tensorboard")
     argv += ["--logging_strategy", "steps", "--logging_steps", "1", "--eval_strategy", "no", "--save_strategy", "no"]
     trainer, _ = build_trainer(*parse_args(argv))
     trainer.train()
@@ -82,7 +68,7 @@ def test_report_to_tensorboard(synthetic_dir, tmp_path, monkeypatch):
 
 def test_two_process_run_evaluates_like_one_process(synthetic_dir, tmp_path):
     out = tmp_path / "ddp"
-    argv = args_for(synthetic_dir, out, "--max_steps", "3", "--per_device_train_batch_size", "8")
+    argv = small_args(synthetic_dir, out, "--max_steps", "3", "--per_device_train_batch_size", "8")
     argv += ["--eval_strategy", "no", "--save_strategy", "no", "--per_device_eval_batch_size", "7"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     launcher = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--num_machines", "1"]
@@ -95,7 +81,7 @@ def test_two_process_run_evaluates_like_one_process(synthetic_dir, tmp_path):
 
     distributed = json.loads((out / "test_metrics.json").read_text())
     # The same checkpoint evaluated by a single process: identical counts, no padded duplicates.
-    single_args = args_for(synthetic_dir, tmp_path / "single", "--eval_strategy", "no")
+    single_args = small_args(synthetic_dir, tmp_path / "single", "--eval_strategy", "no")
     trainer, splits = build_trainer(*parse_args(single_args))
     from transformers import AutoModelForImageClassification
 

@@ -4,28 +4,13 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import load_script
+from conftest import load_script, small_args
 from PIL import Image
 from transformers import AutoModelForImageClassification, pipeline
 
 from hf_skin.data import DX_LABELS
 from hf_skin.inference import SkinClassifier
 from hf_skin.training import RECIPES, SkinTrainer, build_augmentation, build_trainer, parse_args
-
-SMALL_CNN = '{"hidden_sizes": [8, 16], "downsample": true, "normalization": "batch", "head": "avg"}'
-
-
-def small_args(dataset, output_dir, *extra):
-    return [
-        "--model",
-        "cnn",
-        "--dataset",
-        str(dataset),
-        "--output_dir",
-        str(output_dir),
-        "--config_overrides",
-        SMALL_CNN,
-    ]
 
 
 def test_recipe_defaults_and_overrides():
