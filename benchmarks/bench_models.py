@@ -48,12 +48,12 @@ from transformers import (
     default_data_collator,
 )
 
-from hf_skin.models import build_model, label_maps
+from hf_skin.models import SkinMultiInputConfig, SkinMultiInputForImageClassification, build_model, label_maps
 from hf_skin.processing import build_image_processor, processor_for
 from hf_skin.training import DataArguments, attach_transforms, load_splits
 
 DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "ham10000"
-MODELS = ("cnn-32", "cnn", "multi-input-32", "multi-input", "resnet101", "vit")
+MODELS = ("cnn-32", "cnn", "multi-input-32", "multi-input", "multi-input-resnet101", "resnet101", "vit")
 METADATA_COLUMNS = ["age", "sex", "localization"]
 
 
@@ -64,11 +64,21 @@ def build(name: str, image_size: int):
         return build_model(name.removesuffix("-32")), 32
     if name in ("cnn", "multi-input"):
         return build_model(name, image_size=image_size), image_size
+    resnet101 = ResNetConfig(depths=[3, 4, 23, 3], hidden_sizes=[256, 512, 1024, 2048], layer_type="bottleneck")
     if name == "resnet101":
-        config = ResNetConfig(
-            depths=[3, 4, 23, 3], hidden_sizes=[256, 512, 1024, 2048], layer_type="bottleneck", **label_maps()
+        resnet101.update(label_maps())
+        return ResNetForImageClassification(resnet101), 224
+    if name == "multi-input-resnet101":
+        # The study's CNN has a flatten head: at 224² it is 822 M parameters. A 224² multi-input model is built
+        # over a real backbone: full-size ResNet-101 (random init) + the metadata encoder and fusion.
+        template = build_model("multi-input", hidden_sizes=[4])
+        config = SkinMultiInputConfig(
+            backbone_config=resnet101,
+            metadata_fields=template.config.metadata_fields,
+            vocabularies=template.config.vocabularies,
+            **label_maps(),
         )
-        return ResNetForImageClassification(config), 224
+        return SkinMultiInputForImageClassification(config), 224
     if name == "vit":
         return ViTForImageClassification(ViTConfig(image_size=224, **label_maps())), 224
     raise ValueError(f"unknown model {name!r}: choose from {', '.join(MODELS)}")

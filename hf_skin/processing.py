@@ -39,7 +39,8 @@ def processor_for(model, pretrained: str | None = None, train_ages=None):
     if pretrained is not None:
         image_processor = AutoImageProcessor.from_pretrained(pretrained)
     else:
-        image_processor = build_image_processor(image_config.image_size)
+        # A backbone config that names no input size (ResNet) gets the ImageNet size its design assumes.
+        image_processor = build_image_processor(getattr(image_config, "image_size", 224))
     if config.model_type == "hf_skin_multi_input":
         return SkinProcessor.for_model(model, image_processor, train_ages)
     return image_processor
