@@ -166,7 +166,11 @@ class SkinTrainingArguments(TrainingArguments):
         default="paper", metadata={"help": "Train-time augmentation.", "choices": list(AUGMENTATIONS)}
     )
     step_decay_epochs: float | None = field(
-        default=None, metadata={"help": "Step decay: multiply the learning rate by step_decay_gamma every N epochs."}
+        default=None,
+        metadata={
+            "help": "Step decay: multiply the learning rate by step_decay_gamma every N epochs (0: off, the "
+            "--lr_scheduler_type schedule instead)."
+        },
     )
     step_decay_gamma: float = field(default=0.5, metadata={"help": "Step decay factor."})
     backbone_learning_rate_multiplier: float = field(
@@ -383,7 +387,7 @@ class SkinTrainer(Trainer):
         return (loss, outputs) if return_outputs else loss
 
     def create_scheduler(self, num_training_steps: int, optimizer=None):
-        if self.args.step_decay_epochs is None or self.lr_scheduler is not None:
+        if not self.args.step_decay_epochs or self.lr_scheduler is not None:
             return super().create_scheduler(num_training_steps, optimizer)
         optimizer = optimizer or self.optimizer
         updates_per_epoch = max(1, len(self.get_train_dataloader()) // self.args.gradient_accumulation_steps)

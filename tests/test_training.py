@@ -120,6 +120,16 @@ def test_step_decay_schedule(synthetic_dir, tmp_path):
     assert isinstance(trainer, SkinTrainer)
 
 
+def test_step_decay_zero_hands_over_to_the_trainer_schedule(synthetic_dir, tmp_path):
+    trainer, _ = _trainer(synthetic_dir, tmp_path, "--step_decay_epochs", "0", "--lr_scheduler_type", "cosine")
+    trainer.create_optimizer()
+    scheduler = trainer.create_scheduler(100)
+    for _ in range(50):
+        trainer.optimizer.step()
+        scheduler.step()
+    assert scheduler.get_last_lr()[0] == pytest.approx(trainer.args.learning_rate * 0.5, rel=0.05)  # cosine midpoint
+
+
 def test_finetune_main_trains_evaluates_and_saves(synthetic_dir, tmp_path, monkeypatch):
     finetune = load_script("finetune")
 
@@ -173,7 +183,7 @@ def test_each_family_learns_a_fixed_batch_through_finetune_main(
     argv = ["--model", family, "--dataset", str(synthetic_dir), "--output_dir", str(out), *extra]
     argv += ["--max_train_samples", "16", "--per_device_train_batch_size", "16", "--max_eval_samples", "8"]
     argv += ["--augment", "none", "--balance", "none", "--max_steps", "12", "--learning_rate", "3e-3"]
-    argv += ["--step_decay_epochs", "1000", "--warmup_steps", "0", "--lr_scheduler_type", "constant"]
+    argv += ["--step_decay_epochs", "0", "--warmup_steps", "0", "--lr_scheduler_type", "constant"]
     argv += ["--eval_strategy", "no", "--logging_strategy", "steps", "--logging_steps", "1", "--save_strategy", "no"]
     monkeypatch.setattr(sys, "argv", ["finetune.py", *argv])
     finetune.main()
