@@ -7,7 +7,7 @@ import io
 import json
 import logging
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -196,20 +196,24 @@ class SkinTrainingArguments(TrainingArguments):
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[ModelArguments, DataArguments, SkinTrainingArguments]:
-    """Parses flags, or a single `.json` file of them, on top of the chosen model's recipe."""
+    """Parses flags on top of the chosen model's recipe. A `.json` file of flags may come first (e.g. one of
+    `recipes/`): its values replace the recipe's, and flags after it replace the file's."""
     argv = sys.argv[1:] if argv is None else list(argv)
+    from_file = {}
+    if argv and argv[0].endswith(".json"):
+        path = Path(argv.pop(0))
+        if not path.is_file():
+            raise FileNotFoundError(f"argument file {path} does not exist")
+        from_file = json.loads(path.read_text())
+        known = {f.name for cls in (ModelArguments, DataArguments, SkinTrainingArguments) for f in fields(cls)}
+        if unknown := sorted(set(from_file) - known):
+            raise ValueError(f"{path}: unknown arguments {unknown}; see scripts/finetune.py --help")
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--model", default=from_file.get("model", "cnn"))
+    pre.add_argument("--output_dir", default=from_file.get("output_dir"))
+    given = pre.parse_known_args(argv)[0]
+    defaults = {**RECIPES.get(given.model, {}), **from_file, "output_dir": given.output_dir or f"runs/{given.model}"}
     parser = HfArgumentParser((ModelArguments, DataArguments, SkinTrainingArguments))
-    if len(argv) == 1 and argv[0].endswith(".json"):
-        given = json.loads(Path(argv[0]).read_text())
-    else:
-        pre = argparse.ArgumentParser(add_help=False)
-        pre.add_argument("--model", default="cnn")
-        pre.add_argument("--output_dir", default=None)
-        given = vars(pre.parse_known_args(argv)[0])
-    model = given.get("model", "cnn")
-    defaults = {**RECIPES.get(model, {}), "output_dir": given.get("output_dir") or f"runs/{model}"}
-    if len(argv) == 1 and argv[0].endswith(".json"):
-        return parser.parse_dict({**defaults, **given})
     parser.set_defaults(**defaults)
     return parser.parse_args_into_dataclasses(args=argv)
 

@@ -33,6 +33,15 @@ def test_arguments_from_a_json_file(tmp_path):
         and args.per_device_train_batch_size == RECIPES["cnn"]["per_device_train_batch_size"]
     )
     assert model_args.config_overrides == {"image_size": 64} and data_args.dataset == "d"
+    # Flags after the file replace its values; the file's replace the recipe's.
+    model_args, data_args, args = parse_args([str(path), "--dataset", "other", "--num_train_epochs", "2"])
+    assert data_args.dataset == "other" and args.num_train_epochs == 2 and args.learning_rate == 0.01
+    assert model_args.config_overrides == {"image_size": 64} and args.output_dir == "runs/cnn"
+    with pytest.raises(FileNotFoundError, match="missing.json"):
+        parse_args([str(tmp_path / "missing.json")])
+    path.write_text(json.dumps({"model": "cnn", "learning_rte": 0.01}))
+    with pytest.raises(ValueError, match="learning_rte"):
+        parse_args([str(path)])
 
 
 @pytest.mark.parametrize(
