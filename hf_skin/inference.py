@@ -8,7 +8,13 @@ import torch
 from transformers import AutoImageProcessor, AutoModelForImageClassification, PreTrainedModel
 
 from . import models as _models  # noqa: F401  (registers hf-skin's model classes with the Auto classes)
+from .data import DX_NAMES, MALIGNANT_DX
 from .processing import SkinProcessor, load_image
+
+# Under this top-class probability a prediction is called uncertain. At 0.5 the most probable class stops being more
+# likely than all the others together: for a calibrated model (the evaluation report measures it, ECE) predictions
+# below it are wrong more often than right. With 7 classes a guess is at 0.14, so 0.5 still leaves room for an answer.
+UNCERTAIN_BELOW = 0.5
 
 
 class SkinClassifier:
@@ -42,16 +48,25 @@ class SkinClassifier:
             processor = AutoImageProcessor.from_pretrained(name_or_path, **kwargs)
         return cls(model, processor)
 
-    @torch.inference_mode()
-    def predict_proba(self, images, **metadata) -> torch.Tensor:
-        """(N, num_labels) probabilities for one image or a list (paths, bytes or PIL images)."""
+    @property
+    def image_processor(self):
+        """The image part of the processor (resizing, normalisation)."""
+        return self.processor.image_processor if isinstance(self.processor, SkinProcessor) else self.processor
+
+    def model_inputs(self, images, **metadata) -> dict[str, torch.Tensor]:
+        """The model's keyword inputs (on its device) for one image or a list (paths, bytes or PIL images)."""
         images = [load_image(image) for image in (images if isinstance(images, (list, tuple)) else [images])]
         if isinstance(self.processor, SkinProcessor):
             inputs = self.processor(images, **metadata)
         else:
             inputs = {"pixel_values": self.processor(images, return_tensors="pt")["pixel_values"]}
         device = next(self.model.parameters()).device
-        logits = self.model(**{k: v.to(device) for k, v in inputs.items()}).logits
+        return {k: v.to(device) for k, v in inputs.items()}
+
+    @torch.inference_mode()
+    def predict_proba(self, images, **metadata) -> torch.Tensor:
+        """(N, num_labels) probabilities for one image or a list (paths, bytes or PIL images)."""
+        logits = self.model(**self.model_inputs(images, **metadata)).logits
         return logits.float().softmax(dim=-1).cpu()
 
     def predict(self, images, **metadata) -> list[dict[str, float]]:
@@ -60,3 +75,32 @@ class SkinClassifier:
             dict(sorted(zip(self.labels, row.tolist()), key=lambda item: -item[1]))
             for row in self.predict_proba(images, **metadata)
         ]
+
+
+def display_name(label: str) -> str:
+    """`"Melanoma (mel)"`: a HAM10000 diagnosis code with its full name in front (other labels as they are)."""
+    return f"{DX_NAMES[label]} ({label})" if label in DX_NAMES else label
+
+
+def malignant_probability(probs: dict[str, float]) -> float:
+    """The probability of a malignant class (`MALIGNANT_DX`: melanoma, basal cell carcinoma, actinic keratosis /
+    intraepithelial carcinoma) in one `{label: probability}` dict of `SkinClassifier.predict`."""
+    return sum(probs.get(dx, 0.0) for dx in MALIGNANT_DX)
+
+
+def summarize(probs: dict[str, float], uncertain_below: float = UNCERTAIN_BELOW) -> str:
+    """A plain summary (Markdown) of one `{label: probability}` dict: the most likely class, the probability of a
+    malignant class, and, when the most likely class is under `uncertain_below`, that the prediction is uncertain."""
+    top = max(probs, key=probs.get)
+    malignant = ", ".join(DX_NAMES[dx][0].lower() + DX_NAMES[dx][1:] for dx in MALIGNANT_DX)
+    lines = [
+        f"**Most likely: {display_name(top)}, {probs[top]:.0%}.**",
+        f"Probability of a malignant class ({malignant}): **{malignant_probability(probs):.0%}**.",
+    ]
+    if probs[top] < uncertain_below:
+        lines.insert(
+            0,
+            f"**Uncertain — this needs a dermatologist's eyes.** No class reaches {uncertain_below:.0%}: the model's "
+            "best guess is less likely than all the others together.",
+        )
+    return "\n\n".join(lines)

@@ -50,7 +50,9 @@ def load_image(value: Any, target_size: int | None = None) -> Image.Image:
     """Opens an image given as a PIL image, a path, raw bytes or a `datasets` `{"bytes", "path"}` dict, as RGB.
 
     With `target_size`, JPEGs are decoded at a reduced scale (libjpeg's DCT scaling, never below `target_size`),
-    which makes small-input models several times faster to feed. EXIF orientation is applied.
+    which makes small-input models several times faster to feed. EXIF orientation is applied, 16-bit grey is scaled
+    to 8 bits and transparency is shown over white. Images over PIL's decompression-bomb limit
+    (`PIL.Image.MAX_IMAGE_PIXELS`) raise `PIL.Image.DecompressionBombError`.
     """
     if isinstance(value, Image.Image):
         image = value
@@ -67,6 +69,12 @@ def load_image(value: Any, target_size: int | None = None) -> Image.Image:
         except (UnidentifiedImageError, OSError) as err:
             raise ValueError(f"cannot decode {name}: {err}. Replace or remove this image.") from err
     image = ImageOps.exif_transpose(image)
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
+        # 16-bit grey (medical and scientific exports): PIL's convert("RGB") clips it to 255, a white image.
+        image = Image.fromarray((np.asarray(image, dtype=np.float64) / 257).clip(0, 255).astype(np.uint8))
+    elif image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+        # Transparent pixels keep arbitrary (often black) colour values: show them as a white background instead.
+        image = Image.alpha_composite(Image.new("RGBA", image.size, "white"), image.convert("RGBA"))
     return image if image.mode == "RGB" else image.convert("RGB")
 
 

@@ -81,6 +81,15 @@ def test_load_image_gives_rgb_for_any_mode(mode):
     assert out.mode == "RGB" and out.size == (200, 150)
 
 
+def test_load_image_scales_16_bit_grey_and_shows_transparency_over_white(tmp_path):
+    ramp = np.linspace(0, 65535, 150 * 200).reshape(150, 200).astype(np.uint16)
+    Image.fromarray(ramp).save(tmp_path / "grey16.png")
+    out = np.asarray(load_image(tmp_path / "grey16.png"), dtype=np.float64)
+    np.testing.assert_allclose(out[..., 1], ramp / 257, atol=1)  # PIL's own convert("RGB") clips it to white
+    transparent_black = Image.new("RGBA", (20, 10), (0, 0, 0, 0))
+    assert np.asarray(load_image(transparent_black)).min() == 255
+
+
 def test_load_image_applies_exif_rotation_and_reduced_jpeg_decoding():
     image = rgb(200, 150)
     exif = Image.Exif()

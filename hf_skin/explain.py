@@ -1,0 +1,210 @@
+"""Explanation heatmaps: which parts of an image a prediction rests on, drawn over the image.
+
+- Convolutional models (hf-skin's CNN, ResNet and other backbones with `encoder.stages`, and the multi-input model
+  over them): **Grad-CAM** (Selvaraju et al., 2017, through `pytorch-grad-cam`) on the backbone's last feature map,
+  for one class: the regions that raise that class's score.
+- Vision transformers (ViT, and the multi-input model over it): **attention rollout** (Abnar & Zuidema, 2020), the
+  CLS token's attention followed through every layer (residual connections included): where the model looks, for
+  all classes at once.
+
+```python
+explanation = explain(SkinClassifier.from_pretrained("runs/demo"), "lesion.jpg")
+explanation.overlay.save("heatmap.png")   # the photo with the map over the part the model sees
+```
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+from pytorch_grad_cam import GradCAM
+from pytorch_grad_cam.utils.image import show_cam_on_image
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+from torch import nn
+
+from .inference import SkinClassifier, display_name
+from .models import SkinCNNModel, backbone_of
+from .processing import load_image
+
+GRAD_CAM = "Grad-CAM"
+ATTENTION_ROLLOUT = "attention rollout"
+
+# Grad-CAM registers hooks on the (shared) model and reads what they caught: two explanations at once would mix.
+_LOCK = threading.Lock()
+
+
+@dataclass
+class Explanation:
+    """One explanation heatmap.
+
+    Args:
+        method (`str`): `GRAD_CAM` or `ATTENTION_ROLLOUT`.
+        target (`str` or `None`): the label Grad-CAM explains; `None` for attention rollout, which is class-agnostic.
+        heatmap (`np.ndarray`): (H, W) float32 in [0, 1] over `image`; 0 outside the part the model sees.
+        image (`PIL.Image.Image`): the RGB image (EXIF rotation applied), at most `max_side` pixels on its long side.
+        overlay (`PIL.Image.Image`): `image` with the heatmap blended over the part the model sees (red: high), that
+            part outlined when the processor crops the image.
+    """
+
+    method: str
+    target: str | None
+    heatmap: np.ndarray
+    image: Image.Image
+    overlay: Image.Image
+
+    @property
+    def caption(self) -> str:
+        """What the heatmap shows, in a sentence."""
+        if self.method == GRAD_CAM:
+            return (
+                f"Grad-CAM for {display_name(self.target)}: red marks the regions that raised the model's score for "
+                "this class."
+            )
+        return "Attention rollout: red marks the parts of the image the model attended to most (for all classes)."
+
+
+def explanation_method(model: nn.Module) -> str:
+    """`GRAD_CAM` or `ATTENTION_ROLLOUT`, whichever suits `model`'s backbone (`ValueError` for neither)."""
+    backbone = backbone_of(model)
+    if _feature_map_layer(backbone) is not None:
+        return GRAD_CAM
+    if hasattr(backbone.config, "num_attention_heads") and hasattr(backbone.config, "patch_size"):
+        return ATTENTION_ROLLOUT
+    raise ValueError(
+        f"no explanation method for a {type(backbone).__name__} backbone: hf_skin.explain knows convolutional "
+        "backbones (hf-skin's CNN, `encoder.stages` as in ResNet/ConvNeXt) and ViT-style transformers"
+    )
+
+
+def explain(
+    classifier: SkinClassifier, image, target: str | None = None, max_side: int = 512, **metadata
+) -> Explanation:
+    """The explanation heatmap of `classifier`'s prediction for one image (path, bytes or PIL image).
+
+    Args:
+        classifier (`SkinClassifier`): any hf-skin checkpoint.
+        image: the image, as `SkinClassifier.predict` takes it.
+        target (`str`, *optional*): the label Grad-CAM explains; defaults to the most probable one. Attention rollout
+            ignores it.
+        max_side (`int`, *optional*, defaults to 512): the returned image's long side (never enlarged).
+        metadata: age / sex / localization for multi-input models, as `SkinClassifier.predict` takes them.
+    """
+    image = load_image(image)
+    model, method = classifier.model, explanation_method(classifier.model)
+    with _LOCK:
+        inputs = classifier.model_inputs(image, **metadata)
+        if method == GRAD_CAM:
+            target = target or _top_label(classifier, inputs)
+            cam = _grad_cam(model, inputs, classifier.model.config.label2id[target])
+        else:
+            target, cam = None, _attention_rollout(backbone_of(model), inputs["pixel_values"])
+
+    shown = image.copy()
+    shown.thumbnail((max_side, max_side))
+    left, top, right, bottom = (round(v) for v in _seen_box(classifier.image_processor, *shown.size))
+    heatmap = np.zeros((shown.height, shown.width), dtype=np.float32)
+    heatmap[top:bottom, left:right] = np.asarray(
+        Image.fromarray(cam.astype(np.float32)).resize((right - left, bottom - top), Image.BILINEAR)
+    ).clip(0, 1)
+    pixels = np.asarray(shown, dtype=np.float32) / 255
+    blended = pixels.copy()
+    blended[top:bottom, left:right] = (
+        show_cam_on_image(pixels[top:bottom, left:right], heatmap[top:bottom, left:right], use_rgb=True) / 255
+    )
+    overlay = Image.fromarray((blended * 255).round().astype(np.uint8))
+    if (left, top, right, bottom) != (0, 0, shown.width, shown.height):
+        ImageDraw.Draw(overlay).rectangle((left, top, right - 1, bottom - 1), outline="white", width=2)
+    return Explanation(method=method, target=target, heatmap=heatmap, image=shown, overlay=overlay)
+
+
+def _feature_map_layer(backbone: nn.Module) -> nn.Module | None:
+    """The module whose output is the backbone's last (B, C, h, w) feature map, for convolutional backbones."""
+    if isinstance(backbone, SkinCNNModel):
+        return backbone.encoder
+    stages = getattr(getattr(backbone, "encoder", None), "stages", None)
+    return stages[-1] if stages is not None else None
+
+
+@torch.inference_mode()
+def _top_label(classifier: SkinClassifier, inputs: dict[str, torch.Tensor]) -> str:
+    return classifier.labels[int(classifier.model(**inputs).logits[0].argmax())]
+
+
+class _Logits(nn.Module):
+    """`model(pixel_values) -> logits`, as pytorch-grad-cam calls it: transformers models return a `ModelOutput`,
+    and the multi-input model needs its metadata too."""
+
+    def __init__(self, model: nn.Module, other_inputs: dict[str, torch.Tensor]):
+        super().__init__()
+        self.model, self.other_inputs = model, other_inputs
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.model(pixel_values=pixel_values, **self.other_inputs).logits
+
+
+def _grad_cam(model: nn.Module, inputs: dict[str, torch.Tensor], target_id: int) -> np.ndarray:
+    """(h, w) Grad-CAM over the model's input, in [0, 1]."""
+    inputs = dict(inputs)
+    # Gradients must reach the feature map even where the backbone is frozen (requires_grad=False).
+    pixel_values = inputs.pop("pixel_values").clone().requires_grad_(True)
+    with torch.enable_grad(), GradCAM(_Logits(model, inputs), [_feature_map_layer(backbone_of(model))]) as cam:
+        heatmap = cam(pixel_values, targets=[ClassifierOutputTarget(target_id)])[0]
+    model.zero_grad(set_to_none=True)
+    return heatmap
+
+
+@torch.inference_mode()
+def _attention_rollout(backbone: nn.Module, pixel_values: torch.Tensor) -> np.ndarray:
+    """(h, w) attention rollout over the model's input, in [0, 1]."""
+    if backbone.config._attn_implementation != "eager":
+        # Only eager attention returns its weights; its outputs are the same as sdpa's.
+        backbone.set_attn_implementation("eager")
+    attentions = backbone(pixel_values=pixel_values, output_attentions=True).attentions  # L × (1, heads, T, T)
+    tokens = attentions[0].shape[-1]
+    rollout = torch.eye(tokens)
+    for attention in attentions:
+        mixed = 0.5 * attention[0].float().mean(dim=0).cpu() + 0.5 * torch.eye(tokens)  # heads averaged + residual
+        rollout = (mixed / mixed.sum(dim=-1, keepdim=True)) @ rollout
+    height, width = pixel_values.shape[-2:]
+    patch = backbone.config.patch_size
+    patch_h, patch_w = (patch, patch) if isinstance(patch, int) else patch
+    grid_h, grid_w = height // patch_h, width // patch_w
+    # The CLS token's row over the patch tokens, which come last (after CLS and any distillation token).
+    cls_to_patches = rollout[0, -grid_h * grid_w :].reshape(1, 1, grid_h, grid_w)
+    heatmap = nn.functional.interpolate(cls_to_patches, size=(height, width), mode="bilinear")[0, 0]
+    heatmap = heatmap - heatmap.min()
+    return (heatmap / heatmap.max().clamp_min(1e-12)).numpy()
+
+
+def _seen_box(image_processor, width: int, height: int) -> tuple[float, float, float, float]:
+    """The part of a `width`×`height` image that `image_processor` hands the model, as (left, top, right, bottom).
+
+    hf-skin's own processors and ViT's resize the whole image; ResNet's (ConvNeXt's, below 384 px) resizes the
+    short side to `shortest_edge / crop_pct` and crops the centre; others may `do_center_crop` after resizing.
+    """
+    size = image_processor.size
+    shortest, keep_w, keep_h = size.get("shortest_edge"), 1.0, 1.0
+    crop_pct = getattr(image_processor, "crop_pct", None)
+    if shortest and crop_pct and shortest < 384:
+        keep_w, keep_h = min(width, height) * crop_pct / width, min(width, height) * crop_pct / height
+    elif getattr(image_processor, "do_center_crop", False):
+        crop = image_processor.crop_size
+        if shortest:
+            scale = shortest / min(width, height)
+            keep_w, keep_h = crop["width"] / (width * scale), crop["height"] / (height * scale)
+        else:
+            keep_w, keep_h = crop["width"] / size["width"], crop["height"] / size["height"]
+    keep_w, keep_h = min(keep_w, 1.0), min(keep_h, 1.0)
+    return (
+        width * (1 - keep_w) / 2,
+        height * (1 - keep_h) / 2,
+        width * (1 + keep_w) / 2,
+        height * (1 + keep_h) / 2,
+    )
+
+
+__all__ = ["ATTENTION_ROLLOUT", "GRAD_CAM", "Explanation", "explain", "explanation_method"]

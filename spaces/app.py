@@ -1,0 +1,140 @@
+"""The hf-skin Space: a skin-lesion photo (+ age, sex and body site for multi-input models) -> the 7 HAM10000
+diagnoses with probabilities, the probability of a malignant class, and an explanation heatmap.
+
+    HF_SKIN_MODEL=runs/demo python spaces/app.py      # a checkpoint folder or a Hub model id
+
+Without HF_SKIN_MODEL the model is the first of `models:` in this folder's README.md (the Space's card).
+The work is done by hf_skin (`SkinClassifier`, `summarize`, `explain`); this file builds the page.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+import gradio as gr
+from huggingface_hub import metadata_load
+from PIL import Image
+
+from hf_skin.data import LOCALIZATION_LABELS, SEX_LABELS
+from hf_skin.explain import explain
+from hf_skin.inference import SkinClassifier, display_name, summarize
+from hf_skin.processing import load_image
+from hf_skin.synthetic import make_synthetic_ham10000
+
+logger = logging.getLogger(__name__)
+
+DISCLAIMER = (
+    "**Research demo — not a diagnosis.** This model learned from HAM10000, a collection of dermatoscope images "
+    "of 7 kinds of pigmented skin lesions; it has not been clinically validated, it can be wrong, and it knows "
+    "nothing outside these 7 classes. Whatever it says, a spot that changes, bleeds, itches or looks unlike your "
+    "other moles needs a doctor."
+)
+# A Space on basic CPU hardware has 2 cores, and one prediction's PyTorch already uses them all: a second at the same
+# time would only slow both. Requests beyond the one running wait in the queue, up to MAX_QUEUE, then are turned away.
+CONCURRENCY = 1
+MAX_QUEUE = 64
+
+
+def default_model() -> str:
+    """`HF_SKIN_MODEL`, else the first model the Space's README.md lists."""
+    return os.environ.get("HF_SKIN_MODEL") or metadata_load(Path(__file__).with_name("README.md"))["models"][0]
+
+
+def read_upload(upload) -> Image.Image:
+    """Gradio's file payload (or a path) -> an RGB image, or a `gr.Error` that says what is wrong with the file."""
+    if upload is None:
+        raise gr.Error("Add a photo of the skin lesion first (upload one or take one with the webcam).")
+    path = upload["path"] if isinstance(upload, dict) else upload
+    try:
+        return load_image(path)
+    except Image.DecompressionBombError:
+        raise gr.Error(
+            f"This image is too large to open safely (over {2 * Image.MAX_IMAGE_PIXELS / 1e6:.0f} megapixels). "
+            "Please downscale it and try again."
+        ) from None
+    except Exception as err:  # whatever the decoder says, the file is not an image we can use
+        logger.info("rejected upload %s: %s", path, err)
+        raise gr.Error(
+            "This file could not be read as an image. Please upload a photo (JPEG, PNG, WebP, TIFF or BMP)."
+        ) from None
+
+
+def predict(classifier: SkinClassifier, upload, **metadata) -> tuple[dict[str, float], str, Image.Image]:
+    """One upload + metadata -> the `gr.Label` value (full names), the summary (Markdown) and the heatmap."""
+    image = read_upload(upload)
+    [probs] = classifier.predict(image, **metadata)
+    explanation = explain(classifier, image, target=next(iter(probs)), **metadata)
+    label = {display_name(dx): p for dx, p in probs.items()}
+    return label, f"{summarize(probs)}\n\n*Heatmap — {explanation.caption}*", explanation.overlay
+
+
+def example_rows(classifier: SkinClassifier, directory: Path, classes=("mel", "nv", "bcc", "bkl")) -> list[list]:
+    """Synthetic lesions (never real patients' images) drawn at startup, one per class in `classes`."""
+    root = make_synthetic_ham10000(directory, num_lesions=14, seed=0, with_masks=False)
+    rows = {}
+    with open(root / "HAM10000_metadata.csv", newline="") as f:
+        for row in csv.DictReader(f):
+            if row["dx"] in classes and row["dx"] not in rows:
+                [path] = root.glob(f"HAM10000_images_part_*/{row['image_id']}.jpg")
+                row["age"] = float(row["age"]) if row["age"] else None
+                rows[row["dx"]] = [str(path)] + [row[field] for field in metadata_inputs(classifier)]
+    return [rows[dx] for dx in classes if dx in rows]
+
+
+def metadata_inputs(classifier: SkinClassifier) -> list[str]:
+    """The metadata the page asks for: those of age, sex and localization that the model reads."""
+    return [field for field in ("age", "sex", "localization") if field in classifier.metadata_fields]
+
+
+def build_demo(classifier: SkinClassifier, model_name: str = "") -> gr.Blocks:
+    """The page for `classifier`, its queue configured: `build_demo(...).launch()`."""
+    fields = metadata_inputs(classifier)
+    with gr.Blocks(title="hf-skin: skin lesion classifier (research demo)") as demo:
+        gr.Markdown("# Skin lesion classifier\n" + DISCLAIMER)
+        with gr.Row():
+            with gr.Column():
+                image = gr.Image(label="Photo of the skin lesion", sources=["upload", "webcam"], type="filepath")
+                widgets = {}
+                if fields:
+                    gr.Markdown("Optional — leave as *unknown* if you do not know:")
+                    with gr.Row():
+                        if "age" in fields:
+                            widgets["age"] = gr.Number(label="Age (years)", minimum=0, maximum=120, value=None)
+                        if "sex" in fields:
+                            widgets["sex"] = gr.Dropdown(SEX_LABELS, value="unknown", label="Sex")
+                        if "localization" in fields:
+                            widgets["localization"] = gr.Dropdown(
+                                LOCALIZATION_LABELS, value="unknown", label="Body site"
+                            )
+                inputs = [image] + [widgets[field] for field in fields]
+                submit = gr.Button("Classify", variant="primary")
+                gr.Examples(
+                    example_rows(classifier, Path(tempfile.mkdtemp(prefix="hf_skin_examples_"))),
+                    inputs,
+                    label="Examples (synthetic lesions, not real patients)",
+                )
+            with gr.Column():
+                label = gr.Label(num_top_classes=len(classifier.labels), label="Diagnosis probabilities")
+                summary = gr.Markdown()
+                heatmap = gr.Image(label="Explanation heatmap", type="pil", format="png", interactive=False)
+        if model_name:
+            gr.Markdown(f"Model: `{model_name}`, trained with hf-skin on HAM10000 (CC BY-NC 4.0).")
+
+        def run(upload, *values):
+            return predict(classifier, upload, **dict(zip(fields, values)))
+
+        # preprocess=False: the file reaches read_upload as uploaded, so a bad one gets a clear message instead of
+        # Gradio's own decoding error. Uploads still go through Gradio's cache and its path checks.
+        submit.click(run, inputs, [label, summary, heatmap], api_name="predict", preprocess=False)
+        # A new photo clears the last result, so that no result ever shows beside a photo it is not about.
+        image.change(lambda: (None, "", None), None, [label, summary, heatmap], api_visibility="private", queue=False)
+    return demo.queue(default_concurrency_limit=CONCURRENCY, max_size=MAX_QUEUE)
+
+
+if __name__ == "__main__":
+    name = default_model()
+    build_demo(SkinClassifier.from_pretrained(name), model_name=name).launch()
