@@ -1,21 +1,71 @@
-"""The Hugging Face Hub side of hf-skin: dataset card, dataset preparation and push (the model side comes next)."""
+"""The Hugging Face Hub side of hf-skin: dataset card, dataset preparation and push; model card and push of a
+finished training run (`scripts/push_to_hub.py`, `scripts/finetune.py --push_to_hub`).
+
+The token is never an argument that gets logged or written: it comes from `HF_TOKEN`, `hf auth login` or an explicit
+`token=`, and goes only into the HTTP headers of `huggingface_hub`.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
+import math
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from datasets import ClassLabel, DatasetDict, Image, Value
 from datasets.table import embed_table_storage
-from huggingface_hub import DatasetCard, DatasetCardData, HfApi
+from huggingface_hub import (
+    CommitOperationAdd,
+    CommitOperationDelete,
+    DatasetCard,
+    DatasetCardData,
+    EvalResult,
+    HfApi,
+    ModelCard,
+    ModelCardData,
+    get_token,
+)
+from huggingface_hub.errors import HfHubHTTPError, HFValidationError, LocalTokenNotFoundError
+from huggingface_hub.utils import validate_repo_id
 
-from .data import DX_NAMES, MALIGNANT_DX
+from .data import DX_LABELS, DX_NAMES, MALIGNANT_DX
 from .metrics import HAM10000_CITATION
 
 logger = logging.getLogger(__name__)
+
+# ----------------------------------------------------------------------------------------------------------------
+# Tokens and repo ids
+
+
+def hub_token(token: str | None = None) -> str:
+    """`token`, else `HF_TOKEN`, else the `hf auth login` token; a clear error when there is none."""
+    token = token or get_token()
+    if not token:
+        raise LocalTokenNotFoundError(
+            "no Hugging Face token found: set HF_TOKEN to a write token (https://huggingface.co/settings/tokens) or "
+            "run `hf auth login`, then push again"
+        )
+    return token
+
+
+def check_repo_id(repo_id: str) -> str:
+    """`repo_id` if it is a valid Hub repo id (`user/name`, `org/name` or `name`), else a clear `ValueError`."""
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as err:
+        raise ValueError(
+            f"{repo_id!r} is not a valid Hub repo id: {err} Use 'user/name' or 'org/name' (letters, digits, '-', '_' "
+            "and '.'; at most 96 characters)."
+        ) from err
+    if not repo_id:
+        raise ValueError("the Hub repo id is empty: use 'user/name' or 'org/name'")
+    return repo_id
+
 
 # ----------------------------------------------------------------------------------------------------------------
 # Dataset card
@@ -265,8 +315,9 @@ def push_dataset_to_hub(
     Returns:
         `str`: the URL of the dataset repo.
     """
-    api = HfApi(token=token)
-    repo_id = api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True).repo_id
+    api = HfApi(token=hub_token(token))
+    repo_url = api.create_repo(check_repo_id(repo_id), repo_type="dataset", private=private, exist_ok=True)
+    repo_id = repo_url.repo_id
     with tempfile.TemporaryDirectory() as staging:
         staging = Path(staging)
         card.save(staging / "README.md")
@@ -281,10 +332,9 @@ def push_dataset_to_hub(
             folder_path=staging,
             commit_message="Dataset card and data-analysis plots",
         )
-    dataset_dict.push_to_hub(repo_id, private=private, token=token, commit_message="HAM10000 splits (parquet)")
-    url = f"https://huggingface.co/datasets/{repo_id}"
-    logger.info("Pushed the dataset to %s", url)
-    return url
+    dataset_dict.push_to_hub(repo_id, private=private, token=api.token, commit_message="HAM10000 splits (parquet)")
+    logger.info("Pushed the dataset to %s", repo_url)
+    return str(repo_url)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -414,3 +464,486 @@ def prepare_dataset(args: DatasetPreparationArguments) -> dict[str, object]:
             token=args.hub_token,
         )
     return {"dataset": dataset_dict, "data_files": data_files, "card_path": card_path, "plots": plots, "url": url}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Model card of a finished training run
+
+MODEL_CARD_TEMPLATE = Path(__file__).with_name("model_card_template.md")
+RUN_ARGS_FILE = "run_args.json"  # written by hf_skin.training.run: every argument of the run, tokens left out
+# What a pushed run holds: weights, configs, processor, modeling code (trust_remote_code), metrics, figures.
+PUSHED_SUFFIXES = (".safetensors", ".json", ".py", ".png")
+# Below this many test images, a class's per-class numbers are too uncertain to lean on (said so in the card).
+SMALL_SUPPORT = 30
+FAMILY_NAMES = {
+    "hf_skin_cnn": "the HAM10000 study's CNN (hf-skin `SkinCNN`)",
+    "hf_skin_multi_input": "a multi-input model (image backbone + patient metadata, hf-skin `SkinMultiInput`)",
+    "resnet": "ResNet",
+    "vit": "Vision Transformer (ViT)",
+}
+HEADLINE_METRICS = (
+    ("accuracy", "Accuracy"),
+    ("balanced_accuracy", "Balanced accuracy (mean recall)"),
+    ("f1_macro", "Macro F1"),
+    ("f1_weighted", "Weighted F1"),
+    ("auc_macro", "Macro ROC-AUC (one-vs-rest)"),
+    ("mel_sensitivity_at_spec90", "Melanoma sensitivity at 90% specificity"),
+    ("mel_sensitivity_at_spec80", "Melanoma sensitivity at 80% specificity"),
+    ("ece", "Expected calibration error (lower is better)"),
+)
+# model-index entries, in the metric ids the Hub knows: (key in test_metrics.json, type, name, args)
+MODEL_INDEX_METRICS = (
+    ("accuracy", "accuracy", "Accuracy", None),
+    ("balanced_accuracy", "balanced_accuracy", "Balanced accuracy", None),
+    ("f1_macro", "f1", "Macro F1", {"average": "macro"}),
+)
+HYPERPARAMETERS = (  # (argument, shown as); shown when set to something other than nothing, off or NEUTRAL
+    ("model", "model family"),
+    ("model_name_or_path", "base checkpoint"),
+    ("backbone", "backbone (multi-input)"),
+    ("metadata_fields", "metadata (multi-input)"),
+    ("config_overrides", "config overrides"),
+    ("freeze_backbone", "frozen backbone"),
+    ("num_train_epochs", "epochs"),
+    ("max_steps", "max steps"),
+    ("per_device_train_batch_size", "batch size per device"),
+    ("gradient_accumulation_steps", "gradient accumulation steps"),
+    ("learning_rate", "learning rate"),
+    ("backbone_learning_rate_multiplier", "backbone learning-rate multiplier"),
+    ("optim", "optimizer"),
+    ("weight_decay", "weight decay"),
+    ("lr_scheduler_type", "learning-rate schedule"),
+    ("warmup_steps", "warmup"),
+    ("step_decay_epochs", "step decay every (epochs)"),
+    ("step_decay_gamma", "step decay factor"),
+    ("balance", "class balancing"),
+    ("balance_power", "balancing power"),
+    ("augment", "augmentation"),
+    ("early_stopping_patience", "early stopping patience"),
+    ("metric_for_best_model", "checkpoint chosen by (validation)"),
+    ("bf16", "bf16"),
+    ("fp16", "fp16"),
+    ("seed", "seed"),
+    ("max_train_samples", "train images used (subset)"),
+    ("max_eval_samples", "validation/test images used (subset)"),
+)
+NEUTRAL = {"backbone_learning_rate_multiplier": 1.0, "gradient_accumulation_steps": 1, "max_steps": -1}
+# Shown only together with the argument they qualify.
+QUALIFIES = {"step_decay_gamma": "step_decay_epochs", "balance_power": "balance"}
+# Not shown when the other argument is set: step decay replaces the named schedule.
+REPLACED_BY = {"lr_scheduler_type": "step_decay_epochs"}
+
+
+@dataclass
+class FinishedRun:
+    """What the card and the push read from a finished run folder (see `read_run`)."""
+
+    path: Path
+    config: dict
+    test_metrics: dict
+    validation_metrics: dict | None
+    args: dict[str, Any] | None  # run_args.json: model, data and training arguments in one flat dict
+    trainer_state: dict | None
+
+
+def _read_json(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def read_run(run_dir: str | os.PathLike) -> FinishedRun:
+    """Checks that `run_dir` holds a finished `scripts/finetune.py` run (saved model, test metrics) and reads it."""
+    path = Path(run_dir)
+    hint = "pass the --output_dir of a scripts/finetune.py run that has finished"
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path} does not exist or is not a folder: {hint}")
+    if not (path / "config.json").is_file() or not list(path.glob("*.safetensors")):
+        found = ", ".join(sorted(p.name for p in path.iterdir())[:6]) or "nothing"
+        raise ValueError(
+            f"{path} holds no saved model (config.json and *.safetensors; it holds {found}): {hint}. A run saves its "
+            "best model when training ends; checkpoint-* folders are intermediate"
+        )
+    test_metrics = _read_json(path / "test_metrics.json")
+    if test_metrics is None:
+        raise ValueError(
+            f"{path} has a model but no test_metrics.json: the run did not finish its test evaluation (the last step "
+            f"of scripts/finetune.py, which also needs a non-empty test split), so there are no results to publish"
+        )
+    return FinishedRun(
+        path=path,
+        config=_read_json(path / "config.json"),
+        test_metrics=test_metrics,
+        validation_metrics=_read_json(path / "validation_metrics.json"),
+        args=_read_json(path / RUN_ARGS_FILE),
+        trainer_state=_read_json(path / "trainer_state.json"),
+    )
+
+
+def _is_hub_id(name: str | None) -> bool:
+    if not name or Path(name).expanduser().exists():
+        return False
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return False
+    return "/" in name
+
+
+def _base_model(args: dict[str, Any] | None) -> str | None:
+    """The pretrained checkpoint a run started from (Hub id or local path), `None` for a model trained from scratch."""
+    from .models import PRETRAINED_CHECKPOINTS
+
+    if not args:
+        return None
+    model, given = args.get("model"), args.get("model_name_or_path")
+    if model == "multi-input":
+        backbone = args.get("backbone")
+        return given if given or backbone == "pretrained" else PRETRAINED_CHECKPOINTS.get(backbone)
+    return given or PRETRAINED_CHECKPOINTS.get(model)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return "n/a" if math.isnan(value) else f"{value:.3f}"
+    return str(value)
+
+
+def _parameter_count(run_dir: Path) -> int:
+    from safetensors import safe_open
+
+    total = 0
+    for path in run_dir.glob("*.safetensors"):
+        with safe_open(path, framework="numpy") as weights:
+            total += sum(math.prod(weights.get_slice(name).get_shape()) for name in weights.keys())
+    return total
+
+
+def _family(config: dict) -> str:
+    family = FAMILY_NAMES.get(config.get("model_type"), f"`{(config.get('architectures') or ['?'])[0]}`")
+    if config.get("model_type") == "hf_skin_multi_input":
+        backbone = config.get("backbone_config", {}).get("model_type")
+        fields = ", ".join(config.get("metadata_fields", []))
+        family += f" over a {FAMILY_NAMES.get(backbone, backbone)} backbone, reading {fields}"
+    return family
+
+
+def _input_description(run_dir: Path) -> str:
+    processor = _read_json(run_dir / "preprocessor_config.json") or {}
+    size = processor.get("size") or {}
+    side = size.get("height") or size.get("shortest_edge")
+    text = f"{side}×{side} pixels" if side else "the model's input size"
+    metadata = _read_json(run_dir / "metadata_processor.json")
+    if metadata:
+        text += "; age, sex and body site as a person types them, anything missing or not understood as unknown"
+    return text
+
+
+def _usage(repo_id: str, config: dict) -> str:
+    custom = config.get("model_type", "").startswith("hf_skin")
+    if config.get("model_type") == "hf_skin_multi_input":
+        lines = [
+            "from hf_skin.inference import SkinClassifier  # pip install hf-skin",
+            "",
+            f'classifier = SkinClassifier.from_pretrained("{repo_id}")',
+            'classifier.predict("lesion.jpg", age="45", sex="female", localization="back")',
+        ]
+    else:
+        lines = [
+            "from transformers import pipeline",
+            "",
+            f'classifier = pipeline("image-classification", model="{repo_id}"{", trust_remote_code=True" * custom})',
+            'classifier("lesion.jpg")  # [{"label": "nv", "score": ...}, ...]',
+        ]
+    if custom:
+        lines += [
+            "",
+            "# The modeling code is in this repository: without hf-skin installed, trust_remote_code=True loads it",
+            "from transformers import AutoModelForImageClassification",
+            "",
+            f'model = AutoModelForImageClassification.from_pretrained("{repo_id}", trust_remote_code=True)',
+        ]
+    return "\n".join(lines)
+
+
+def _labels_table(config: dict, test_metrics: dict) -> str:
+    id2label = config.get("id2label") or dict(enumerate(DX_LABELS))
+    lines = ["| id | label | diagnosis | malignant | test images |", "| ---: | --- | --- | --- | ---: |"]
+    for i in sorted(id2label, key=int):
+        dx = id2label[i]
+        support = test_metrics.get("per_class", {}).get(dx, {}).get("support", "")
+        lines.append(f"| {i} | {dx} | {DX_NAMES.get(dx, dx)} | {'yes' if dx in MALIGNANT_DX else 'no'} | {support} |")
+    return "\n".join(lines)
+
+
+def _metrics_table(test_metrics: dict, validation_metrics: dict | None) -> str:
+    lines = ["| metric | test |" + (" validation |" if validation_metrics else ""), "| --- | ---: |"]
+    lines[1] += " ---: |" if validation_metrics else ""
+    for key, name in HEADLINE_METRICS:
+        if key in test_metrics:
+            row = f"| {name} | {_fmt(test_metrics[key])} |"
+            lines.append(row + (f" {_fmt(validation_metrics.get(key, float('nan')))} |" if validation_metrics else ""))
+    return "\n".join(lines)
+
+
+def _per_class_table(test_metrics: dict) -> str:
+    lines = [
+        "| class | diagnosis | precision | recall | specificity | F1 | AUC | support |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for dx, m in test_metrics.get("per_class", {}).items():
+        cells = " | ".join(_fmt(m[key]) for key in ("precision", "recall", "specificity", "f1", "auc"))
+        lines.append(f"| {dx} | {DX_NAMES.get(dx, dx)} | {cells} | {m['support']} |")
+    return "\n".join(lines)
+
+
+def _rare_classes(test_metrics: dict) -> str:
+    supports = {dx: m["support"] for dx, m in test_metrics.get("per_class", {}).items()}
+    total = sum(supports.values())
+    small = sorted((n, dx) for dx, n in supports.items() if n < SMALL_SUPPORT)
+    counts = ", ".join(f"{DX_NAMES.get(dx, dx)} ({dx}) {n}" for n, dx in sorted((n, dx) for dx, n in supports.items()))
+    text = f"The test split holds {total:,} images: {counts}."
+    if small:
+        listed = ", ".join(dx for _, dx in small)
+        text += (
+            f" With fewer than {SMALL_SUPPORT} test images, the per-class numbers of {listed} rest on a handful of "
+            "lesions and could be far off in either direction."
+        )
+    return text
+
+
+def _hyperparameters_table(args: dict[str, Any] | None) -> str:
+    if not args:
+        return f"_This run has no `{RUN_ARGS_FILE}` (it predates it): its hyperparameters were not recorded._"
+    lines = ["| hyperparameter | value |", "| --- | --- |"]
+    for key, name in HYPERPARAMETERS:
+        value = args.get(key)
+        if value in (None, False, 0, [], {}, "", "none") or value == NEUTRAL.get(key):
+            continue
+        if key in QUALIFIES and args.get(QUALIFIES[key]) in (None, 0, "none"):
+            continue
+        if key in REPLACED_BY and args.get(REPLACED_BY[key]) not in (None, 0):
+            continue
+        if key in ("backbone", "metadata_fields") and args.get("model") != "multi-input":
+            continue
+        if key == "model_name_or_path" and not _is_hub_id(value):
+            value = f"a local checkpoint ({Path(value).name})"
+        if isinstance(value, (list, dict)):
+            value = json.dumps(value)
+        lines.append(f"| {name} | `{value}` |")
+    lines.append("")
+    lines.append(f"Every argument of the run is in `{RUN_ARGS_FILE}`: `python scripts/finetune.py {RUN_ARGS_FILE}`.")
+    return "\n".join(lines)
+
+
+def _split_description(args: dict[str, Any] | None, run: FinishedRun) -> str:
+    test_n = sum(m["support"] for m in run.test_metrics.get("per_class", {}).values())
+    sizes = f"the test split has {test_n:,} images"
+    if run.validation_metrics:
+        val_n = sum(m["support"] for m in run.validation_metrics.get("per_class", {}).values())
+        sizes = f"the validation split has {val_n:,} images and {sizes}"
+    if not args:
+        return f"Lesion-grouped splits by hf-skin ({sizes}); the seed was not recorded."
+    return (
+        f"HAM10000 holds several images of many lesions, so the data was split **by lesion**, not by image: every "
+        f"image of a lesion is in the same split, so the model is never tested on a lesion it saw in training. The "
+        f"split is stratified by diagnosis (`hf_skin.data.load_ham10000`, seed {args.get('split_seed')}), with about "
+        f"{args.get('validation_size', 0):.0%} of the lesions in validation and {args.get('test_size', 0):.0%} in "
+        f"test; {sizes}."
+    )
+
+
+def _data_description(args: dict[str, Any] | None) -> tuple[str, str | None]:
+    """(text, Hub dataset id or `None`)."""
+    dataset = (args or {}).get("dataset")
+    text = (
+        "HAM10000 (Tschandl et al. 2018): 10,015 dermatoscopic images of 7,470 pigmented lesions, 7 diagnoses, "
+        "from the Medical University of Vienna and a skin-cancer practice in Queensland; more than half confirmed by "
+        "histopathology."
+    )
+    if _is_hub_id(dataset):
+        return (
+            text + f" Loaded from the Hub dataset [`{dataset}`](https://huggingface.co/datasets/{dataset}).",
+            dataset,
+        )
+    if dataset:
+        return text + " Loaded from a local copy in the HAM10000 format.", None
+    return text, None
+
+
+def _training_results(run: FinishedRun) -> str:
+    state = run.trainer_state or {}
+    if not state:
+        return ""
+    epochs = state.get("epoch")
+    text = f"Trained for {epochs:g} epoch{'s' * (epochs != 1)}" if epochs is not None else "Trained"
+    text += f" ({state.get('global_step')} optimizer steps)"
+    if state.get("best_metric") is not None:
+        text += f"; best validation {_best_metric_name(run)} {_fmt(state['best_metric'])}"
+    return text + ". The loss and validation curves are in `trainer_state.json`."
+
+
+def _best_metric_name(run: FinishedRun) -> str:
+    return (run.args or {}).get("metric_for_best_model") or "balanced_accuracy"
+
+
+def model_card(run_dir: str | os.PathLike, *, repo_id: str | None = None) -> ModelCard:
+    """The model card (README.md) of a finished `scripts/finetune.py` run, from `model_card_template.md`.
+
+    Every number comes from the run's files: test metrics (`model-index` metadata, tables), `run_args.json`
+    (hyperparameters, split seed, base model), `trainer_state.json` (epochs, best validation score).
+
+    Args:
+        run_dir (`str` or `os.PathLike`): the run's `--output_dir`.
+        repo_id (`str`, *optional*): the Hub repo it is published as (name of the model, usage snippet).
+    """
+    run = read_run(run_dir)
+    model_name = (repo_id or run.path.resolve().name).split("/")[-1]
+    data_text, dataset_id = _data_description(run.args)
+    base = _base_model(run.args)
+    eval_results = [
+        EvalResult(
+            task_type="image-classification",
+            task_name="Image Classification",
+            dataset_type=dataset_id or "ham10000",
+            dataset_name="HAM10000",
+            dataset_split="test",
+            metric_type=metric_type,
+            metric_name=name,
+            metric_value=run.test_metrics[key],
+            metric_args=metric_args,
+        )
+        for key, metric_type, name, metric_args in MODEL_INDEX_METRICS
+        if key in run.test_metrics and not math.isnan(run.test_metrics[key])
+    ]
+    card_data = ModelCardData(
+        model_name=model_name,
+        license="cc-by-nc-4.0",
+        library_name="transformers",
+        pipeline_tag="image-classification",
+        tags=["hf-skin", "image-classification", "medical", "dermatology", "skin-lesion", "dermoscopy", "ham10000"],
+        datasets=[dataset_id] if dataset_id else None,
+        base_model=base if _is_hub_id(base) else None,
+        metrics=[metric_type for _, metric_type, _, _ in MODEL_INDEX_METRICS],
+        eval_results=eval_results or None,
+    )
+    if base is None:
+        origin = "trained from scratch (random initialisation)"
+    elif _is_hub_id(base):
+        origin = f"fine-tuned from [`{base}`](https://huggingface.co/{base})"
+    else:
+        origin = f"fine-tuned from a local checkpoint ({Path(base).name})"
+    summary = (
+        f"A skin-lesion classifier for dermoscopic images: {_family(run.config)}, {origin}, with "
+        f"{_parameter_count(run.path):,} parameters. It sorts an image into HAM10000's seven diagnoses. Test "
+        f"balanced accuracy {_fmt(run.test_metrics.get('balanced_accuracy', float('nan')))}, accuracy "
+        f"{_fmt(run.test_metrics.get('accuracy', float('nan')))} (see [Evaluation](#evaluation)). Trained with "
+        "hf-skin."
+    )
+    figures = [
+        (name, caption)
+        for name, caption in (
+            ("test_confusion_matrix.png", "Confusion matrix on the test split (counts)"),
+            ("test_confusion_matrix_normalized.png", "Confusion matrix on the test split, rows normalised (recall)"),
+        )
+        if (run.path / name).is_file()
+    ]
+    best = run.trainer_state.get("best_metric") if run.trainer_state else None
+    best_metric_text = f"best validation {_best_metric_name(run)}" + (f" {_fmt(best)}" if best is not None else "")
+    subset = (run.args or {}).get("max_eval_samples")
+    return ModelCard.from_template(
+        card_data,
+        template_path=str(MODEL_CARD_TEMPLATE),
+        model_name=model_name,
+        summary=summary,
+        usage=_usage(repo_id or "path/to/this/folder", run.config),
+        input_description=_input_description(run.path),
+        labels_table=_labels_table(run.config, run.test_metrics),
+        rare_classes=_rare_classes(run.test_metrics),
+        dx_type_warning="dx_type" in run.config.get("metadata_fields", []),
+        data_description=data_text,
+        split_description=_split_description(run.args, run),
+        hyperparameters_table=_hyperparameters_table(run.args),
+        training_results=_training_results(run),
+        test_size_text=f" (a subset of {subset} images)" if subset else "",
+        best_metric_text=best_metric_text,
+        metrics_table=_metrics_table(run.test_metrics, run.validation_metrics),
+        per_class_table=_per_class_table(run.test_metrics),
+        figures=figures,
+        citation=HAM10000_CITATION,
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Pushing a training run
+
+
+def run_files(run_dir: str | os.PathLike) -> list[str]:
+    """The files of a run folder that a push publishes: weights, configs, processor, modeling code (for
+    `trust_remote_code`), metrics, figures and README.md; not `checkpoint-*/` or the pickled `training_args.bin`."""
+    path = Path(run_dir)
+    return sorted(
+        p.name for p in path.iterdir() if p.is_file() and (p.suffix in PUSHED_SUFFIXES or p.name == "README.md")
+    )
+
+
+def push_run_to_hub(
+    run_dir: str | os.PathLike,
+    repo_id: str,
+    *,
+    private: bool | None = None,
+    token: str | None = None,
+    commit_message: str = "hf-skin training run: model, processor, modeling code, metrics, model card",
+) -> str:
+    """Publishes a finished training run as a Hub model repo, in one commit.
+
+    Writes the model card to `run_dir/README.md`, then commits `run_files(run_dir)` (weights, configs, processor,
+    modeling code, metrics, confusion matrices, card). The repo then holds exactly this run: files of an earlier push
+    that this run does not have are deleted in the same commit. `AutoModelForImageClassification.from_pretrained`,
+    `pipeline()` and `SkinClassifier.from_pretrained` load it by its id; without hf-skin, with
+    `trust_remote_code=True`.
+
+    Args:
+        run_dir (`str` or `os.PathLike`): the `--output_dir` of a finished `scripts/finetune.py` run.
+        repo_id (`str`): `user/name` or `org/name` (created when missing); a bare `name` goes to the token's user.
+        private (`bool`, *optional*): visibility of the repo if this call creates it (default: the Hub's).
+        token (`str`, *optional*): defaults to `HF_TOKEN` or the `hf auth login` token; never logged or written.
+
+    Returns:
+        `str`: the URL of the model repo.
+    """
+    run = read_run(run_dir)  # a bad folder fails here, before anything is created on the Hub
+    api = HfApi(token=hub_token(token))
+    try:
+        repo_url = api.create_repo(check_repo_id(repo_id), private=private, exist_ok=True)
+        card = model_card(run.path, repo_id=repo_url.repo_id)
+        card.save(run.path / "README.md")
+        names = run_files(run.path)
+        stale = set(api.list_repo_files(repo_url.repo_id)) - set(names) - {".gitattributes"}
+        api.create_commit(
+            repo_url.repo_id,
+            operations=[CommitOperationDelete(path) for path in sorted(stale)]
+            + [CommitOperationAdd(name, run.path / name) for name in names],
+            commit_message=commit_message,
+        )
+    except (HfHubHTTPError, ConnectionError) as err:
+        err.add_note(
+            f"The run in {run.path} is intact: push it again with scripts/push_to_hub.py {run.path} {repo_id}"
+        )
+        raise
+    logger.info("Pushed %s (%d files) to %s", run.path, len(names), repo_url)
+    return str(repo_url)
+
+
+def trainer_push_settings(training_args) -> dict | None:
+    """For `hf_skin.training.run`: takes `--push_to_hub` away from the Trainer and returns `push_run_to_hub`'s
+    arguments (or `None` without `--push_to_hub`).
+
+    The Trainer would push its own card and every checkpoint at each save; a run is published once, at the end, by
+    `push_run_to_hub`. The repo id and the token are checked now, not after hours of training, and `--hub_token` is
+    cleared so that it does not end up in the pickled `training_args.bin`.
+    """
+    if not training_args.push_to_hub:
+        return None
+    repo_id = check_repo_id(training_args.hub_model_id or Path(training_args.output_dir).absolute().name)
+    token = hub_token(training_args.hub_token)
+    training_args.push_to_hub, training_args.hub_token = False, None
+    return {"repo_id": repo_id, "private": training_args.hub_private_repo, "token": token}

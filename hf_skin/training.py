@@ -7,7 +7,7 @@ import io
 import json
 import logging
 import sys
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from PIL import Image
 from transformers import EarlyStoppingCallback, HfArgumentParser, Trainer, TrainingArguments, set_seed
 
 from .data import DEFAULT_DATASET, DX_LABELS, load_ham10000
+from .hub import RUN_ARGS_FILE, push_run_to_hub, trainer_push_settings
 from .metrics import classification_metrics, compute_metrics, flatten_metrics, softmax
 from .models import MODEL_NAMES, PRETRAINED_CHECKPOINTS, backbone_of, build_model, freeze_backbone
 from .processing import input_size, load_image, make_batch_transform, processor_for
@@ -216,6 +217,20 @@ def parse_args(argv: list[str] | None = None) -> tuple[ModelArguments, DataArgum
     parser = HfArgumentParser((ModelArguments, DataArguments, SkinTrainingArguments))
     parser.set_defaults(**defaults)
     return parser.parse_args_into_dataclasses(args=argv)
+
+
+def save_run_args(
+    output_dir: str | Path,
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    training_args: SkinTrainingArguments,
+) -> Path:
+    """Writes every argument of a run to `output_dir/run_args.json`, one flat dict that `parse_args` reads back
+    (`python scripts/finetune.py runs/cnn/run_args.json` runs it again); tokens are left out."""
+    values = {**asdict(model_args), **asdict(data_args), **training_args.to_dict()}
+    path = Path(output_dir) / RUN_ARGS_FILE
+    path.write_text(json.dumps({k: v for k, v in values.items() if not k.endswith("_token")}, indent=2, default=str))
+    return path
 
 
 def build_augmentation(name: str):
@@ -472,8 +487,11 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Ski
     """Trains, evaluates on validation and test, saves model + processor; returns the scalar metrics."""
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     datasets.utils.logging.set_verbosity_warning()
+    hub_push = trainer_push_settings(training_args)  # checked before training; the Trainer itself pushes nothing
     trainer, splits = build_trainer(model_args, data_args, training_args)
     output_dir = Path(training_args.output_dir)
+    if trainer.is_world_process_zero():
+        save_run_args(output_dir, model_args, data_args, training_args)
 
     train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trainer.save_model()  # the best checkpoint (load_best_model_at_end), with its image processor
@@ -498,4 +516,6 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Ski
                 f"Test accuracy {results['test_accuracy']:.3f}, "
                 f"balanced accuracy {results['test_balanced_accuracy']:.3f}"
             )
+        if hub_push:
+            print(f"Published:          {push_run_to_hub(output_dir, **hub_push)}")
     return results
