@@ -21,10 +21,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
-from pytorch_grad_cam import GradCAM
-from pytorch_grad_cam.utils.image import show_cam_on_image
-from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
+
+try:
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.image import show_cam_on_image
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+except ImportError as err:  # an extra, with gradio: the Space's packages
+    raise ImportError("hf_skin.explain needs grad-cam (pytorch-grad-cam): pip install 'hf-skin[space]'") from err
 
 from .inference import SkinClassifier, display_name
 from .models import SkinCNNModel, backbone_of

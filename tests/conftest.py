@@ -1,3 +1,4 @@
+import contextlib
 import os
 import tempfile
 
@@ -98,3 +99,59 @@ def load_script(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _save_checkpoint(path: Path, name: str, **kwargs) -> Path:
+    import torch
+
+    from hf_skin.models import build_model
+    from hf_skin.processing import processor_for
+
+    torch.manual_seed(0)
+    model = build_model(name, **kwargs)
+    model.save_pretrained(path)
+    processor_for(model, train_ages=[35.0, 50.0, 65.0]).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def image_only_checkpoint(tmp_path_factory) -> Path:
+    """A small random CNN checkpoint (7 classes, 32×32) with its processor, as `make demo` saves one."""
+    import json
+
+    return _save_checkpoint(tmp_path_factory.mktemp("cnn_checkpoint"), "cnn", **json.loads(SMALL_CNN))
+
+
+@pytest.fixture(scope="session")
+def multi_input_checkpoint(tmp_path_factory) -> Path:
+    """A small random multi-input checkpoint (CNN backbone + age, sex, localization) with its processor."""
+    return _save_checkpoint(tmp_path_factory.mktemp("multi_input_checkpoint"), "multi-input", hidden_sizes=[4, 8])
+
+
+def load_space_app():
+    """Imports spaces/app.py (the Gradio Space) by path."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "spaces" / "app.py"
+    spec = importlib.util.spec_from_file_location("hf_skin_space_app", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@contextlib.contextmanager
+def serve_space(checkpoint):
+    """The Space for `checkpoint`, launched in this process on 127.0.0.1 at a free port; yields its URL."""
+    import socket
+
+    from hf_skin.inference import SkinClassifier
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    demo = load_space_app().build_demo(SkinClassifier.from_pretrained(checkpoint), model_name=str(checkpoint))
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        demo.close()

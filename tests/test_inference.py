@@ -47,3 +47,17 @@ def test_image_only_predict_matches_pipeline(tmp_path):
     }
     for label in DX_LABELS:
         assert probs[label] == pytest.approx(piped[label], abs=1e-5)
+
+
+def test_summary_names_the_malignant_probability_and_says_when_it_is_uncertain():
+    from hf_skin.inference import display_name, malignant_probability, summarize
+
+    assert display_name("mel") == "Melanoma (mel)" and display_name("LABEL_3") == "LABEL_3"
+    confident = {"nv": 0.7, "mel": 0.2, "bcc": 0.05, "akiec": 0.03, "bkl": 0.01, "df": 0.005, "vasc": 0.005}
+    assert malignant_probability(confident) == pytest.approx(0.28)
+    text = summarize(confident)
+    assert "Melanocytic nevus (nv), 70%" in text and "malignant class" in text and "**28%**" in text
+    assert "Uncertain" not in text
+    torn = {"mel": 0.45, "nv": 0.40, "bkl": 0.15, "bcc": 0.0, "akiec": 0.0, "df": 0.0, "vasc": 0.0}
+    assert summarize(torn).startswith("**Uncertain — this needs a dermatologist's eyes.**")
+    assert "Uncertain" not in summarize(torn, uncertain_below=0.4)
