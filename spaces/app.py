@@ -33,6 +33,7 @@ DISCLAIMER = (
     "nothing outside these 7 classes. Whatever it says, a spot that changes, bleeds, itches or looks unlike your "
     "other moles needs a doctor."
 )
+WAITING = "Add a photo of the lesion, then press **Classify**."
 # A Space on basic CPU hardware has 2 cores, and one prediction's PyTorch already uses them all: a second at the same
 # time would only slow both. Requests beyond the one running wait in the queue, up to MAX_QUEUE, then are turned away.
 CONCURRENCY = 1
@@ -118,8 +119,11 @@ def build_demo(classifier: SkinClassifier, model_name: str = "") -> gr.Blocks:
                     label="Examples (synthetic lesions, not real patients)",
                 )
             with gr.Column():
-                label = gr.Label(num_top_classes=len(classifier.labels), label="Diagnosis probabilities")
-                summary = gr.Markdown()
+                summary = gr.Markdown(WAITING)
+                # No headline with the top class: at 19% it would read as a diagnosis; the summary says it plainly.
+                label = gr.Label(
+                    num_top_classes=len(classifier.labels), label="Diagnosis probabilities", show_heading=False
+                )
                 heatmap = gr.Image(label="Explanation heatmap", type="pil", format="png", interactive=False)
         if model_name:
             gr.Markdown(f"Model: `{model_name}`, trained with hf-skin on HAM10000 (CC BY-NC 4.0).")
@@ -131,7 +135,9 @@ def build_demo(classifier: SkinClassifier, model_name: str = "") -> gr.Blocks:
         # Gradio's own decoding error. Uploads still go through Gradio's cache and its path checks.
         submit.click(run, inputs, [label, summary, heatmap], api_name="predict", preprocess=False)
         # A new photo clears the last result, so that no result ever shows beside a photo it is not about.
-        image.change(lambda: (None, "", None), None, [label, summary, heatmap], api_visibility="private", queue=False)
+        image.change(
+            lambda: (None, WAITING, None), None, [label, summary, heatmap], api_visibility="private", queue=False
+        )
     return demo.queue(default_concurrency_limit=CONCURRENCY, max_size=MAX_QUEUE)
 
 
