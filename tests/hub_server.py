@@ -274,6 +274,8 @@ class _Handler(BaseHTTPRequestHandler):
     # ---- routes
 
     def _route(self, method: str, s: list[str]) -> None:
+        if s[:2] == ["api", "agent-harnesses"] and method == "GET":  # the client's agent detection asks once a day
+            return self._send_json({"standardEnvVars": [], "harnesses": {}})
         if s[:2] == ["api", "whoami-v2"] and method == "GET":
             user = self._user(required=True)
             return self._send_json({"type": "user", "name": user, "orgs": [], "auth": {"type": "access_token"}})

@@ -2,18 +2,16 @@ import importlib.util
 import re
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import datasets
 import pytest
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
-from huggingface_hub import DatasetCard, HfApi
+from huggingface_hub import DatasetCard
 
 from hf_skin.data import DX_LABELS, DX_NAMES, class_counts, ham10000_features, load_ham10000
 from hf_skin.hub import dataset_card
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "prepare_dataset.py"
-TOKEN = "hf_test_token_do_not_write_me"
 
 
 def run_script(monkeypatch, *args: str) -> None:
@@ -78,49 +76,6 @@ def test_prepare_writes_dataset_card_and_plots(format, synthetic_dir, expected, 
 
     printed = capsys.readouterr().out
     assert str(out / "README.md") in printed and str(out / "plots" / "class_counts.png") in printed
-
-
-def test_push_to_hub_uploads_card_plots_and_data(synthetic_dir, tmp_path, monkeypatch, capsys):
-    calls = []
-
-    def create_repo(self, repo_id, **kwargs):
-        calls.append(("create_repo", repo_id, kwargs))
-        return SimpleNamespace(repo_id=repo_id)
-
-    def upload_folder(self, *, folder_path, **kwargs):
-        files = {p.relative_to(folder_path).as_posix(): p.read_bytes() for p in Path(folder_path).rglob("*.*")}
-        calls.append(("upload_folder", kwargs["repo_id"], {**kwargs, "files": files, "token": self.token}))
-
-    def push_to_hub(self, repo_id, **kwargs):
-        calls.append(("push_to_hub", repo_id, {**kwargs, "splits": {s: ds.num_rows for s, ds in self.items()}}))
-
-    monkeypatch.setattr(HfApi, "create_repo", create_repo)
-    monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
-    monkeypatch.setattr(HfApi, "upload_file", lambda *a, **k: pytest.fail("all files go up in one upload_folder"))
-    monkeypatch.setattr(DatasetDict, "push_to_hub", push_to_hub)
-
-    out = tmp_path / "prepared"
-    run_script(
-        monkeypatch, "--source", str(synthetic_dir), "--output_dir", str(out), "--push_to_hub", "someone/ham10000",
-        "--private", "--hub_token", TOKEN, "--cache_dir", str(tmp_path / "cache"),
-    )  # fmt: skip
-
-    # the card goes up first, so push_to_hub adds its dataset_info/configs to it instead of being overwritten
-    assert [name for name, *_ in calls] == ["create_repo", "upload_folder", "push_to_hub"]
-    (_, repo, create), (_, upload_repo, upload), (_, push_repo, push) = calls
-    assert repo == upload_repo == push_repo == "someone/ham10000"
-    assert create["private"] is True and create["repo_type"] == "dataset"
-    assert push["private"] is True and push["token"] == TOKEN and upload["token"] == TOKEN
-    assert upload["repo_type"] == "dataset"
-    assert upload["files"]["README.md"] == (out / "README.md").read_bytes()
-    assert sorted(upload["files"]) == ["README.md"] + sorted(f"plots/{p.name}" for p in (out / "plots").glob("*.png"))
-    assert sum(push["splits"].values()) == sum(load_ham10000(out, resplit=False).num_rows.values())
-    assert "someone/ham10000" in (out / "README.md").read_text()  # usage snippet names the repo
-
-    for path in out.rglob("*"):
-        if path.is_file():
-            assert TOKEN.encode() not in path.read_bytes(), f"the token was written to {path}"
-    assert TOKEN not in capsys.readouterr().out
 
 
 def test_card_warns_when_splits_share_lesions():

@@ -1,0 +1,435 @@
+"""Publishing to the Hub, tested with the real huggingface_hub / transformers / datasets clients against a fake Hub
+on 127.0.0.1 (tests/hub_server.py): push a finished run, download it into a fresh cache in another process, compare.
+
+In this process the clients are pointed at the fake Hub by patching the constants they read at import
+(`huggingface_hub.constants.ENDPOINT`, `datasets.config.HF_ENDPOINT`, offline flags); every download runs in a
+subprocess whose environment says the same from the start, with a fresh `HF_HOME`, so nothing cached or registered
+in this process can make a round trip pass.
+"""
+
+import contextlib
+import hashlib
+import inspect
+import io
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import datasets
+import pytest
+import torch
+from conftest import load_script, small_args
+from hub_server import FakeHub
+from huggingface_hub import ModelCard, constants
+from huggingface_hub.errors import LocalTokenNotFoundError
+
+from hf_skin.data import DX_LABELS, load_ham10000
+from hf_skin.hub import run_files
+
+TOKEN = "hf_FakeTok3n_7c1d9e_must_never_be_written"
+USER = "user"
+LIMITS = ["--num_train_epochs", "1", "--max_train_samples", "64", "--max_eval_samples", "32"]
+
+
+# ---- the fake Hub, and this process pointed at it
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory):
+    """The fake Hub, with this process's Hugging Face clients online and pointed at it, `HF_TOKEN` = TOKEN."""
+    with FakeHub({TOKEN: USER}) as fake, pytest.MonkeyPatch.context() as patch:
+        for name, value in {
+            "HF_ENDPOINT": fake.url,
+            "HF_TOKEN": TOKEN,
+            "HF_HUB_OFFLINE": "0",
+            "HF_DATASETS_OFFLINE": "0",
+            "TRANSFORMERS_OFFLINE": "0",
+            "HF_HUB_DISABLE_XET": "1",  # uploads: plain LFS, which the fake speaks (see hub_server.py)
+        }.items():
+            patch.setenv(name, value)
+        patch.setattr(constants, "ENDPOINT", fake.url)
+        patch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", fake.url + "/{repo_id}/resolve/{revision}/{filename}")
+        patch.setattr(constants, "HF_HUB_OFFLINE", False)
+        patch.setattr(constants, "HF_HUB_DISABLE_XET", True)
+        home = tmp_path_factory.mktemp("hf_home")  # only HF_TOKEN counts, not a developer's `hf auth login` token
+        patch.setattr(constants, "HF_TOKEN_PATH", str(home / "token"))
+        patch.setattr(constants, "AGENT_HARNESSES_PATH", str(home / "agent_harnesses.json"))
+        patch.setattr(datasets.config, "HF_ENDPOINT", fake.url)
+        patch.setattr(datasets.config, "HUB_DATASETS_URL", fake.url + "/datasets/{repo_id}/resolve/{revision}/{path}")
+        patch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
+        patch.setattr(datasets.config, "HF_DATASETS_OFFLINE", False)
+        yield fake
+        assert not fake.unhandled, f"the clients called routes the fake Hub does not serve: {fake.unhandled}"
+
+
+def client_env(hub: FakeHub, home: Path) -> dict[str, str]:
+    """A download subprocess's environment: online, the fake Hub, a fresh HF_HOME, the token set as a user has it."""
+    return {
+        "PATH": os.environ["PATH"],
+        "HOME": str(home),
+        "HF_HOME": str(home / "hf_home"),
+        "HF_SKIN_CACHE": str(home / "hf_skin_cache"),
+        "HF_ENDPOINT": hub.url,
+        "HF_TOKEN": TOKEN,
+        "HF_HUB_OFFLINE": "0",
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+    }
+
+
+def run_client(hub: FakeHub, home: Path, code: str, *args: str) -> tuple[dict, str]:
+    """Runs `code` in a fresh Python process against the fake Hub; returns (last stdout line as JSON, all output)."""
+    home.mkdir(parents=True, exist_ok=True)
+    result = subprocess.run(
+        [sys.executable, "-c", code, *args], cwd=home, env=client_env(hub, home), capture_output=True, text=True
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    return json.loads(result.stdout.strip().splitlines()[-1]), output
+
+
+def assert_token_absent(*, paths: list[Path] = (), texts: list[str] = ()) -> None:
+    """TOKEN is in no file under `paths` (recursively) and in none of `texts`."""
+    checked = 0
+    for root in paths:
+        for path in [root] if root.is_file() else root.rglob("*"):
+            if path.is_file() and not path.is_symlink():
+                written = TOKEN.encode() in path.read_bytes()
+                assert not written, f"the token was written to {path}"
+                checked += 1
+    assert checked or not paths, f"no files found under {paths}"
+    for text in texts:
+        shown = TOKEN in text
+        assert not shown, "the token appears in the output"
+
+
+@contextlib.contextmanager
+def captured_output():
+    """Everything printed and logged (every logger, DEBUG and up) inside the block, as one growing string list."""
+    out, handler = io.StringIO(), logging.StreamHandler()
+    handler.setStream(out)
+    handler.setLevel(logging.DEBUG)
+    root, level = logging.getLogger(), logging.getLogger().level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+            yield out
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+
+
+# ---- three finished runs: the CNN pushed by finetune.py itself, multi-input and ViT left for push_to_hub.py
+
+
+def finetune(monkeypatch: pytest.MonkeyPatch, argv: list[str]) -> dict:
+    monkeypatch.setattr(sys, "argv", ["finetune.py", *argv])
+    return load_script("finetune").main()
+
+
+@pytest.fixture(scope="module")
+def cnn_push(hub, synthetic_dir, tmp_path_factory):
+    """A CNN run trained by `finetune.py --push_to_hub` with `--hub_token` (HF_TOKEN unset): (run dir, output)."""
+    out = tmp_path_factory.mktemp("cnn_run") / "run"
+    argv = [*small_args(synthetic_dir, out), *LIMITS, "--push_to_hub", "--hub_model_id", f"{USER}/cnn"]
+    with pytest.MonkeyPatch.context() as patch, captured_output() as output:
+        patch.delenv("HF_TOKEN")
+        finetune(patch, [*argv, "--hub_token", TOKEN])
+    return out, output.getvalue()
+
+
+@pytest.fixture(scope="module")
+def multi_input_run(hub, synthetic_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("multi_input_run") / "run"
+    argv = small_args(synthetic_dir, out, *LIMITS)
+    argv[argv.index("cnn")] = "multi-input"
+    with pytest.MonkeyPatch.context() as patch:
+        finetune(patch, argv)
+    return out
+
+
+@pytest.fixture(scope="module")
+def vit_run(hub, synthetic_dir, tiny_vit_checkpoint, tmp_path_factory):
+    out = tmp_path_factory.mktemp("vit_run") / "run"
+    argv = ["--model", "vit", "--model_name_or_path", str(tiny_vit_checkpoint), "--dataset", str(synthetic_dir)]
+    with pytest.MonkeyPatch.context() as patch:
+        finetune(patch, [*argv, "--output_dir", str(out), *LIMITS])
+    return out
+
+
+@pytest.fixture(scope="module")
+def pushed(hub, cnn_push, multi_input_run, vit_run):
+    """repo id -> run dir of every pushed run (multi-input and ViT through scripts/push_to_hub.py)."""
+    script = load_script("push_to_hub")
+    script.main([str(multi_input_run), f"{USER}/multi-input", "--private"])
+    script.main([str(vit_run), f"{USER}/vit"])
+    return {f"{USER}/cnn": cnn_push[0], f"{USER}/multi-input": multi_input_run, f"{USER}/vit": vit_run}
+
+
+# ---- pushing
+
+
+def test_finetune_pushes_the_finished_run_once(hub, cnn_push):
+    run_dir, output = cnn_push
+    repo = hub.repos[("model", f"{USER}/cnn")]
+    # One commit of ours after the repo's initial one: the Trainer pushed no card and no checkpoint of its own.
+    assert [c.title for c in repo.commits][1:] == [
+        "hf-skin training run: model, processor, modeling code, metrics, model card"
+    ]
+    files = hub.files("model", f"{USER}/cnn")
+    assert set(files) == {".gitattributes", *run_files(run_dir)}
+    assert {
+        "README.md", "config.json", "model.safetensors", "modeling_cnn.py", "configuration_cnn.py",
+        "preprocessor_config.json", "run_args.json", "test_metrics.json", "validation_metrics.json",
+        "all_results.json", "trainer_state.json", "test_confusion_matrix.png", "test_confusion_matrix_normalized.png",
+    } <= set(files)  # fmt: skip
+    assert not any(name.startswith("checkpoint-") or name.endswith((".bin", ".pt", ".pth")) for name in files)
+    for name in run_files(run_dir):
+        assert files[name] == (run_dir / name).read_bytes(), name
+    assert {"model.safetensors", "test_confusion_matrix.png"} <= repo.commits[-1].lfs  # binary files went by LFS
+    assert f"Published:          {hub.url}/{USER}/cnn" in output
+    # --hub_token was used for the push and cleared before the Trainer pickled its arguments (training_args.bin)
+    assert_token_absent(paths=[run_dir], texts=[output])
+    assert not any(TOKEN.encode() in content for content in files.values())
+    assert json.loads(files["run_args.json"])["hub_model_id"] == f"{USER}/cnn"
+
+
+def test_push_script_publishes_a_finished_run(hub, pushed, tmp_path, capsys):
+    assert hub.repos[("model", f"{USER}/multi-input")].private
+    assert not hub.repos[("model", f"{USER}/vit")].private
+    files = hub.files("model", f"{USER}/multi-input")
+    # multi-input's remote code imports the CNN's; its processor reads metadata_processor.json
+    expected = {
+        "modeling_multi_input.py",
+        "configuration_multi_input.py",
+        "modeling_cnn.py",
+        "metadata_processor.json",
+    }
+    assert expected <= set(files)
+    assert set(hub.files("model", f"{USER}/vit")) == {".gitattributes", *run_files(pushed[f"{USER}/vit"])}
+    for run_dir in pushed.values():
+        assert_token_absent(paths=[run_dir])
+
+    # Pushing another run to the same repo replaces it: files the new run lacks are deleted in the same commit.
+    script = load_script("push_to_hub")
+    multi_input = shutil.copytree(pushed[f"{USER}/multi-input"], tmp_path / "multi_input")
+    vit = shutil.copytree(pushed[f"{USER}/vit"], tmp_path / "vit")
+    script.main([str(multi_input), f"{USER}/replaced"])
+    assert script.main([str(vit), f"{USER}/replaced"]) == f"{hub.url}/{USER}/replaced"
+    assert set(hub.files("model", f"{USER}/replaced")) == {".gitattributes", *run_files(vit)}
+    assert "modeling_multi_input.py" in hub.repos[("model", f"{USER}/replaced")].commits[-2].files
+    printed = capsys.readouterr().out
+    assert f"pushed: {hub.url}/{USER}/replaced" in printed
+    assert_token_absent(texts=[printed])
+
+
+# ---- downloading through the fake Hub, in fresh processes
+
+
+def predictions(name_or_path: str, side: str, metadata: str) -> dict:
+    """Logits of `AutoModelForImageClassification` on a seeded batch and `SkinClassifier` probabilities on a seeded
+    image (run here and, by source, in the download subprocess)."""
+    import numpy as np
+    import torch
+    from PIL import Image
+    from transformers import AutoModelForImageClassification
+
+    from hf_skin.inference import SkinClassifier
+
+    model = AutoModelForImageClassification.from_pretrained(name_or_path).eval()
+    torch.manual_seed(0)
+    with torch.no_grad():
+        logits = model(torch.randn(2, 3, int(side), int(side))).logits
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (90, 120, 3), dtype=np.uint8))
+    probs = SkinClassifier.from_pretrained(name_or_path).predict_proba(image, **json.loads(metadata))
+    return {"class": type(model).__name__, "logits": logits.tolist(), "probs": probs.tolist()}
+
+
+DOWNLOAD = "import json, sys\n" + inspect.getsource(predictions) + "print(json.dumps(predictions(*sys.argv[1:])))\n"
+METADATA = {f"{USER}/multi-input": {"age": "45", "sex": "female", "localization": "back"}}
+
+
+@pytest.mark.parametrize("repo_id", [f"{USER}/cnn", f"{USER}/multi-input", f"{USER}/vit"])
+def test_pushed_run_loads_back_identically(hub, pushed, repo_id, tmp_path):
+    metadata = json.dumps(METADATA.get(repo_id, {}))
+    local = predictions(str(pushed[repo_id]), "32", metadata)
+    downloaded, output = run_client(hub, tmp_path / "client", DOWNLOAD, repo_id, "32", metadata)
+    assert downloaded["class"] == local["class"]
+    torch.testing.assert_close(torch.tensor(downloaded["logits"]), torch.tensor(local["logits"]), rtol=0, atol=0)
+    torch.testing.assert_close(torch.tensor(downloaded["probs"]), torch.tensor(local["probs"]), rtol=0, atol=0)
+    snapshot = tmp_path / "client" / "hf_home" / "hub" / f"models--{repo_id.replace('/', '--')}"
+    assert (next(snapshot.glob("snapshots/*")) / "model.safetensors").is_file()  # it came through the cache
+    assert_token_absent(paths=[tmp_path / "client"], texts=[output])
+
+
+REMOTE_LOAD = textwrap.dedent(
+    """
+    import json, sys
+    sys.modules["hf_skin"] = None  # hf_skin is not installed here: importing it must fail
+    import torch
+    from transformers import AutoModelForImageClassification
+    try:
+        import hf_skin  # noqa
+        raise SystemExit("hf_skin was importable")
+    except ImportError:
+        pass
+    model = AutoModelForImageClassification.from_pretrained(sys.argv[1], trust_remote_code=True).eval()
+    assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
+    torch.manual_seed(0)
+    with torch.no_grad():
+        print(json.dumps(model(torch.randn(2, 3, 32, 32)).logits.tolist()))
+    """
+)
+
+
+@pytest.mark.parametrize("repo_id", [f"{USER}/cnn", f"{USER}/multi-input"])
+def test_pushed_run_loads_without_hf_skin(hub, pushed, repo_id, tmp_path):
+    logits, output = run_client(hub, tmp_path / "client", REMOTE_LOAD, repo_id)
+    local = predictions(str(pushed[repo_id]), "32", "{}")
+    torch.testing.assert_close(torch.tensor(logits), torch.tensor(local["logits"]), rtol=0, atol=0)
+    assert list((tmp_path / "client" / "hf_home" / "modules").rglob("modeling_*.py"))  # the code came from the Hub
+    assert_token_absent(paths=[tmp_path / "client"], texts=[output])
+
+
+LOAD_DATASET = textwrap.dedent(
+    """
+    import hashlib, json, sys
+    import datasets
+    from hf_skin.data import load_ham10000
+    splits = load_ham10000(sys.argv[1])
+    print(json.dumps({
+        name: {
+            "features": split.features.to_dict(),
+            "image_id": list(split["image_id"]),
+            "images": hashlib.sha256(b"".join(
+                row["bytes"] for row in split.cast_column("image", datasets.Image(decode=False))["image"]
+            )).hexdigest(),
+        }
+        for name, split in splits.items()
+    }))
+    """
+)
+
+
+def test_pushed_dataset_loads_back_with_its_features_and_splits(hub, synthetic_dir, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "prepared"
+    monkeypatch.delenv("HF_TOKEN")  # the token given as --hub_token this time
+    monkeypatch.setattr(sys, "argv", [
+        "prepare_dataset.py", "--source", str(synthetic_dir), "--output_dir", str(out),
+        "--push_to_hub", f"{USER}/ham10000", "--private", "--hub_token", TOKEN, "--cache_dir", str(tmp_path / "cache"),
+    ])  # fmt: skip
+    load_script("prepare_dataset").main()
+    printed = capsys.readouterr()
+    assert f"pushed:  {hub.url}/datasets/{USER}/ham10000" in printed.out
+    repo = hub.repos[("dataset", f"{USER}/ham10000")]
+    assert repo.private
+    # The card and plots went up first, so that push_to_hub added its metadata (`configs`) to our card.
+    assert repo.commits[1].title == "Dataset card and data-analysis plots"
+    files = hub.files("dataset", f"{USER}/ham10000")
+    assert {f"plots/{png.name}" for png in (out / "plots").glob("*.png")} < set(files)
+    readme = files["README.md"].decode()
+    assert "configs:" in readme and "No lesion appears in more than one split" in readme
+
+    downloaded, output = run_client(hub, tmp_path / "client", LOAD_DATASET, f"{USER}/ham10000")
+    expected = load_ham10000(synthetic_dir, cache_dir=tmp_path / "cache")
+    assert list(downloaded) == list(expected) == ["train", "validation", "test"]
+    for name, split in expected.items():
+        assert downloaded[name]["features"] == split.features.to_dict()
+        assert downloaded[name]["image_id"] == list(split["image_id"])
+        images = b"".join(row["bytes"] for row in split.cast_column("image", datasets.Image(decode=False))["image"])
+        assert downloaded[name]["images"] == hashlib.sha256(images).hexdigest()
+    assert_token_absent(paths=[out, tmp_path / "client"], texts=[printed.out, printed.err, output])
+
+
+# ---- the model card
+
+
+def test_model_card_of_a_run(pushed):
+    run_dir = pushed[f"{USER}/cnn"]
+    card = ModelCard.load(run_dir / "README.md")  # as pushed
+    test_metrics = json.loads((run_dir / "test_metrics.json").read_text())
+    assert card.data.license == "cc-by-nc-4.0" and card.data.pipeline_tag == "image-classification"
+    results = {r.metric_type: r for r in card.data.eval_results}
+    assert set(results) == {"accuracy", "balanced_accuracy", "f1"}
+    assert results["accuracy"].metric_value == test_metrics["accuracy"]
+    assert results["balanced_accuracy"].metric_value == test_metrics["balanced_accuracy"]
+    assert results["balanced_accuracy"].metric_name == "Balanced accuracy"
+    assert results["f1"].metric_value == test_metrics["f1_macro"] and results["f1"].metric_args == {"average": "macro"}
+    for result in results.values():
+        assert (result.dataset_name, result.dataset_split, result.task_type) == (
+            "HAM10000",
+            "test",
+            "image-classification",
+        )
+    assert card.data.base_model is None  # the CNN starts from scratch
+
+    headings = [line for line in card.text.splitlines() if line.startswith("## ")]
+    for section in ("Usage", "Intended use", "Limitations", "Training", "Evaluation", "License", "Citation"):
+        assert f"## {section}" in headings
+    for dx in DX_LABELS:  # the per-class table: precision and recall as in test_metrics.json, with the support
+        m = test_metrics["per_class"][dx]
+        row = next(line for line in card.text.splitlines() if line.startswith(f"| {dx} | "))
+        cells = [cell.strip() for cell in row.strip("|").split("|")]
+        assert cells[2:4] == [f"{m['precision']:.3f}", f"{m['recall']:.3f}"] and cells[-1] == str(m["support"])
+    for dx in ("df", "vasc"):  # the real test support counts, in Limitations
+        assert f"({dx}) {test_metrics['per_class'][dx]['support']}" in card.text
+    assert "Not a medical device" in card.text and "smartphone" in card.text and "fair-skinned" in card.text
+    assert "![Confusion matrix on the test split (counts)](test_confusion_matrix.png)" in card.text
+    assert "seed 42" in card.text and "split **by lesion**" in card.text
+    assert "| learning rate | `0.001` |" in card.text and "| class balancing | `oversample` |" in card.text
+    assert "10.1038/sdata.2018.161" in card.text and "@article{tschandl2018ham10000" in card.text
+    assert 'from_pretrained("user/cnn", trust_remote_code=True)' in card.text
+
+
+def test_model_card_names_the_base_model(pushed, tmp_path):
+    from hf_skin.hub import model_card
+
+    run_dir = shutil.copytree(pushed[f"{USER}/vit"], tmp_path / "vit")
+    args = json.loads((run_dir / "run_args.json").read_text())
+    assert model_card(run_dir).data.base_model is None  # a local checkpoint is no Hub base model
+    (run_dir / "run_args.json").write_text(json.dumps({**args, "model_name_or_path": None}))
+    card = model_card(run_dir, repo_id="someone/vit-ham")
+    assert card.data.base_model == "google/vit-base-patch16-224"  # --model vit's default checkpoint
+    assert "[`google/vit-base-patch16-224`](https://huggingface.co/google/vit-base-patch16-224)" in card.text
+    assert card.data.model_name == "vit-ham" and card.data.eval_results[0].metric_type == "accuracy"
+    (run_dir / "run_args.json").write_text(
+        json.dumps({**args, "model": "multi-input", "backbone": "resnet101", "model_name_or_path": None})
+    )
+    assert model_card(run_dir).data.base_model == "microsoft/resnet-101"
+
+
+# ---- bad input
+
+
+def test_push_script_names_what_is_wrong(hub, pushed, tmp_path, monkeypatch):
+    script = load_script("push_to_hub")
+    with pytest.raises(FileNotFoundError, match="does not exist or is not a folder"):
+        script.main([str(tmp_path / "missing"), f"{USER}/x"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="holds no saved model"):
+        script.main([str(tmp_path / "empty"), f"{USER}/x"])
+    unfinished = shutil.copytree(pushed[f"{USER}/cnn"], tmp_path / "unfinished")
+    (unfinished / "test_metrics.json").unlink()
+    with pytest.raises(ValueError, match="no test_metrics.json: the run did not finish its test evaluation"):
+        script.main([str(unfinished), f"{USER}/x"])
+    with pytest.raises(ValueError, match="'user/bad name' is not a valid Hub repo id"):
+        script.main([str(pushed[f"{USER}/cnn"]), f"{USER}/bad name"])
+    monkeypatch.delenv("HF_TOKEN")
+    with pytest.raises(LocalTokenNotFoundError, match="set HF_TOKEN .* or run `hf auth login`"):
+        script.main([str(pushed[f"{USER}/cnn"]), f"{USER}/x"])
+    assert ("model", f"{USER}/x") not in hub.repos  # nothing was created by any of these
+
+
+def test_finetune_push_without_token_fails_before_training(hub, synthetic_dir, tmp_path, monkeypatch):
+    monkeypatch.delenv("HF_TOKEN")
+    out = tmp_path / "run"
+    with pytest.raises(LocalTokenNotFoundError, match="HF_TOKEN"):
+        finetune(monkeypatch, [*small_args(synthetic_dir, out), *LIMITS, "--push_to_hub", "--hub_model_id", "u/m"])
+    assert not out.exists()  # no training happened
+    with pytest.raises(ValueError, match="not a valid Hub repo id"):
+        finetune(monkeypatch, [*small_args(synthetic_dir, out), "--push_to_hub", "--hub_model_id", "a/b/c"])
