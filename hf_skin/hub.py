@@ -476,8 +476,8 @@ PUSHED_SUFFIXES = (".safetensors", ".json", ".py", ".png")
 # Below this many test images, a class's per-class numbers are too uncertain to lean on (said so in the card).
 SMALL_SUPPORT = 30
 FAMILY_NAMES = {
-    "hf_skin_cnn": "the HAM10000 study's CNN (hf-skin `SkinCNN`)",
-    "hf_skin_multi_input": "a multi-input model (image backbone + patient metadata, hf-skin `SkinMultiInput`)",
+    "hf_skin_cnn": "the HAM10000 study's CNN (`SkinCNN`)",
+    "hf_skin_multi_input": "a multi-input model (`SkinMultiInput`)",
     "resnet": "ResNet",
     "vit": "Vision Transformer (ViT)",
 }
@@ -622,7 +622,7 @@ def _family(config: dict) -> str:
     if config.get("model_type") == "hf_skin_multi_input":
         backbone = config.get("backbone_config", {}).get("model_type")
         fields = ", ".join(config.get("metadata_fields", []))
-        family += f" over a {FAMILY_NAMES.get(backbone, backbone)} backbone, reading {fields}"
+        family += f" that reads {fields} beside the image, over {FAMILY_NAMES.get(backbone, backbone)} as backbone"
     return family
 
 
@@ -641,7 +641,7 @@ def _usage(repo_id: str, config: dict) -> str:
     custom = config.get("model_type", "").startswith("hf_skin")
     if config.get("model_type") == "hf_skin_multi_input":
         lines = [
-            "from hf_skin.inference import SkinClassifier  # pip install hf-skin",
+            "from hf_skin.inference import SkinClassifier  # needs hf-skin installed",
             "",
             f'classifier = SkinClassifier.from_pretrained("{repo_id}")',
             'classifier.predict("lesion.jpg", age="45", sex="female", localization="back")',
@@ -825,7 +825,9 @@ def model_card(run_dir: str | os.PathLike, *, repo_id: str | None = None) -> Mod
         metrics=[metric_type for _, metric_type, _, _ in MODEL_INDEX_METRICS],
         eval_results=eval_results or None,
     )
-    if base is None:
+    if run.args is None:
+        origin = f"from a starting point that was not recorded (the run has no {RUN_ARGS_FILE})"
+    elif base is None:
         origin = "trained from scratch (random initialisation)"
     elif _is_hub_id(base):
         origin = f"fine-tuned from [`{base}`](https://huggingface.co/{base})"
@@ -924,9 +926,12 @@ def push_run_to_hub(
             + [CommitOperationAdd(name, run.path / name) for name in names],
             commit_message=commit_message,
         )
-    except (HfHubHTTPError, ConnectionError) as err:
-        err.add_note(
-            f"The run in {run.path} is intact: push it again with scripts/push_to_hub.py {run.path} {repo_id}"
+    except (HfHubHTTPError, ConnectionError):
+        logger.error(
+            "The push failed; %s is intact: push it again with scripts/push_to_hub.py %s %s",
+            run.path,
+            run.path,
+            repo_id,
         )
         raise
     logger.info("Pushed %s (%d files) to %s", run.path, len(names), repo_url)

@@ -26,7 +26,7 @@ import torch
 from conftest import load_script, small_args
 from hub_server import FakeHub
 from huggingface_hub import ModelCard, constants
-from huggingface_hub.errors import LocalTokenNotFoundError
+from huggingface_hub.errors import HfHubHTTPError, LocalTokenNotFoundError
 
 from hf_skin.data import DX_LABELS, load_ham10000
 from hf_skin.hub import run_files
@@ -406,8 +406,13 @@ def test_model_card_names_the_base_model(pushed, tmp_path):
 # ---- bad input
 
 
-def test_push_script_names_what_is_wrong(hub, pushed, tmp_path, monkeypatch):
+def test_push_script_names_what_is_wrong(hub, pushed, tmp_path, monkeypatch, caplog):
     script = load_script("push_to_hub")
+    with pytest.raises(HfHubHTTPError, match="403"):  # the Hub refuses: say the run is intact and how to retry
+        script.main([str(pushed[f"{USER}/cnn"]), "someone-else/x"])
+    assert (
+        f"is intact: push it again with scripts/push_to_hub.py {pushed[f'{USER}/cnn']} someone-else/x" in caplog.text
+    )
     with pytest.raises(FileNotFoundError, match="does not exist or is not a folder"):
         script.main([str(tmp_path / "missing"), f"{USER}/x"])
     (tmp_path / "empty").mkdir()
