@@ -386,6 +386,21 @@ def test_model_card_of_a_run(pushed):
     assert 'from_pretrained("user/cnn", trust_remote_code=True)' in card.text
 
 
+def test_run_args_json_reruns_the_run(pushed):
+    from dataclasses import asdict
+
+    from hf_skin.training import parse_args
+
+    run_dir = pushed[f"{USER}/multi-input"]
+    saved = json.loads((run_dir / "run_args.json").read_text())
+    model_args, data_args, training_args = parse_args([str(run_dir / "run_args.json")])
+    assert {**asdict(model_args), **asdict(data_args), **training_args.to_dict()} == {
+        **saved,
+        "hub_token": "<HUB_TOKEN>",  # how to_dict() shows a token field; the file leaves them out
+    }
+    assert model_args.model == "multi-input" and data_args.max_train_samples == 64
+
+
 def test_model_card_names_the_base_model(pushed, tmp_path):
     from hf_skin.hub import model_card
 
