@@ -10,9 +10,12 @@ The work is done by hf_skin (`SkinClassifier`, `summarize`, `explain`); this fil
 from __future__ import annotations
 
 import csv
+import hashlib
+import io
 import logging
 import os
 import tempfile
+import uuid
 from pathlib import Path
 
 import gradio as gr
@@ -73,6 +76,24 @@ def predict(classifier: SkinClassifier, upload, **metadata) -> tuple[dict[str, f
     return label, f"{summarize(probs)}\n\n*Heatmap — {explanation.caption}*", explanation.overlay
 
 
+def save_heatmap(image: Image.Image, directory: Path) -> str:
+    """The heatmap as a PNG file named by its content, complete before it appears under that name.
+
+    Returned as a PIL image, Gradio would write it to a content-named file itself, but in place: a request downloading
+    that file while another request rewrites the same content gets a truncated image (seen under concurrent load).
+    """
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    data = buffer.getvalue()
+    path = directory / f"heatmap-{hashlib.sha256(data).hexdigest()[:24]}.png"
+    if not path.exists():
+        directory.mkdir(parents=True, exist_ok=True)
+        staging = directory / f".{path.name}.{uuid.uuid4().hex}"
+        staging.write_bytes(data)
+        os.replace(staging, path)  # atomic: readers see no file or the whole file
+    return str(path)
+
+
 def example_rows(classifier: SkinClassifier, directory: Path, classes=("mel", "nv", "bcc", "bkl")) -> list[list]:
     """Synthetic lesions (never real patients' images) drawn at startup, one per class in `classes`."""
     root = make_synthetic_ham10000(directory, num_lesions=14, seed=0, with_masks=False)
@@ -94,7 +115,8 @@ def metadata_inputs(classifier: SkinClassifier) -> list[str]:
 def build_demo(classifier: SkinClassifier, model_name: str = "") -> gr.Blocks:
     """The page for `classifier`, its queue configured: `build_demo(...).launch()`."""
     fields = metadata_inputs(classifier)
-    with gr.Blocks(title="hf-skin: skin lesion classifier (research demo)") as demo:
+    # delete_cache: uploads and heatmaps older than a day are removed, every hour.
+    with gr.Blocks(title="hf-skin: skin lesion classifier (research demo)", delete_cache=(3600, 86400)) as demo:
         gr.Markdown("# Skin lesion classifier\n" + DISCLAIMER)
         with gr.Row():
             with gr.Column():
@@ -124,12 +146,16 @@ def build_demo(classifier: SkinClassifier, model_name: str = "") -> gr.Blocks:
                 label = gr.Label(
                     num_top_classes=len(classifier.labels), label="Diagnosis probabilities", show_heading=False
                 )
-                heatmap = gr.Image(label="Explanation heatmap", type="pil", format="png", interactive=False)
+                heatmap = gr.Image(label="Explanation heatmap", type="filepath", interactive=False)
         if model_name:
             gr.Markdown(f"Model: `{model_name}`, trained with hf-skin on HAM10000 (CC BY-NC 4.0).")
 
+        # In Gradio's cache, served from where it is written and cleared by delete_cache with the rest.
+        heatmaps = Path(heatmap.GRADIO_CACHE) / "hf_skin_heatmaps"
+
         def run(upload, *values):
-            return predict(classifier, upload, **dict(zip(fields, values)))
+            label_value, summary_text, overlay = predict(classifier, upload, **dict(zip(fields, values)))
+            return label_value, summary_text, save_heatmap(overlay, heatmaps)
 
         # preprocess=False: the file reaches read_upload as uploaded, so a bad one gets a clear message instead of
         # Gradio's own decoding error. Uploads still go through Gradio's cache and its path checks.

@@ -33,6 +33,8 @@ def test_a_person_uploads_a_photo_and_sees_the_diagnoses_the_summary_and_the_hea
             page.goto(url)
             expect(page.get_by_text("Research demo — not a diagnosis.")).to_be_visible(timeout=30_000)
             page.set_input_files("input[type=file]", str(tmp_path / "lesion.jpg"))
+            # As a person does: press Classify once the photo shows (a click during the upload has no photo yet).
+            expect(page.locator("img[src*='lesion.jpg']")).to_be_visible(timeout=30_000)
             page.get_by_role("button", name="Classify").click()
 
             expect(page.get_by_text("Probability of a malignant class")).to_be_visible(timeout=60_000)
