@@ -14,7 +14,9 @@ them alike (ratios measured in one run are what to compare, not absolute numbers
 - *data*: iterating the same DataLoader alone, so that a reader sees which side sets the limit.
 
 Models: `cnn` and `multi-input` are the study's CNN (no downsampling, flatten head) and multi-input CNN at
-`--image_size`; `cnn-32` and `multi-input-32` the same at their native 32 px, as they are trained. ResNet-101 and
+`--image_size`; `cnn-32` and `multi-input-32` the same at their native 32 px, as they are trained; `cnn-64` is the
+architecture of hf-skin's best CNN recipe (`recipes/cnn_64.json`). Models of 64 px or less read images downsized
+once and cached, as `build_trainer` does. ResNet-101 and
 ViT-Base/16 are randomly initialised at full size (throughput does not depend on the weights; the Hub checkpoints
 cannot be downloaded offline), fed by a plain 224² resize-and-normalise processor. A model whose weights,
 gradients and AdamW state exceed `--max_train_gib` is timed for inference only.
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import os
 import platform
 import statistics
@@ -49,17 +52,21 @@ from transformers import (
 )
 
 from hf_skin.models import SkinMultiInputConfig, SkinMultiInputForImageClassification, build_model, label_maps
-from hf_skin.processing import build_image_processor, processor_for
-from hf_skin.training import DataArguments, attach_transforms, load_splits
+from hf_skin.processing import build_image_processor, input_size, processor_for
+from hf_skin.training import SHRINK_BELOW, DataArguments, attach_transforms, load_splits, shrink_images
 
 DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "ham10000"
-MODELS = ("cnn-32", "cnn", "multi-input-32", "multi-input", "multi-input-resnet101", "resnet101", "vit")
+RECIPES_DIR = Path(__file__).resolve().parents[1] / "recipes"
+MODELS = ("cnn-32", "cnn-64", "cnn", "multi-input-32", "multi-input", "multi-input-resnet101", "resnet101", "vit")
 METADATA_COLUMNS = ["age", "sex", "localization"]
 
 
 def build(name: str, image_size: int):
     """(model, input size): the study's CNN (or multi-input CNN) at its native 32 px or at `image_size`, or a
     full-size random-init ResNet-101 / ViT-Base/16 with HAM10000's 7 classes."""
+    if name == "cnn-64":  # the architecture of hf-skin's best CNN recipe
+        overrides = json.loads((RECIPES_DIR / "cnn_64.json").read_text())["config_overrides"]
+        return build_model("cnn", **overrides), overrides["image_size"]
     if name.endswith("-32"):
         return build_model(name.removesuffix("-32")), 32
     if name in ("cnn", "multi-input"):
@@ -142,6 +149,9 @@ def bench_model(name: str, all_splits, args) -> list[dict]:
         processor = build_image_processor(size)
     else:
         processor = processor_for(model, train_ages=splits["train"]["age"] if multi_input else None)
+    side = input_size(processor)
+    if side <= SHRINK_BELOW:  # as build_trainer does: small-input models read images downsized once, cached
+        splits = shrink_images(splits, 2 * side)
     attach_transforms(splits, processor, "paper")
 
     def loader(split: str, workers: int) -> DataLoader:
