@@ -172,10 +172,12 @@ class SkinProcessor:
 
     def parse_category(self, field: str, value) -> int:
         vocabulary = self.vocabularies[field]
+        # "Lower_Extremity", "lower extremity", "follow up" and "follow_up" all match their category.
+        normalized = [entry.lower().replace("_", " ") for entry in vocabulary]
         text = "" if value is None else str(value).strip().lower().replace("_", " ")
         text = self._SYNONYMS.get(field, {}).get(text, text)
-        if text in vocabulary:
-            return vocabulary.index(text)
+        if text in normalized:
+            return normalized.index(text)
         if text:
             logger.warning("%s %r is not one of %s: treated as unknown", field, value, ", ".join(vocabulary))
         return vocabulary.index("unknown")

@@ -54,6 +54,19 @@ def test_metadata_as_a_person_types_it(processor, caplog):
     assert "None" not in caplog.text
 
 
+def test_every_category_of_every_field_is_understood_as_the_dataset_spells_it(caplog):
+    """HAM10000 spells dx_type `follow_up` and localization `lower extremity`: each, and its variants, must match."""
+    model = build_model("multi-input", hidden_sizes=[4], metadata_fields=["sex", "localization", "dx_type"])
+    processor = processor_for(model)
+    with caplog.at_level(logging.WARNING, logger="hf_skin.processing"):
+        for field in ("sex", "localization", "dx_type"):
+            vocabulary = model.config.vocabularies[field]
+            for variant in (str, str.upper, lambda v: v.replace("_", " "), lambda v: v.replace(" ", "_")):
+                out = processor.encode_metadata(len(vocabulary), **{field: [variant(v) for v in vocabulary]})
+                assert out[field].tolist() == list(range(len(vocabulary))), (field, variant)
+    assert "not one of" not in caplog.text
+
+
 def test_single_values_broadcast_and_length_mismatch_is_named(processor):
     out = processor([rgb(), rgb()], age="60", sex="female")
     assert out["pixel_values"].shape == (2, 3, 32, 32)
