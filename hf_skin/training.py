@@ -17,7 +17,14 @@ import torch
 import torchvision.transforms.v2 as T
 import torchvision.transforms.v2.functional as TF
 from PIL import Image
-from transformers import EarlyStoppingCallback, HfArgumentParser, Trainer, TrainingArguments, set_seed
+from transformers import (
+    EarlyStoppingCallback,
+    HfArgumentParser,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+    set_seed,
+)
 
 from .data import DEFAULT_DATASET, DX_LABELS, load_ham10000
 from .hub import RUN_ARGS_FILE, push_run_to_hub, trainer_push_settings
@@ -180,6 +187,13 @@ class SkinTrainingArguments(TrainingArguments):
     )
     early_stopping_patience: int | None = field(
         default=None, metadata={"help": "Stop after this many evaluations without improvement."}
+    )
+    train_metrics_samples: int = field(
+        default=1000,
+        metadata={
+            "help": "At every evaluation, also score this many training images (a fixed sample, not augmented) "
+            "and log them as train_sample_*: the training curve beside the validation one. 0: off."
+        },
     )
 
     def __post_init__(self):
@@ -444,7 +458,11 @@ def build_trainer(model_args: ModelArguments, data_args: DataArguments, training
     side = input_size(processor)
     if data_args.shrink_images and side is not None and side <= SHRINK_BELOW:
         splits = shrink_images(splits, 2 * side)  # headroom for zoom and rotation before the final resize
+    sample_size = min(training_args.train_metrics_samples, len(splits["train"]))
+    if sample_size and training_args.eval_strategy != "no":  # scored like validation: evaluation transforms
+        splits["train_sample"] = splits["train"].shuffle(seed=data_args.split_seed).select(range(sample_size))
     attach_transforms(splits, processor, training_args.augment)
+    train_sample = splits.pop("train_sample", None)
     train_labels = np.asarray(splits["train"].with_format(None)["dx"])
     callbacks = []
     if training_args.early_stopping_patience is not None:
@@ -459,7 +477,23 @@ def build_trainer(model_args: ModelArguments, data_args: DataArguments, training
         callbacks=callbacks,
         train_labels=train_labels,
     )
+    if train_sample is not None:
+        trainer.add_callback(TrainSampleMetrics(trainer, train_sample))
     return trainer, splits
+
+
+class TrainSampleMetrics(TrainerCallback):
+    """After each evaluation, scores a fixed sample of the training split with evaluation transforms and logs it as
+    `train_sample_accuracy`, `train_sample_balanced_accuracy`, ...: the study's train-vs-validation curve, measured
+    the same way on both sides (the Trainer itself logs only the training loss, on augmented, resampled batches)."""
+
+    def __init__(self, trainer: Trainer, sample: datasets.Dataset):
+        self.trainer, self.sample = trainer, sample
+
+    def on_evaluate(self, args, state, control, **kwargs):
+        # predict() runs no on_evaluate callbacks (no recursion, no early stopping on these numbers).
+        metrics = self.trainer.predict(self.sample, metric_key_prefix="train_sample").metrics
+        self.trainer.log({k: v for k, v in metrics.items() if not k.endswith(("_runtime", "_per_second"))})
 
 
 def evaluate_split(trainer: Trainer, dataset, split: str, output_dir: Path) -> dict:

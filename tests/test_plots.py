@@ -167,32 +167,48 @@ def test_reliability_diagram_bars_are_bin_accuracies():
     assert sum(bar.get_height() for bar in hist.containers[0]) == 20
 
 
-def test_training_curves_draw_each_run_per_epoch(tmp_path):
+def test_training_curves_draw_train_and_validation_per_run_and_epoch(tmp_path):
     from hf_skin.plots import plot_training_curves, training_curves_figure
 
-    def history(balanced, accuracy, losses):
+    def history(balanced, accuracy, losses, train_sample=True):
         log = []
         for epoch, (b, a, loss) in enumerate(zip(balanced, accuracy, losses), start=1):
             log.append({"epoch": float(epoch), "loss": loss, "step": epoch * 10})
             log.append(
                 {"epoch": float(epoch), "eval_balanced_accuracy": b, "eval_accuracy": a, "eval_loss": loss + 0.3}
             )
+            if train_sample:  # TrainSampleMetrics' entry: the training sample scored like validation
+                log.append(
+                    {
+                        "epoch": float(epoch),
+                        "train_sample_balanced_accuracy": b + 0.1,
+                        "train_sample_accuracy": a + 0.1,
+                    }
+                )
         log.append({"epoch": 3.0, "train_loss": 1.0, "train_runtime": 5.0, "step": 30})  # the summary: not a point
         return log
 
     histories = {
         "a": history([0.2, 0.4, 0.5], [0.6, 0.7, 0.72], [1.5, 1.0, 0.8]),
-        "b": history([0.3, 0.3], [0.5, 0.6], [2, 1]),
+        "b": history([0.3, 0.3], [0.5, 0.6], [2, 1], train_sample=False),  # a run from before train_sample_*
     }
     figure = training_curves_figure(histories, best_epochs={"a": 3.0}, reference_accuracy=0.67)
-    left, right = figure.axes
-    data = [(list(line.get_xdata()), list(line.get_ydata()), line.get_linestyle()) for line in left.lines]
-    assert ([1.0, 2.0, 3.0], [0.2, 0.4, 0.5], "-") in data  # run a, balanced accuracy, solid
-    assert ([1.0, 2.0, 3.0], [0.6, 0.7, 0.72], "--") in data  # run a, accuracy, dashed
-    assert ([1.0, 2.0], [0.3, 0.3], "-") in data
-    assert ([3.0], [0.5], "None") in data  # the star at the kept checkpoint
-    assert [0.67, 0.67] in [list(line.get_ydata()) for line in left.lines]
-    losses = [list(line.get_ydata()) for line in right.lines]
+    balanced, accuracy, loss = figure.axes
+
+    def lines(axis):
+        return [
+            (list(line.get_xdata()), [round(y, 6) for y in line.get_ydata()], line.get_linestyle())
+            for line in axis.lines
+        ]
+
+    assert ([1.0, 2.0, 3.0], [0.2, 0.4, 0.5], "-") in lines(balanced)  # run a, validation, solid
+    assert ([1.0, 2.0, 3.0], [0.3, 0.5, 0.6], ":") in lines(balanced)  # run a, training sample, dotted
+    assert ([1.0, 2.0], [0.3, 0.3], "-") in lines(balanced)
+    assert ([3.0], [0.5], "None") in lines(balanced)  # the star at the kept checkpoint
+    assert ([1.0, 2.0, 3.0], [0.6, 0.7, 0.72], "-") in lines(accuracy)
+    assert ([1.0, 2.0, 3.0], [0.7, 0.8, 0.82], ":") in lines(accuracy)
+    assert len(lines(balanced)) == 4 and [0.67, 0.67] in [line[1] for line in lines(accuracy)]
+    losses = [line[1] for line in lines(loss)]
     assert [1.5, 1.0, 0.8] in losses and [1.8, 1.3, 1.1] in losses  # training and validation loss, no summary point
     assert "balanced accuracy" in figure.get_suptitle()
     path = plot_training_curves(histories, tmp_path / "curves.png")

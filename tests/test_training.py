@@ -162,6 +162,10 @@ def test_finetune_main_trains_evaluates_and_saves(synthetic_dir, tmp_path, monke
     assert state["best_metric"] == pytest.approx(
         max(e["eval_balanced_accuracy"] for e in state["log_history"] if "eval_balanced_accuracy" in e)
     )
+    # Each evaluation also scored the fixed training sample: the train curve of the study's figure.
+    train_curve = [e for e in state["log_history"] if "train_sample_balanced_accuracy" in e]
+    assert [e["epoch"] for e in train_curve] == [1.0, 2.0]
+    assert all(0 <= e["train_sample_accuracy"] <= 1 and "train_sample_loss" in e for e in train_curve)
     model = AutoModelForImageClassification.from_pretrained(out)
     assert model.config.id2label == dict(enumerate(DX_LABELS))
     image = next((synthetic_dir / "HAM10000_images_part_1").glob("*.jpg"))
