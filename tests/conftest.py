@@ -1,6 +1,7 @@
 import contextlib
 import os
 import tempfile
+import textwrap
 
 # Set before any Hugging Face import: no test may touch the network.
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -155,3 +156,25 @@ def serve_space(checkpoint):
         yield f"http://127.0.0.1:{port}/"
     finally:
         demo.close()
+
+
+# Loads a checkpoint (folder or Hub id, argv[1]) with trust_remote_code in a process where hf_skin cannot be
+# imported, and prints the logits of a fixed random batch as JSON: the remote-code path a user without hf-skin takes.
+REMOTE_LOAD = textwrap.dedent(
+    """
+    import json, sys
+    sys.modules["hf_skin"] = None  # hf_skin is not installed here: importing it must fail
+    import torch
+    from transformers import AutoModelForImageClassification
+    try:
+        import hf_skin  # noqa
+        raise SystemExit("hf_skin was importable")
+    except ImportError:
+        pass
+    model = AutoModelForImageClassification.from_pretrained(sys.argv[1], trust_remote_code=True).eval()
+    assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
+    torch.manual_seed(0)
+    with torch.no_grad():
+        print(json.dumps(model(torch.randn(2, 3, 32, 32)).logits.tolist()))
+    """
+)

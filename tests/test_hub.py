@@ -23,7 +23,7 @@ from pathlib import Path
 import datasets
 import pytest
 import torch
-from conftest import load_script, small_args
+from conftest import REMOTE_LOAD, load_script, small_args
 from hub_server import FakeHub
 from huggingface_hub import ModelCard, constants
 from huggingface_hub.errors import HfHubHTTPError, LocalTokenNotFoundError
@@ -265,26 +265,6 @@ def test_pushed_run_loads_back_identically(hub, pushed, repo_id, tmp_path):
     snapshot = tmp_path / "client" / "hf_home" / "hub" / f"models--{repo_id.replace('/', '--')}"
     assert (next(snapshot.glob("snapshots/*")) / "model.safetensors").is_file()  # it came through the cache
     assert_token_absent(paths=[tmp_path / "client"], texts=[output])
-
-
-REMOTE_LOAD = textwrap.dedent(
-    """
-    import json, sys
-    sys.modules["hf_skin"] = None  # hf_skin is not installed here: importing it must fail
-    import torch
-    from transformers import AutoModelForImageClassification
-    try:
-        import hf_skin  # noqa
-        raise SystemExit("hf_skin was importable")
-    except ImportError:
-        pass
-    model = AutoModelForImageClassification.from_pretrained(sys.argv[1], trust_remote_code=True).eval()
-    assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
-    torch.manual_seed(0)
-    with torch.no_grad():
-        print(json.dumps(model(torch.randn(2, 3, 32, 32)).logits.tolist()))
-    """
-)
 
 
 @pytest.mark.parametrize("repo_id", [f"{USER}/cnn", f"{USER}/multi-input"])

@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -80,8 +82,8 @@ def test_pipeline_on_saved_checkpoint_matches_model(cnn_checkpoint):
 
 import subprocess  # noqa: E402
 import sys  # noqa: E402
-import textwrap  # noqa: E402
 
+from conftest import REMOTE_LOAD  # noqa: E402
 from transformers import ResNetForImageClassification  # noqa: E402
 
 from hf_skin.models import SkinMultiInputForImageClassification, backbone_of, freeze_backbone  # noqa: E402
@@ -178,27 +180,6 @@ def test_freeze_backbone(tiny_resnet_checkpoint):
         assert torch.equal(tensor, before[name]), name
 
 
-REMOTE_LOAD = textwrap.dedent(
-    """
-    import sys
-    sys.modules["hf_skin"] = None  # hf_skin is not installed here: importing it must fail
-    import torch
-    from transformers import AutoModelForImageClassification
-    try:
-        import hf_skin  # noqa
-        raise SystemExit("hf_skin was importable")
-    except ImportError:
-        pass
-    model = AutoModelForImageClassification.from_pretrained(sys.argv[1], trust_remote_code=True).eval()
-    assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
-    torch.manual_seed(0)
-    x = torch.randn(2, 3, 32, 32)
-    with torch.no_grad():
-        print(repr(model(x).logits.tolist()))
-    """
-)
-
-
 @pytest.mark.parametrize("family", ["cnn", "multi-input"])
 def test_checkpoint_loads_without_hf_skin(family, tmp_path):
     model = build_model(family, hidden_sizes=[4, 8]).eval()
@@ -218,4 +199,4 @@ def test_checkpoint_loads_without_hf_skin(family, tmp_path):
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         expected = model(x).logits
-    torch.testing.assert_close(torch.tensor(eval(result.stdout.strip().splitlines()[-1])), expected)
+    torch.testing.assert_close(torch.tensor(json.loads(result.stdout.strip().splitlines()[-1])), expected)
