@@ -491,8 +491,16 @@ class TrainSampleMetrics(TrainerCallback):
         self.trainer, self.sample = trainer, sample
 
     def on_evaluate(self, args, state, control, **kwargs):
-        # predict() runs no on_evaluate callbacks (no recursion, no early stopping on these numbers).
-        metrics = self.trainer.predict(self.sample, metric_key_prefix="train_sample").metrics
+        # predict() runs no on_evaluate callbacks (no recursion, no early stopping on these numbers). Its DataLoader
+        # draws a seed from torch's generator: restored, so that watching the training does not change it.
+        cpu_rng = torch.get_rng_state()
+        cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+        try:
+            metrics = self.trainer.predict(self.sample, metric_key_prefix="train_sample").metrics
+        finally:
+            torch.set_rng_state(cpu_rng)
+            if cuda_rng is not None:
+                torch.cuda.set_rng_state_all(cuda_rng)
         self.trainer.log({k: v for k, v in metrics.items() if not k.endswith(("_runtime", "_per_second"))})
 
 

@@ -139,6 +139,21 @@ def test_step_decay_zero_hands_over_to_the_trainer_schedule(synthetic_dir, tmp_p
     assert scheduler.get_last_lr()[0] == pytest.approx(trainer.args.learning_rate * 0.5, rel=0.05)  # cosine midpoint
 
 
+def test_scoring_the_training_sample_does_not_change_the_training(synthetic_dir, tmp_path):
+    weights = []
+    for samples in ("0", "1000"):
+        argv = [*small_args(synthetic_dir, tmp_path / samples), "--num_train_epochs", "2", "--save_strategy", "no"]
+        model_args, data_args, args = parse_args([*argv, "--load_best_model_at_end", "false"])
+        args.train_metrics_samples = int(samples)
+        trainer, _ = build_trainer(model_args, data_args, args)
+        trainer.train()
+        logged = [e for e in trainer.state.log_history if "train_sample_accuracy" in e]
+        assert len(logged) == (2 if samples == "1000" else 0)
+        weights.append({k: v.clone() for k, v in trainer.model.state_dict().items()})
+    for name, tensor in weights[0].items():
+        torch.testing.assert_close(weights[1][name], tensor, rtol=0, atol=0, msg=name)
+
+
 def test_finetune_main_trains_evaluates_and_saves(synthetic_dir, tmp_path, monkeypatch):
     finetune = load_script("finetune")
 
