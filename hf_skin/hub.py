@@ -618,12 +618,30 @@ def _parameter_count(run_dir: Path) -> int:
 
 
 def _family(config: dict) -> str:
-    family = FAMILY_NAMES.get(config.get("model_type"), f"`{(config.get('architectures') or ['?'])[0]}`")
+    family = _cnn_name(config) if config.get("model_type") == "hf_skin_cnn" else None
+    family = family or FAMILY_NAMES.get(config.get("model_type"), f"`{(config.get('architectures') or ['?'])[0]}`")
     if config.get("model_type") == "hf_skin_multi_input":
-        backbone = config.get("backbone_config", {}).get("model_type")
+        backbone_config = config.get("backbone_config", {})
+        backbone = backbone_config.get("model_type")
+        backbone_name = _cnn_name(backbone_config) if backbone == "hf_skin_cnn" else None
         fields = ", ".join(config.get("metadata_fields", []))
-        family += f" that reads {fields} beside the image, over {FAMILY_NAMES.get(backbone, backbone)} as backbone"
+        family += (
+            f" that reads {fields} beside the image, over {backbone_name or FAMILY_NAMES.get(backbone, backbone)} "
+            "as backbone"
+        )
     return family
+
+
+def _cnn_name(config: dict) -> str:
+    """The study's CNN when the config is the study's (32 px, conv 32 -> conv 64, flatten), else what differs."""
+    from .models import SkinCNNConfig
+
+    study = SkinCNNConfig().to_dict()
+    keys = ("image_size", "hidden_sizes", "convs_per_stage", "normalization", "downsample", "head", "dropout")
+    changed = [f"{key} {config[key]}" for key in keys if key in config and config[key] != study[key]]
+    if not changed:
+        return FAMILY_NAMES["hf_skin_cnn"]
+    return f"hf-skin's CNN (`SkinCNN`; the study's CNN with {', '.join(changed)})"
 
 
 def _input_description(run_dir: Path) -> str:

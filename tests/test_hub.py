@@ -433,3 +433,14 @@ def test_finetune_push_without_token_fails_before_training(hub, synthetic_dir, t
     assert not out.exists()  # no training happened
     with pytest.raises(ValueError, match="not a valid Hub repo id"):
         finetune(monkeypatch, [*small_args(synthetic_dir, out), "--push_to_hub", "--hub_model_id", "a/b/c"])
+
+
+def test_model_card_names_the_study_cnn_only_when_it_is_the_studys():
+    from hf_skin.hub import _family
+    from hf_skin.models import build_model
+
+    assert _family(build_model("cnn").config.to_dict()).startswith("the HAM10000 study's CNN")
+    deeper = _family(build_model("cnn", image_size=64, hidden_sizes=[32, 64, 128]).config.to_dict())
+    assert "image_size 64" in deeper and "hidden_sizes [32, 64, 128]" in deeper and "the HAM10000" not in deeper
+    multi = _family(build_model("multi-input", hidden_sizes=[8]).config.to_dict())
+    assert "reads age, sex, localization" in multi and "hidden_sizes [8]" in multi
