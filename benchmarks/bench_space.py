@@ -4,8 +4,9 @@
 
 Latency: one request's work as `spaces/app.py` does it, minus HTTP, on a 600×450 JPEG (the size of HAM10000's
 full-resolution images): *without heatmap* is `SkinClassifier.predict(path)` (decode, preprocess, forward);
-*with heatmap* is the app's `predict()` (the same, plus `hf_skin.explain.explain`: Grad-CAM's forward and backward
-pass, or attention rollout's forward with attention weights, and the overlay). Models: `cnn` is the study's CNN as
+*with heatmap* is the app's `predict()` (`hf_skin.explain.explain`, whose forward pass also gives the prediction:
+decode, preprocess, Grad-CAM's forward and backward pass, or the model's forward plus attention rollout's forward
+with attention weights, and the overlay). Models: `cnn` is the study's CNN as
 `--model cnn` builds it (32×32); `resnet101` is full-size ResNet-101 and `vit` ViT-Base/16, randomly initialised
 (latency does not depend on the weights; the Hub checkpoints cannot be downloaded offline) with the image
 processors of microsoft/resnet-101 (224 centre crop) and google/vit-base-patch16-224. The two modes of each model

@@ -462,11 +462,12 @@ def _fmt(value, digits: int = 3) -> str:
     return f"{value:.{digits}f}"
 
 
-def _table(header: list[str], rows: list[list[str]], align: str | None = None) -> str:
+def markdown_table(header: list[str], rows: list[list], align: str | None = None) -> str:
+    """A markdown table; `align` is one letter a column, `l` or `r` (default: the first left, the rest right)."""
     align = align or "l" + "r" * (len(header) - 1)
     rule = ["---:" if a == "r" else "---" for a in align]
     lines = [header, rule, *rows]
-    return "\n".join("| " + " | ".join(map(str, line)) + " |" for line in lines) + "\n"
+    return "\n".join("| " + " | ".join(map(str, line)) + " |" for line in lines)
 
 
 def render_report(metrics: dict, overall: dict | None = None) -> str:
@@ -484,7 +485,7 @@ def render_report(metrics: dict, overall: dict | None = None) -> str:
         f"Model inputs: image{''.join(', ' + f for f in metrics.get('metadata_fields', []))}.\n\n",
         "> **What this does not tell you.** " + TRANSFER_NOTE + "\n\n",
         "## Headline\n\n",
-        _table(
+        markdown_table(
             ["metric", "value", "how to read it"],
             [
                 [
@@ -517,7 +518,8 @@ def render_report(metrics: dict, overall: dict | None = None) -> str:
                 ],
             ],
             align="lrl",
-        ),
+        )
+        + "\n",
         "\n## Per class\n\n",
         "Sensitivity is the recall: the share of the class's images found. Intervals are 95% Wilson intervals; "
         "wide ones mean too few images to be sure.\n\n",
@@ -543,11 +545,12 @@ def render_report(metrics: dict, overall: dict | None = None) -> str:
             ]
         )
     out.append(
-        _table(
+        markdown_table(
             ["class", "diagnosis", "images", "sensitivity (95% CI)", "specificity (95% CI)", "precision", "F1", "AUC"],
             rows,
             align="llrrrrrr",
         )
+        + "\n"
     )
     out.append("\n⚠ malignant (akiec is an in-situ carcinoma or its precursor).\n")
     out += [
@@ -583,7 +586,7 @@ def render_report(metrics: dict, overall: dict | None = None) -> str:
         rows = [row(g["group"], g) for g in groups]
         if overall is not None:
             rows.append(row("**all**", overall))
-        out += [f"\n### By {grouping}\n\n", _table(header, rows)]
+        out += [f"\n### By {grouping}\n\n", markdown_table(header, rows) + "\n"]
     return "".join(out)
 
 
@@ -689,7 +692,7 @@ def compare_runs(run_dirs: list[str | os.PathLike], output_dir: str | os.PathLik
         "# Runs compared\n\n",
         "Test-split metrics; per-class columns are recalls (sensitivity). Best value per column in bold "
         "(lowest for ECE). `mel sensitivity at spec90`: melanoma sensitivity at 90% specificity.\n\n",
-        _table(headers, md_rows, align="llr" + "r" * len(columns)),
+        markdown_table(headers, md_rows, align="llr" + "r" * len(columns)) + "\n",
     ]
     if histories:
         plots.plot_training_curves(

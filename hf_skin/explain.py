@@ -52,6 +52,8 @@ class Explanation:
         image (`PIL.Image.Image`): the RGB image (EXIF rotation applied), at most `max_side` pixels on its long side.
         overlay (`PIL.Image.Image`): `image` with the heatmap blended over the part the model sees (red: high), that
             part outlined when the processor crops the image.
+        probabilities (`dict[str, float]`): the prediction explained, as `SkinClassifier.predict` gives it (from the
+            same forward pass as Grad-CAM's, so a caller needs no second one).
     """
 
     method: str
@@ -59,6 +61,7 @@ class Explanation:
     heatmap: np.ndarray
     image: Image.Image
     overlay: Image.Image
+    probabilities: dict[str, float]
 
     @property
     def caption(self) -> str:
@@ -102,10 +105,13 @@ def explain(
     with _LOCK:
         inputs = classifier.model_inputs(image, **metadata)
         if method == GRAD_CAM:
-            target = target or _top_label(classifier, inputs)
-            cam = _grad_cam(model, inputs, classifier.model.config.label2id[target])
+            cam, logits = _grad_cam(model, inputs, None if target is None else model.config.label2id[target])
+            target = target or classifier.labels[int(logits.argmax())]  # Grad-CAM's default: the most probable
         else:
+            with torch.inference_mode():
+                logits = model(**inputs).logits[0]
             target, cam = None, _attention_rollout(backbone_of(model), inputs["pixel_values"])
+    [probabilities] = classifier.ranked(logits[None].float().softmax(dim=-1).cpu())
 
     shown = image.copy()
     shown.thumbnail((max_side, max_side))
@@ -122,7 +128,9 @@ def explain(
     overlay = Image.fromarray((blended * 255).round().astype(np.uint8))
     if (left, top, right, bottom) != (0, 0, shown.width, shown.height):
         ImageDraw.Draw(overlay).rectangle((left, top, right - 1, bottom - 1), outline="white", width=2)
-    return Explanation(method=method, target=target, heatmap=heatmap, image=shown, overlay=overlay)
+    return Explanation(
+        method=method, target=target, heatmap=heatmap, image=shown, overlay=overlay, probabilities=probabilities
+    )
 
 
 def _feature_map_layer(backbone: nn.Module) -> nn.Module | None:
@@ -131,11 +139,6 @@ def _feature_map_layer(backbone: nn.Module) -> nn.Module | None:
         return backbone.encoder
     stages = getattr(getattr(backbone, "encoder", None), "stages", None)
     return stages[-1] if stages is not None else None
-
-
-@torch.inference_mode()
-def _top_label(classifier: SkinClassifier, inputs: dict[str, torch.Tensor]) -> str:
-    return classifier.labels[int(classifier.model(**inputs).logits[0].argmax())]
 
 
 class _Logits(nn.Module):
@@ -150,15 +153,20 @@ class _Logits(nn.Module):
         return self.model(pixel_values=pixel_values, **self.other_inputs).logits
 
 
-def _grad_cam(model: nn.Module, inputs: dict[str, torch.Tensor], target_id: int) -> np.ndarray:
-    """(h, w) Grad-CAM over the model's input, in [0, 1]."""
+def _grad_cam(
+    model: nn.Module, inputs: dict[str, torch.Tensor], target_id: int | None
+) -> tuple[np.ndarray, torch.Tensor]:
+    """(h, w) Grad-CAM over the model's input, in [0, 1], for `target_id` (`None`: the most probable class), and the
+    logits of the forward pass it ran."""
     inputs = dict(inputs)
     # Gradients must reach the feature map even where the backbone is frozen (requires_grad=False).
     pixel_values = inputs.pop("pixel_values").clone().requires_grad_(True)
+    targets = None if target_id is None else [ClassifierOutputTarget(target_id)]
     with torch.enable_grad(), GradCAM(_Logits(model, inputs), [_feature_map_layer(backbone_of(model))]) as cam:
-        heatmap = cam(pixel_values, targets=[ClassifierOutputTarget(target_id)])[0]
+        heatmap = cam(pixel_values, targets=targets)[0]
+        logits = cam.outputs[0].detach()
     model.zero_grad(set_to_none=True)
-    return heatmap
+    return heatmap, logits
 
 
 @torch.inference_mode()

@@ -34,6 +34,7 @@ from huggingface_hub.errors import HfHubHTTPError, HFValidationError, LocalToken
 from huggingface_hub.utils import validate_repo_id
 
 from .data import DX_LABELS, DX_NAMES, MALIGNANT_DX
+from .evaluation import markdown_table
 from .metrics import HAM10000_CITATION
 
 logger = logging.getLogger(__name__)
@@ -62,8 +63,6 @@ def check_repo_id(repo_id: str) -> str:
             f"{repo_id!r} is not a valid Hub repo id: {err} Use 'user/name' or 'org/name' (letters, digits, '-', '_' "
             "and '.'; at most 96 characters)."
         ) from err
-    if not repo_id:
-        raise ValueError("the Hub repo id is empty: use 'user/name' or 'org/name'")
     return repo_id
 
 
@@ -684,33 +683,33 @@ def _usage(repo_id: str, config: dict) -> str:
 
 def _labels_table(config: dict, test_metrics: dict) -> str:
     id2label = config.get("id2label") or dict(enumerate(DX_LABELS))
-    lines = ["| id | label | diagnosis | malignant | test images |", "| ---: | --- | --- | --- | ---: |"]
+    rows = []
     for i in sorted(id2label, key=int):
         dx = id2label[i]
         support = test_metrics.get("per_class", {}).get(dx, {}).get("support", "")
-        lines.append(f"| {i} | {dx} | {DX_NAMES.get(dx, dx)} | {'yes' if dx in MALIGNANT_DX else 'no'} | {support} |")
-    return "\n".join(lines)
+        rows.append([i, dx, DX_NAMES.get(dx, dx), "yes" if dx in MALIGNANT_DX else "no", support])
+    return markdown_table(["id", "label", "diagnosis", "malignant", "test images"], rows, align="rlllr")
 
 
 def _metrics_table(test_metrics: dict, validation_metrics: dict | None) -> str:
-    lines = ["| metric | test |" + (" validation |" if validation_metrics else ""), "| --- | ---: |"]
-    lines[1] += " ---: |" if validation_metrics else ""
-    for key, name in HEADLINE_METRICS:
-        if key in test_metrics:
-            row = f"| {name} | {_fmt(test_metrics[key])} |"
-            lines.append(row + (f" {_fmt(validation_metrics.get(key, float('nan')))} |" if validation_metrics else ""))
-    return "\n".join(lines)
+    header = ["metric", "test"] + (["validation"] if validation_metrics else [])
+    rows = [
+        [name, _fmt(test_metrics[key])]
+        + ([_fmt(validation_metrics.get(key, float("nan")))] if validation_metrics else [])
+        for key, name in HEADLINE_METRICS
+        if key in test_metrics
+    ]
+    return markdown_table(header, rows)
 
 
 def _per_class_table(test_metrics: dict) -> str:
-    lines = [
-        "| class | diagnosis | precision | recall | specificity | F1 | AUC | support |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    keys = ("precision", "recall", "specificity", "f1", "auc")
+    rows = [
+        [dx, DX_NAMES.get(dx, dx), *(_fmt(m[key]) for key in keys), m["support"]]
+        for dx, m in test_metrics.get("per_class", {}).items()
     ]
-    for dx, m in test_metrics.get("per_class", {}).items():
-        cells = " | ".join(_fmt(m[key]) for key in ("precision", "recall", "specificity", "f1", "auc"))
-        lines.append(f"| {dx} | {DX_NAMES.get(dx, dx)} | {cells} | {m['support']} |")
-    return "\n".join(lines)
+    header = ["class", "diagnosis", "precision", "recall", "specificity", "F1", "AUC", "support"]
+    return markdown_table(header, rows, align="llrrrrrr")
 
 
 def _rare_classes(test_metrics: dict) -> str:

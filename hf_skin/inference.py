@@ -71,10 +71,11 @@ class SkinClassifier:
 
     def predict(self, images, **metadata) -> list[dict[str, float]]:
         """One `{label: probability}` dict per image, most probable first."""
-        return [
-            dict(sorted(zip(self.labels, row.tolist()), key=lambda item: -item[1]))
-            for row in self.predict_proba(images, **metadata)
-        ]
+        return self.ranked(self.predict_proba(images, **metadata))
+
+    def ranked(self, probabilities: torch.Tensor) -> list[dict[str, float]]:
+        """(N, num_labels) probabilities -> one `{label: probability}` dict per row, most probable first."""
+        return [dict(sorted(zip(self.labels, row.tolist()), key=lambda item: -item[1])) for row in probabilities]
 
 
 def display_name(label: str) -> str:

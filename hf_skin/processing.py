@@ -148,6 +148,16 @@ class SkinProcessor:
         self.metadata_fields = list(metadata_fields)
         self.vocabularies = {field: list(values) for field, values in vocabularies.items()}
         self.age_mean, self.age_std = float(age_mean), float(age_std)
+        # Category -> index, written the way parse_category normalises what a person types: "follow_up" and
+        # "lower extremity" as "follow up" and "lower extremity". Built once: parse_category runs per row.
+        self._index = {
+            field: {self._normalize(value): i for i, value in enumerate(values)}
+            for field, values in self.vocabularies.items()
+        }
+
+    @staticmethod
+    def _normalize(value) -> str:
+        return "" if value is None else str(value).strip().lower().replace("_", " ")
 
     @classmethod
     def for_model(cls, model, image_processor, train_ages=None) -> SkinProcessor:
@@ -171,16 +181,15 @@ class SkinProcessor:
         return age
 
     def parse_category(self, field: str, value) -> int:
-        vocabulary = self.vocabularies[field]
-        # "Lower_Extremity", "lower extremity", "follow up" and "follow_up" all match their category.
-        normalized = [entry.lower().replace("_", " ") for entry in vocabulary]
-        text = "" if value is None else str(value).strip().lower().replace("_", " ")
+        text = self._normalize(value)
         text = self._SYNONYMS.get(field, {}).get(text, text)
-        if text in normalized:
-            return normalized.index(text)
+        index = self._index[field]
+        if text in index:
+            return index[text]
         if text:
+            vocabulary = self.vocabularies[field]
             logger.warning("%s %r is not one of %s: treated as unknown", field, value, ", ".join(vocabulary))
-        return vocabulary.index("unknown")
+        return index["unknown"]
 
     def encode_metadata(self, batch_size: int, **metadata) -> dict[str, torch.Tensor]:
         """Lists (or single values, for one image) of raw metadata -> the model's metadata tensors."""

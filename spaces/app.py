@@ -70,8 +70,8 @@ def read_upload(upload) -> Image.Image:
 def predict(classifier: SkinClassifier, upload, **metadata) -> tuple[dict[str, float], str, Image.Image]:
     """One upload + metadata -> the `gr.Label` value (full names), the summary (Markdown) and the heatmap."""
     image = read_upload(upload)
-    [probs] = classifier.predict(image, **metadata)
-    explanation = explain(classifier, image, target=next(iter(probs)), **metadata)
+    explanation = explain(classifier, image, **metadata)  # its forward pass gives the prediction too
+    probs = explanation.probabilities
     label = {display_name(dx): p for dx, p in probs.items()}
     return label, f"{summarize(probs)}\n\n*Heatmap — {explanation.caption}*", explanation.overlay
 
