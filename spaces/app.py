@@ -148,7 +148,8 @@ def build_demo(classifier: SkinClassifier, model_name: str = "") -> gr.Blocks:
                 )
                 heatmap = gr.Image(label="Explanation heatmap", type="filepath", interactive=False)
         if model_name:
-            gr.Markdown(f"Model: `{model_name}`, trained with hf-skin on HAM10000 (CC BY-NC 4.0).")
+            # Any checkpoint can be served (make demo's is trained on synthetic lesions): its card says on what.
+            gr.Markdown(f"Model: `{model_name}`, an hf-skin checkpoint: its model card says what it was trained on.")
 
         # In Gradio's cache, served from where it is written and cleared by delete_cache with the rest.
         heatmaps = Path(heatmap.GRADIO_CACHE) / "hf_skin_heatmaps"
