@@ -331,7 +331,13 @@ def _load_dataset_source(kind: str, location: Path | str, cache_dir) -> Dataset 
         if Path(location).is_file():
             return datasets.load_dataset("parquet", data_files=os.fspath(location), cache_dir=cache_dir)
         return datasets.load_dataset("parquet", data_dir=os.fspath(location), cache_dir=cache_dir)
+    from .pretrained import HubUnavailableError, hub_reachable
+
+    # Unreachable, huggingface_hub retries for ~25 s: ask once, quickly (datasets' offline mode reads its cache).
+    offline = datasets.config.HF_HUB_OFFLINE or not hub_reachable()
     try:
+        if offline and not datasets.config.HF_HUB_OFFLINE:
+            raise ConnectionError("the Hugging Face Hub does not answer")
         return datasets.load_dataset(location, cache_dir=cache_dir)
     except Exception as err:
         import httpx  # huggingface_hub's HTTP client: no network surfaces as its TransportError
@@ -339,7 +345,7 @@ def _load_dataset_source(kind: str, location: Path | str, cache_dir) -> Dataset 
         if not isinstance(err, (ConnectionError, TimeoutError, httpx.TransportError)):
             raise
         reason = f"{type(err).__name__}: {err}" + (", HF_HUB_OFFLINE=1" if datasets.config.HF_HUB_OFFLINE else "")
-        raise ConnectionError(
+        raise HubUnavailableError(
             f"cannot load the Hub dataset {location!r}: no network/Hub access ({reason}). Point at a local copy "
             "instead: a HAM10000 download folder holding HAM10000_metadata.csv (e.g. `--dataset /path/to/HAM10000`), "
             "a save_to_disk or parquet folder, or a synthetic set made with `python -m hf_skin.synthetic OUT` "

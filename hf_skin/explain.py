@@ -1,8 +1,8 @@
 """Explanation heatmaps: which parts of an image a prediction rests on, drawn over the image.
 
-- Convolutional models (hf-skin's CNN, ResNet and other backbones with `encoder.stages`, and the multi-input model
-  over them): **Grad-CAM** (Selvaraju et al., 2017, through `pytorch-grad-cam`) on the backbone's last feature map,
-  for one class: the regions that raise that class's score.
+- Convolutional models (hf-skin's CNN, ResNet and other backbones with `encoder.stages`, timm's convolutional models
+  such as EfficientNet-Lite, and the multi-input model over them): **Grad-CAM** (Selvaraju et al., 2017, through
+  `pytorch-grad-cam`) on the backbone's last feature map, for one class: the regions that raise that class's score.
 - Vision transformers (ViT, and the multi-input model over it): **attention rollout** (Abnar & Zuidema, 2020), the
   CLS token's attention followed through every layer (residual connections included): where the model looks, for
   all classes at once.
@@ -79,7 +79,8 @@ def explanation_method(model: nn.Module) -> str:
     backbone = backbone_of(model)
     if _feature_map_layer(backbone) is not None:
         return GRAD_CAM
-    if hasattr(backbone.config, "num_attention_heads") and hasattr(backbone.config, "patch_size"):
+    config = getattr(backbone, "config", None)
+    if hasattr(config, "num_attention_heads") and hasattr(config, "patch_size"):
         return ATTENTION_ROLLOUT
     raise ValueError(
         f"no explanation method for a {type(backbone).__name__} backbone: hf_skin.explain knows convolutional "
@@ -137,6 +138,12 @@ def _feature_map_layer(backbone: nn.Module) -> nn.Module | None:
     """The module whose output is the backbone's last (B, C, h, w) feature map, for convolutional backbones."""
     if isinstance(backbone, SkinCNNModel):
         return backbone.encoder
+    # timm models (TimmWrapperModel's timm_model, or the base model of TimmWrapperForImageClassification): timm's
+    # own record of the last feature stage; token models (patch_embed) get none.
+    timm_model = getattr(backbone, "timm_model", backbone)
+    info = getattr(timm_model, "feature_info", None)
+    if isinstance(info, list) and info and hasattr(timm_model, "pretrained_cfg"):
+        return None if hasattr(timm_model, "patch_embed") else timm_model.get_submodule(info[-1]["module"])
     stages = getattr(getattr(backbone, "encoder", None), "stages", None)
     return stages[-1] if stages is not None else None
 

@@ -6,6 +6,7 @@ import os
 
 import torch
 from transformers import AutoImageProcessor, AutoModelForImageClassification, PreTrainedModel
+from transformers.utils import IMAGE_PROCESSOR_NAME
 
 from . import models as _models  # noqa: F401  (registers hf-skin's model classes with the Auto classes)
 from .data import DX_NAMES, MALIGNANT_DX
@@ -45,7 +46,11 @@ class SkinClassifier:
         if model.config.model_type == "hf_skin_multi_input":
             processor = SkinProcessor.from_pretrained(name_or_path, **kwargs)
         else:
-            processor = AutoImageProcessor.from_pretrained(name_or_path, **kwargs)
+            # preprocessor_config.json, the processor hf-skin trained with: for a local timm folder AutoImageProcessor
+            # would otherwise rebuild timm's own from config.json (the same resize, to float rounding)
+            processor = AutoImageProcessor.from_pretrained(
+                name_or_path, image_processor_filename=IMAGE_PROCESSOR_NAME, **kwargs
+            )
         return cls(model, processor)
 
     @property

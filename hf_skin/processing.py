@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from transformers import ViTImageProcessor
+from transformers.image_utils import PILImageResampling
 
 logger = logging.getLogger(__name__)
 
@@ -22,25 +23,89 @@ IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
 
 
-def build_image_processor(image_size: int) -> ViTImageProcessor:
-    """A plain resize-rescale-normalise processor to `image_size`², loaded by `AutoImageProcessor` sans hf_skin."""
+def build_image_processor(
+    image_size: int | tuple[int, int],
+    image_mean: list[float] = IMAGENET_MEAN,
+    image_std: list[float] = IMAGENET_STD,
+    resample: int = PILImageResampling.BILINEAR,
+) -> ViTImageProcessor:
+    """A plain resize-rescale-normalise processor to `image_size` (a side, or `(height, width)`): the whole image,
+    nothing cropped. Saved as `preprocessor_config.json`, it loads with `AutoImageProcessor` where hf_skin is not."""
+    height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
     return ViTImageProcessor(
-        size={"height": image_size, "width": image_size}, image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD
+        size={"height": height, "width": width}, image_mean=image_mean, image_std=image_std, resample=resample
     )
 
 
-def processor_for(model, pretrained: str | None = None, train_ages=None):
-    """The processor saved with `model`: the pretrained checkpoint's image processor (or a plain one at the CNN's
-    input size), wrapped in a `SkinProcessor` with the training split's age statistics for multi-input models."""
+def parse_image_size(value: str | int | None) -> tuple[int, int] | None:
+    """`"224"` or `"150x200"` (height × width) -> `(height, width)`."""
+    if value is None or value == "":
+        return None
+    parts = str(value).lower().replace("×", "x").split("x")
+    try:
+        sizes = [int(part) for part in parts]
+    except ValueError:
+        sizes = []
+    if len(sizes) not in (1, 2) or min(sizes) < 8:
+        raise ValueError(f"image size {value!r} is not a side or HEIGHTxWIDTH of at least 8 px, e.g. 224 or 150x200")
+    return (sizes[0], sizes[-1])
+
+
+def _timm_image_processor(config, image_size: tuple[int, int] | None) -> ViTImageProcessor:
+    """A timm checkpoint's normalisation and interpolation (its `pretrained_cfg`) at `image_size` (default its own
+    input size), resizing the whole image: a centre crop would cut lesion borders. The size is also written back into
+    `pretrained_cfg`, so timm's own tools see the size the model was trained at."""
+    cfg = dict(config.pretrained_cfg or {})
+    height, width = image_size or tuple(cfg.get("input_size", (3, 224, 224))[1:])
+    resample = _RESAMPLING.get(cfg.get("interpolation", "bicubic"), PILImageResampling.BICUBIC)
+    # "squash": timm's own eval transform (what AutoImageProcessor builds from config.json) then resizes the same way
+    config.pretrained_cfg = {
+        **cfg,
+        "input_size": [3, height, width],
+        "crop_pct": 1.0,
+        "crop_mode": "squash",
+        "pool_size": None,
+    }
+    return build_image_processor(
+        (height, width), list(cfg.get("mean", IMAGENET_MEAN)), list(cfg.get("std", IMAGENET_STD)), resample
+    )
+
+
+_RESAMPLING = {
+    "bicubic": PILImageResampling.BICUBIC,
+    "bilinear": PILImageResampling.BILINEAR,
+    "nearest": PILImageResampling.NEAREST,
+}
+
+
+def processor_for(model, pretrained: str | None = None, train_ages=None, image_size: tuple[int, int] | None = None):
+    """The processor saved with `model`: a timm checkpoint's normalisation at `image_size`, the pretrained
+    checkpoint's own image processor, or a plain one at the CNN's input size; wrapped in a `SkinProcessor` with the
+    training split's age statistics for multi-input models.
+
+    `image_size` (`(height, width)`) is for convolutional pretrained backbones, which take any size: e.g. HAM10000's
+    4:3 images whole rather than a square crop of them."""
     from transformers import AutoImageProcessor
+
+    from .pretrained import resolve_checkpoint
 
     config = model.config
     image_config = getattr(config, "backbone_config", config)
-    if pretrained is not None:
-        image_processor = AutoImageProcessor.from_pretrained(pretrained)
+    if image_size is not None and image_config.model_type == "hf_skin_cnn":
+        raise ValueError("hf-skin's CNN sets its input size in its config: --config_overrides '{\"image_size\": 64}'")
+    if image_size is not None and image_config.model_type == "vit":
+        raise ValueError("--image_size is for convolutional backbones: ViT's size is fixed by its position embeddings")
+    if image_config.model_type == "timm_wrapper":
+        image_processor = _timm_image_processor(image_config, image_size)
+    elif pretrained is not None:
+        image_processor = AutoImageProcessor.from_pretrained(resolve_checkpoint(pretrained))
+        if image_size is not None:
+            image_processor = build_image_processor(
+                image_size, image_processor.image_mean, image_processor.image_std, image_processor.resample
+            )
     else:
         # A backbone config that names no input size (ResNet) gets the ImageNet size its design assumes.
-        image_processor = build_image_processor(getattr(image_config, "image_size", 224))
+        image_processor = build_image_processor(image_size or getattr(image_config, "image_size", 224))
     if config.model_type == "hf_skin_multi_input":
         return SkinProcessor.for_model(model, image_processor, train_ages)
     return image_processor
@@ -79,8 +144,12 @@ def load_image(value: Any, target_size: int | None = None) -> Image.Image:
 
 
 def input_size(processor) -> int | None:
-    """The side of the square the model sees, from an image processor or a `SkinProcessor`."""
-    size = getattr(processor, "image_processor", processor).size
+    """The longer side of what the model sees, from an image processor (timm's too) or a `SkinProcessor`."""
+    image_processor = getattr(processor, "image_processor", processor)
+    data_config = getattr(image_processor, "data_config", None)  # TimmWrapperImageProcessor has no .size
+    if data_config is not None:
+        return max(data_config["input_size"][1:])
+    size = image_processor.size
     return max(size.get("height", 0), size.get("width", 0), size.get("shortest_edge", 0)) or None
 
 
@@ -238,4 +307,7 @@ class SkinProcessor:
         path = local if local.is_file() else hf_hub_download(str(name_or_path), cls.config_name, **hub_kwargs)
         values = json.loads(Path(path).read_text())
         values.pop("processor_class", None)
-        return cls(AutoImageProcessor.from_pretrained(name_or_path, **hub_kwargs), **values)
+        image_processor = AutoImageProcessor.from_pretrained(
+            name_or_path, image_processor_filename="preprocessor_config.json", **hub_kwargs
+        )
+        return cls(image_processor, **values)

@@ -12,6 +12,7 @@ if __name__ == "__main__":
     _here = os.path.dirname(os.path.abspath(__file__))
     sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _here]
 
+from hf_skin.pretrained import HubUnavailableError  # noqa: E402
 from hf_skin.training import parse_args, run  # noqa: E402
 
 
@@ -20,4 +21,7 @@ def main() -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except HubUnavailableError as err:  # offline: what was asked for and the ways forward, not a traceback
+        sys.exit(f"error: {err}")

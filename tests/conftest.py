@@ -72,6 +72,20 @@ def tiny_vit_checkpoint(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def tiny_timm_checkpoint(tmp_path_factory) -> Path:
+    """A random timm EfficientNet (356 k parameters, 1000-class head) in the Hub's timm layout: what
+    timm/tf_efficientnet_lite0.in1k holds, in miniature, loading as TimmWrapperForImageClassification."""
+    import timm
+    import torch
+
+    from hf_skin.pretrained import save_timm_checkpoint
+
+    torch.manual_seed(0)
+    model = timm.create_model("test_efficientnet", num_classes=1000)
+    return save_timm_checkpoint(model, tmp_path_factory.mktemp("tiny_timm"), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+
+
 SMALL_CNN = '{"hidden_sizes": [8, 16], "downsample": true, "normalization": "batch", "head": "avg"}'
 
 

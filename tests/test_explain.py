@@ -76,14 +76,19 @@ FAMILIES = {
         lambda tiny: build_model("multi-input", backbone="pretrained", model_name_or_path=str(tiny["vit"])),
         ATTENTION_ROLLOUT,
     ),
+    "timm": (lambda tiny: pretrained(str(tiny["timm"])), GRAD_CAM),
+    "multi-input-timm": (
+        lambda tiny: build_model("multi-input", backbone="pretrained", model_name_or_path=str(tiny["timm"])),
+        GRAD_CAM,
+    ),
 }
 
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_every_family_gets_its_heatmap_and_keeps_its_predictions(
-    family, tiny_resnet_checkpoint, tiny_vit_checkpoint, tmp_path
+    family, tiny_resnet_checkpoint, tiny_vit_checkpoint, tiny_timm_checkpoint, tmp_path
 ):
-    tiny = {"resnet": tiny_resnet_checkpoint, "vit": tiny_vit_checkpoint}
+    tiny = {"resnet": tiny_resnet_checkpoint, "vit": tiny_vit_checkpoint, "timm": tiny_timm_checkpoint}
     make, method = FAMILIES[family]
     torch.manual_seed(0)
     model = make(tiny)

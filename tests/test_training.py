@@ -194,16 +194,19 @@ FAMILIES = {
     "multi-input": [],
     "resnet101": ["--model_name_or_path", "{resnet}"],
     "vit": ["--model_name_or_path", "{vit}"],
+    # timm (TimmWrapper) at a 4:3 input size of the recipe's choosing
+    "efficientnet-lite0": ["--model_name_or_path", "{timm}", "--image_size", "24x32"],
 }
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))
 def test_each_family_learns_a_fixed_batch_through_finetune_main(
-    family, synthetic_dir, tmp_path, monkeypatch, tiny_resnet_checkpoint, tiny_vit_checkpoint
+    family, synthetic_dir, tmp_path, monkeypatch, tiny_resnet_checkpoint, tiny_vit_checkpoint, tiny_timm_checkpoint
 ):
     finetune = load_script("finetune")
 
-    extra = [a.format(resnet=tiny_resnet_checkpoint, vit=tiny_vit_checkpoint) for a in FAMILIES[family]]
+    tiny = {"resnet": tiny_resnet_checkpoint, "vit": tiny_vit_checkpoint, "timm": tiny_timm_checkpoint}
+    extra = [a.format(**tiny) for a in FAMILIES[family]]
     if family in ("cnn", "multi-input"):
         extra += ["--config_overrides", '{"hidden_sizes": [8, 16], "dropout": 0.0}']
     out = tmp_path / family
@@ -337,3 +340,59 @@ def test_training_is_reproducible_from_the_seed(synthetic_dir, tmp_path):
         results.append({k: v.clone() for k, v in trainer.model.state_dict().items()})
     for key in results[0]:
         assert torch.equal(results[0][key], results[1][key]), key
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_bf16_cpu_training_step_for_each_family(
+    family, synthetic_dir, tmp_path, tiny_resnet_checkpoint, tiny_vit_checkpoint, tiny_timm_checkpoint
+):
+    """--bf16 alone on a CPU-only machine trains under bf16 autocast (the Trainer itself refuses it without
+    --use_cpu); weights stay fp32, and the final evaluation runs in fp32, as serving does."""
+    from safetensors import safe_open
+
+    from hf_skin.training import run
+
+    tiny = {"resnet": tiny_resnet_checkpoint, "vit": tiny_vit_checkpoint, "timm": tiny_timm_checkpoint}
+    extra = [a.format(**tiny) for a in FAMILIES[family]]
+    if family in ("cnn", "multi-input"):
+        extra += ["--config_overrides", '{"hidden_sizes": [8, 16]}']
+    out = tmp_path / "run"
+    argv = ["--model", family, "--dataset", str(synthetic_dir), "--output_dir", str(out), *extra, "--bf16"]
+    argv += ["--channels_last"] * (family != "vit")
+    argv += ["--max_steps", "2", "--per_device_train_batch_size", "8", "--max_train_samples", "16"]
+    argv += ["--max_eval_samples", "16", "--eval_strategy", "no", "--save_strategy", "no", "--logging_steps", "1"]
+    argv += ["--logging_strategy", "steps"]
+    model_args, data_args, args = parse_args(argv)
+    assert args.bf16 and args.use_cpu
+    trainer, splits = build_trainer(model_args, data_args, args)
+    assert trainer.accelerator.mixed_precision == "bf16"
+    # Under the Trainer's autocast the layers compute in bf16 (the logits handed back are fp32); after
+    # mixed_precision_off, as for the final evaluation, in fp32.
+    head = [m for m in trainer.model.modules() if isinstance(m, torch.nn.Linear)][-1]
+    seen = []
+    hook = head.register_forward_hook(lambda module, inputs, output: seen.append(output.dtype))
+    batch = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
+    with torch.no_grad():
+        assert trainer.accelerator.prepare_model(trainer.model)(**batch).logits.dtype == torch.float32
+        trainer.mixed_precision_off()
+        trainer.model(**batch)
+    hook.remove()
+    assert seen == [torch.bfloat16, torch.float32]
+
+    results = run(*parse_args(argv))
+    losses = [e["loss"] for e in json.loads((out / "trainer_state.json").read_text())["log_history"] if "loss" in e]
+    assert len(losses) == 2 and all(np.isfinite(losses))
+    with safe_open(out / "model.safetensors", framework="pt") as weights:
+        dtypes = {weights.get_tensor(k).dtype for k in weights.keys()}
+    assert torch.bfloat16 not in dtypes and torch.float32 in dtypes
+    # The final evaluation is fp32: the saved checkpoint scored in fp32 gives the same test confusion matrix.
+    from sklearn.metrics import confusion_matrix
+
+    reloaded = AutoModelForImageClassification.from_pretrained(out).eval()
+    test = splits["test"][:]
+    labels = test.pop("labels")
+    with torch.no_grad():
+        predicted = reloaded(**test).logits.argmax(-1)
+    got = confusion_matrix(labels, predicted, labels=range(7)).tolist()
+    assert got == json.loads((out / "test_metrics.json").read_text())["confusion_matrix"]
+    assert 0 <= results["test_balanced_accuracy"] <= 1

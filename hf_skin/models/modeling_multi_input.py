@@ -23,6 +23,8 @@ def build_backbone(config) -> nn.Module:
 def backbone_feature_size(backbone: nn.Module) -> int:
     if isinstance(backbone, SkinCNNModel):
         return backbone.num_features
+    if hasattr(backbone, "timm_model"):  # TimmWrapperModel: timm's pooled feature width
+        return backbone.timm_model.num_features
     config = backbone.config
     return config.hidden_size if hasattr(config, "hidden_size") else config.hidden_sizes[-1]
 
