@@ -234,7 +234,8 @@ PLAIN_LOAD = textwrap.dedent(
     torch.manual_seed(0)
     with torch.no_grad():
         logits = model(torch.randn(2, 3, 48, 64)).logits.tolist()
-    scores = {p["label"]: p["score"] for p in pipeline("image-classification", model=sys.argv[1], top_k=7)(sys.argv[2])}
+    classify = pipeline("image-classification", model=sys.argv[1], top_k=7)
+    scores = {p["label"]: p["score"] for p in classify(sys.argv[2])}
     print(json.dumps({"logits": logits, "scores": scores}))
     """
 )
