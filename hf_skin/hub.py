@@ -479,6 +479,7 @@ FAMILY_NAMES = {
     "hf_skin_multi_input": "a multi-input model (`SkinMultiInput`)",
     "resnet": "ResNet",
     "vit": "Vision Transformer (ViT)",
+    "timm_wrapper": "a timm model",
 }
 HEADLINE_METRICS = (
     ("accuracy", "Accuracy"),
@@ -619,6 +620,8 @@ def _parameter_count(run_dir: Path) -> int:
 def _family(config: dict) -> str:
     family = _cnn_name(config) if config.get("model_type") == "hf_skin_cnn" else None
     family = family or FAMILY_NAMES.get(config.get("model_type"), f"`{(config.get('architectures') or ['?'])[0]}`")
+    if config.get("model_type") == "timm_wrapper":
+        family = f"timm's `{config.get('architecture')}` (loads as `TimmWrapperForImageClassification`; needs `timm`)"
     if config.get("model_type") == "hf_skin_multi_input":
         backbone_config = config.get("backbone_config", {})
         backbone = backbone_config.get("model_type")
@@ -646,8 +649,12 @@ def _cnn_name(config: dict) -> str:
 def _input_description(run_dir: Path) -> str:
     processor = _read_json(run_dir / "preprocessor_config.json") or {}
     size = processor.get("size") or {}
-    side = size.get("height") or size.get("shortest_edge")
-    text = f"{side}×{side} pixels" if side else "the model's input size"
+    height, width = size.get("height"), size.get("width")
+    side = size.get("shortest_edge")
+    if height and width:
+        text = f"{width}×{height} pixels (width × height), the whole image resized"
+    else:
+        text = f"{side}×{side} pixels" if side else "the model's input size"
     metadata = _read_json(run_dir / "metadata_processor.json")
     if metadata:
         text += "; age, sex and body site as a person types them, anything missing or not understood as unknown"

@@ -163,12 +163,28 @@ def vit_run(hub, synthetic_dir, tiny_vit_checkpoint, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def pushed(hub, cnn_push, multi_input_run, vit_run):
-    """repo id -> run dir of every pushed run (multi-input and ViT through scripts/push_to_hub.py)."""
+def timm_run(hub, synthetic_dir, tiny_timm_checkpoint, tmp_path_factory):
+    out = tmp_path_factory.mktemp("timm_run") / "run"
+    argv = ["--model", "efficientnet-lite0", "--model_name_or_path", str(tiny_timm_checkpoint)]
+    argv += ["--dataset", str(synthetic_dir), "--image_size", "24x32"]
+    with pytest.MonkeyPatch.context() as patch:
+        finetune(patch, [*argv, "--output_dir", str(out), *LIMITS])
+    return out
+
+
+@pytest.fixture(scope="module")
+def pushed(hub, cnn_push, multi_input_run, vit_run, timm_run):
+    """repo id -> run dir of every pushed run (multi-input, ViT and timm through scripts/push_to_hub.py)."""
     script = load_script("push_to_hub")
     script.main([str(multi_input_run), f"{USER}/multi-input", "--private"])
     script.main([str(vit_run), f"{USER}/vit"])
-    return {f"{USER}/cnn": cnn_push[0], f"{USER}/multi-input": multi_input_run, f"{USER}/vit": vit_run}
+    script.main([str(timm_run), f"{USER}/timm"])
+    return {
+        f"{USER}/cnn": cnn_push[0],
+        f"{USER}/multi-input": multi_input_run,
+        f"{USER}/vit": vit_run,
+        f"{USER}/timm": timm_run,
+    }
 
 
 # ---- pushing
@@ -254,14 +270,15 @@ DOWNLOAD = "import json, sys\n" + inspect.getsource(predictions) + "print(json.d
 METADATA = {f"{USER}/multi-input": {"age": "45", "sex": "female", "localization": "back"}}
 
 
-@pytest.mark.parametrize("repo_id", [f"{USER}/cnn", f"{USER}/multi-input", f"{USER}/vit"])
+@pytest.mark.parametrize("repo_id", [f"{USER}/cnn", f"{USER}/multi-input", f"{USER}/vit", f"{USER}/timm"])
 def test_pushed_run_loads_back_identically(hub, pushed, repo_id, tmp_path):
     metadata = json.dumps(METADATA.get(repo_id, {}))
     local = predictions(str(pushed[repo_id]), "32", metadata)
     downloaded, output = run_client(hub, tmp_path / "client", DOWNLOAD, repo_id, "32", metadata)
     assert downloaded["class"] == local["class"]
-    torch.testing.assert_close(torch.tensor(downloaded["logits"]), torch.tensor(local["logits"]), rtol=0, atol=0)
-    torch.testing.assert_close(torch.tensor(downloaded["probs"]), torch.tensor(local["probs"]), rtol=0, atol=0)
+    atol = 1e-6 if repo_id.endswith("timm") else 0  # the same weights; timm's conv kernels may differ by 1e-9
+    torch.testing.assert_close(torch.tensor(downloaded["logits"]), torch.tensor(local["logits"]), rtol=0, atol=atol)
+    torch.testing.assert_close(torch.tensor(downloaded["probs"]), torch.tensor(local["probs"]), rtol=0, atol=atol)
     snapshot = tmp_path / "client" / "hf_home" / "hub" / f"models--{repo_id.replace('/', '--')}"
     assert (next(snapshot.glob("snapshots/*")) / "model.safetensors").is_file()  # it came through the cache
     assert_token_absent(paths=[tmp_path / "client"], texts=[output])
@@ -396,6 +413,18 @@ def test_model_card_names_the_base_model(pushed, tmp_path):
         json.dumps({**args, "model": "multi-input", "backbone": "resnet101", "model_name_or_path": None})
     )
     assert model_card(run_dir).data.base_model == "microsoft/resnet-101"
+
+
+def test_model_card_of_a_timm_run(pushed, tmp_path):
+    from hf_skin.hub import model_card
+
+    run_dir = shutil.copytree(pushed[f"{USER}/timm"], tmp_path / "timm")
+    args = json.loads((run_dir / "run_args.json").read_text())
+    (run_dir / "run_args.json").write_text(json.dumps({**args, "model_name_or_path": None}))
+    card = model_card(run_dir, repo_id="someone/lite0-ham")
+    assert card.data.base_model == "timm/tf_efficientnet_lite0.in1k"  # --model efficientnet-lite0's checkpoint
+    assert "timm's `test_efficientnet`" in card.text and "32×24 pixels (width × height)" in card.text
+    assert 'pipeline("image-classification", model="someone/lite0-ham")' in card.text  # no remote code
 
 
 # ---- bad input
