@@ -70,11 +70,22 @@ def _hand_predictions(checkpoint: Path, split) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(list(split["dx"])), np.asarray(probs)
 
 
-@pytest.mark.parametrize("family", ["cnn", "multi-input"])
+@pytest.fixture(scope="module")
+def timm_checkpoint(tmp_path_factory, tiny_timm_checkpoint) -> Path:
+    """EfficientNet-Lite's family (TimmWrapper) in miniature, at a 4:3 input size."""
+    path = tmp_path_factory.mktemp("timm")
+    torch.manual_seed(0)
+    model = build_model("efficientnet-lite0", model_name_or_path=str(tiny_timm_checkpoint))
+    model.save_pretrained(path)
+    processor_for(model, str(tiny_timm_checkpoint), image_size=(24, 32)).save_pretrained(path)
+    return path
+
+
+@pytest.mark.parametrize("family", ["cnn", "multi-input", "timm"])
 def test_evaluate_script_writes_every_artefact_and_the_right_numbers(
-    family, synthetic_dir, cnn_checkpoint, multi_input_checkpoint, tmp_path, monkeypatch, capsys
+    family, synthetic_dir, cnn_checkpoint, multi_input_checkpoint, timm_checkpoint, tmp_path, monkeypatch, capsys
 ):
-    checkpoint = cnn_checkpoint if family == "cnn" else multi_input_checkpoint
+    checkpoint = {"cnn": cnn_checkpoint, "multi-input": multi_input_checkpoint, "timm": timm_checkpoint}[family]
     out = tmp_path / "eval"
     argv = ["--model", str(checkpoint), "--dataset", str(synthetic_dir), "--output_dir", str(out)]
     monkeypatch.setattr(sys, "argv", ["evaluate.py", *argv, "--batch_size", "7"])  # batches that do not divide n
@@ -86,7 +97,7 @@ def test_evaluate_script_writes_every_artefact_and_the_right_numbers(
     assert metrics["n"] == len(test) and metrics["split"] == "test" and metrics["tta"] is False
     assert metrics["model"] == str(checkpoint) and metrics["dataset"] == str(synthetic_dir)
     assert metrics["accuracy"] == pytest.approx(returned["accuracy"])
-    assert metrics["metadata_fields"] == ([] if family == "cnn" else ["age", "sex", "localization"])
+    assert metrics["metadata_fields"] == (["age", "sex", "localization"] if family == "multi-input" else [])
 
     # The numbers are those of the predict API, image by image (batching and metadata handling change nothing).
     labels, probs = _hand_predictions(checkpoint, test)
