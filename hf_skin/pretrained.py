@@ -43,8 +43,10 @@ class HubUnavailableError(ConnectionError):
 
 
 def cache_dir() -> Path:
-    """hf-skin's cache: `$HF_SKIN_CACHE`, else `~/.cache/hf_skin`."""
-    return Path(os.environ.get("HF_SKIN_CACHE") or Path.home() / ".cache" / "hf_skin")
+    """hf-skin's cache, the one built datasets use: `$HF_SKIN_CACHE`, else `~/.cache/hf_skin`."""
+    from .data import _cache_root
+
+    return _cache_root(None)
 
 
 @functools.cache
