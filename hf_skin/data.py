@@ -12,6 +12,7 @@ import shutil
 import tempfile
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import datasets
@@ -841,3 +842,62 @@ def _is_missing(value) -> bool:
 def _first_ids(rows: list[dict], limit: int = 3) -> str:
     ids = [row["image_id"] for row in rows[:limit]]
     return ", ".join(ids) + (", ..." if len(rows) > limit else "")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The split's arguments, declared once for training, evaluation and dataset preparation
+
+SPLIT_DEFAULTS = {"validation_size": 0.15, "test_size": 0.15, "split_seed": 42, "on_missing": "error"}
+
+
+@dataclass
+class SplitArguments:
+    """How HAM10000 is split into lesion-grouped train / validation / test, for every script that splits.
+
+    Fields left at `None` take `SPLIT_DEFAULTS`, or, where a script scores a finished run, the run's own split
+    (`hf_skin.runs.RunFolder.split_arguments`): evaluating a run on another split would score its training lesions.
+    """
+
+    validation_size: float | None = field(
+        default=None, metadata={"help": "Fraction of lesions for validation (default 0.15, or the run's own)."}
+    )
+    test_size: float | None = field(
+        default=None, metadata={"help": "Fraction of lesions for test (default 0.15, or the run's own)."}
+    )
+    split_seed: int | None = field(
+        default=None,
+        metadata={"help": "Seed of the lesion-grouped split, kept apart from --seed (default 42, or the run's own)."},
+    )
+    on_missing: str | None = field(
+        default=None,
+        metadata={
+            "help": "Metadata rows without an image: 'error' or 'skip' (default error, or the run's own).",
+            "choices": ["error", "skip"],
+        },
+    )
+
+    def given(self) -> dict:
+        """The split arguments set explicitly (not `None`)."""
+        return {name: getattr(self, name) for name in SPLIT_DEFAULTS if getattr(self, name) is not None}
+
+    def fill(self, defaults: dict | None = None) -> None:
+        """Sets every field still `None` from `defaults` (a run's own), else from `SPLIT_DEFAULTS`; checks them."""
+        for name, default in SPLIT_DEFAULTS.items():
+            if getattr(self, name) is None:
+                setattr(self, name, (defaults or {}).get(name, default))
+        _check_split_sizes(self.test_size, self.validation_size)
+        if self.on_missing not in ("error", "skip"):
+            raise ValueError(f"on_missing must be 'error' or 'skip', not {self.on_missing!r}")
+
+    def split_arguments(self) -> dict:
+        """The split as a dict of `SPLIT_DEFAULTS`' names (what a run folder records)."""
+        return {name: getattr(self, name) for name in SPLIT_DEFAULTS}
+
+    def load_kwargs(self) -> dict:
+        """`load_ham10000`'s keyword arguments for this split."""
+        return {
+            "test_size": self.test_size,
+            "validation_size": self.validation_size,
+            "seed": self.split_seed,
+            "on_missing": self.on_missing,
+        }

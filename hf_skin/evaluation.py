@@ -22,9 +22,10 @@ from PIL import Image
 from sklearn.metrics import balanced_accuracy_score
 from tqdm.auto import tqdm
 
-from .data import DEFAULT_DATASET, DX_NAMES, MALIGNANT_DX, load_ham10000
+from .data import DEFAULT_DATASET, DX_NAMES, MALIGNANT_DX, SplitArguments, load_ham10000
 from .metrics import classification_metrics
 from .processing import load_image
+from .runs import RunFolder, RunFolderError
 
 logger = logging.getLogger(__name__)
 
@@ -73,9 +74,10 @@ TRANSFER_NOTE = (
 )
 
 
-@dataclass
-class EvaluationArguments:
-    """Arguments of `scripts/evaluate.py` (and of `run_evaluation`)."""
+@dataclass(kw_only=True)
+class EvaluationArguments(SplitArguments):
+    """Arguments of `scripts/evaluate.py` (and of `run_evaluation`). The split's arguments default to the run's own
+    when `model` is a run folder (see `run_split`)."""
 
     model: str = field(metadata={"help": "A checkpoint folder (e.g. runs/cnn) or a Hub model id."})
     dataset: str = field(
@@ -85,8 +87,8 @@ class EvaluationArguments:
     split: str = field(
         default="test",
         metadata={
-            "help": "Split to evaluate (the lesion-grouped split of training: same sizes and seed give the same "
-            "split); 'all' evaluates every row, for data the model has never seen.",
+            "help": "Split to evaluate: of a run folder, the run's own lesion-grouped split (checked to hold none of "
+            "its training lesions); 'all' evaluates every row, for data the model has never seen.",
             "choices": list(SPLIT_CHOICES),
         },
     )
@@ -98,13 +100,6 @@ class EvaluationArguments:
         metadata={"help": "Where to write the report (default <model>/evaluation/<dataset>-<split>[-tta])."},
     )
     batch_size: int = field(default=64, metadata={"help": "Images per forward pass."})
-    validation_size: float = field(default=0.15, metadata={"help": "Fraction of lesions for validation."})
-    test_size: float = field(default=0.15, metadata={"help": "Fraction of lesions for test."})
-    split_seed: int = field(default=42, metadata={"help": "Seed of the lesion-grouped split."})
-    on_missing: str = field(
-        default="error",
-        metadata={"help": "Metadata rows without an image: 'error' or 'skip'.", "choices": ["error", "skip"]},
-    )
     max_samples: int | None = field(default=None, metadata={"help": "Evaluate only the first N rows (debugging)."})
     device: str | None = field(default=None, metadata={"help": "cpu, cuda, ... (default: cuda when available)."})
 
@@ -128,6 +123,54 @@ def default_output_dir(model: str, dataset: str, split: str, tta: bool = False) 
 # Data and predictions
 
 
+def run_split(model: str | os.PathLike, split: str, given: SplitArguments) -> tuple[SplitArguments, RunFolder | None]:
+    """The split arguments to evaluate `model` with: a run folder's own, unless `split` is `all`.
+
+    Given arguments that contradict the run's recorded split are refused: that "test" split would hold the run's
+    training lesions. Returns the filled arguments and the run folder (`None` for a Hub id or a bare checkpoint).
+    """
+    folder = RunFolder(model) if Path(model).is_dir() and RunFolder(model).is_run() else None
+    recorded = folder.split_arguments() if folder is not None else None
+    if recorded is not None and split != "all":
+        conflicts = {
+            name: value for name, value in given.given().items() if name != "on_missing" and value != recorded[name]
+        }
+        if conflicts:
+            asked = ", ".join(f"--{name} {value}" for name, value in conflicts.items())
+            made = ", ".join(f"--{name} {recorded[name]}" for name in conflicts)
+            raise RunFolderError(
+                f"{model} was trained with {made}; its {split} split under {asked} would hold lesions it trained on. "
+                "Leave the split arguments out (the run's own split is used), or score data the model never saw "
+                "with --split all"
+            )
+    filled = SplitArguments(**given.split_arguments())
+    filled.fill(recorded if split != "all" else None)
+    if folder is None:
+        logger.info(
+            "%s is not a run folder: cannot check that the %s split excludes its training lesions", model, split
+        )
+    return filled, folder
+
+
+def check_no_training_lesions(data: datasets.Dataset, folder: RunFolder, split: str, dataset) -> None:
+    """Refuses to score a run on lesions it trained on (recorded in its `split.json`), except as `train`."""
+    trained = folder.training_lesions()
+    if split == "train" or trained is None:
+        return
+    lesions = set(data.select_columns(["lesion_id"]).with_format(None)["lesion_id"][:])
+    seen = sorted(lesions & trained)
+    if seen:
+        hint = (
+            "this is the data it trained on: evaluate its test (or validation) split instead"
+            if split == "all"
+            else "the dataset is not the one it was split from, or the split changed"
+        )
+        raise RunFolderError(
+            f"{len(seen)} of the {len(lesions)} lesions of the {split} split of {dataset} are lesions {folder.path} "
+            f"trained on (e.g. {', '.join(seen[:3])}): scores on them would be inflated. {hint[0].upper()}{hint[1:]}"
+        )
+
+
 def load_eval_split(
     dataset: str | os.PathLike,
     split: str = "test",
@@ -138,7 +181,7 @@ def load_eval_split(
     on_missing: str = "error",
     max_samples: int | None = None,
 ) -> datasets.Dataset:
-    """One split of HAM10000-format data, the same lesion-grouped split training made, or every row (`"all"`)."""
+    """One split of HAM10000-format data, a lesion-grouped split as training made it, or every row (`"all"`)."""
     if split not in SPLIT_CHOICES:
         raise ValueError(f"split {split!r} is not one of {', '.join(SPLIT_CHOICES)}")
     splits = load_ham10000(
@@ -298,10 +341,10 @@ def evaluate_checkpoint(
     tta: bool = False,
     output_dir: str | os.PathLike | None = None,
     batch_size: int = 64,
-    test_size: float = 0.15,
-    validation_size: float = 0.15,
-    seed: int = 42,
-    on_missing: str = "error",
+    test_size: float | None = None,
+    validation_size: float | None = None,
+    seed: int | None = None,
+    on_missing: str | None = None,
     max_samples: int | None = None,
     device: str | None = None,
 ) -> dict:
@@ -324,7 +367,9 @@ def evaluate_checkpoint(
             Average the probabilities over the 8 flips and rotations of each image (`TTA_VIEWS`).
         output_dir (`str` or `os.PathLike`, *optional*): defaults to `default_output_dir(model, dataset, split, tta)`.
         batch_size (`int`, *optional*, defaults to 64): images per forward pass.
-        test_size, validation_size, seed, on_missing: as in `load_ham10000`.
+        test_size, validation_size, seed, on_missing: as in `load_ham10000`; by default a run folder's own (from
+            its `split.json` / `run_args.json`), else 0.15, 0.15, 42, "error". Values that contradict a run's own
+            split are refused, and so is any split other than `train` holding a lesion the run trained on.
         max_samples (`int`, *optional*): evaluate only the first rows of the split (debugging).
         device (`str`, *optional*): where the model runs; cuda when available, else cpu.
 
@@ -338,15 +383,14 @@ def evaluate_checkpoint(
     from .inference import SkinClassifier
 
     output_dir = Path(output_dir) if output_dir is not None else default_output_dir(model, dataset, split, tta)
-    data = load_eval_split(
-        dataset,
-        split,
-        test_size=test_size,
-        validation_size=validation_size,
-        seed=seed,
-        on_missing=on_missing,
-        max_samples=max_samples,
+    given = SplitArguments(
+        validation_size=validation_size, test_size=test_size, split_seed=seed, on_missing=on_missing
     )
+    split_args, folder = run_split(model, split, given)
+    kwargs = split_args.load_kwargs()
+    data = load_eval_split(dataset, split, **kwargs, max_samples=max_samples)
+    if folder is not None:
+        check_no_training_lesions(data, folder, split, dataset)
     classifier = SkinClassifier.from_pretrained(model)
     classifier.model.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     label_names = classifier.labels
@@ -363,6 +407,7 @@ def evaluate_checkpoint(
     metrics.update(
         n=len(data),
         split=split,
+        split_arguments=split_args.split_arguments(),
         model=os.fspath(model),
         dataset=os.fspath(dataset),
         tta=tta,
@@ -396,8 +441,6 @@ def evaluate_checkpoint(
 
 def run_evaluation(args: EvaluationArguments) -> dict:
     """`evaluate_checkpoint` from parsed `EvaluationArguments` (what `scripts/evaluate.py` calls)."""
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    datasets.utils.logging.set_verbosity_warning()
     return evaluate_checkpoint(
         args.model,
         args.dataset,
@@ -603,7 +646,7 @@ def load_run(run_dir: str | os.PathLike) -> dict:
         `model_type`, `reference_accuracy` (validation accuracy of always answering the commonest class, when known).
     """
     run_dir = Path(run_dir)
-    read = lambda name: json.loads((run_dir / name).read_text()) if (run_dir / name).is_file() else None  # noqa: E731
+    read = RunFolder(run_dir).read_json
     all_results, test_metrics, evaluation = read("all_results.json"), read("test_metrics.json"), read("metrics.json")
     if all_results is None and test_metrics is None and evaluation is None:
         raise FileNotFoundError(

@@ -36,6 +36,7 @@ from huggingface_hub.utils import validate_repo_id
 from .data import DX_LABELS, DX_NAMES, MALIGNANT_DX
 from .evaluation import markdown_table
 from .metrics import HAM10000_CITATION
+from .runs import RUN_ARGS_FILE, RunFolder
 
 logger = logging.getLogger(__name__)
 
@@ -469,7 +470,6 @@ def prepare_dataset(args: DatasetPreparationArguments) -> dict[str, object]:
 # Model card of a finished training run
 
 MODEL_CARD_TEMPLATE = Path(__file__).with_name("model_card_template.md")
-RUN_ARGS_FILE = "run_args.json"  # written by hf_skin.training.run: every argument of the run, tokens left out
 # What a pushed run holds: weights, configs, processor, modeling code (trust_remote_code), metrics, figures.
 PUSHED_SUFFIXES = (".safetensors", ".json", ".py", ".png")
 # Below this many test images, a class's per-class numbers are too uncertain to lean on (said so in the card).
@@ -534,48 +534,9 @@ QUALIFIES = {"step_decay_gamma": "step_decay_epochs", "balance_power": "balance"
 REPLACED_BY = {"lr_scheduler_type": "step_decay_epochs"}
 
 
-@dataclass
-class FinishedRun:
-    """What the card and the push read from a finished run folder (see `read_run`)."""
-
-    path: Path
-    config: dict
-    test_metrics: dict
-    validation_metrics: dict | None
-    args: dict[str, Any] | None  # run_args.json: model, data and training arguments in one flat dict
-    trainer_state: dict | None
-
-
-def _read_json(path: Path) -> dict | None:
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
-def read_run(run_dir: str | os.PathLike) -> FinishedRun:
-    """Checks that `run_dir` holds a finished `scripts/finetune.py` run (saved model, test metrics) and reads it."""
-    path = Path(run_dir)
-    hint = "pass the --output_dir of a scripts/finetune.py run that has finished"
-    if not path.is_dir():
-        raise FileNotFoundError(f"{path} does not exist or is not a folder: {hint}")
-    if not (path / "config.json").is_file() or not list(path.glob("*.safetensors")):
-        found = ", ".join(sorted(p.name for p in path.iterdir())[:6]) or "nothing"
-        raise ValueError(
-            f"{path} holds no saved model (config.json and *.safetensors; it holds {found}): {hint}. A run saves its "
-            "best model when training ends; checkpoint-* folders are intermediate"
-        )
-    test_metrics = _read_json(path / "test_metrics.json")
-    if test_metrics is None:
-        raise ValueError(
-            f"{path} has a model but no test_metrics.json: the run did not finish its test evaluation (the last step "
-            f"of scripts/finetune.py, which also needs a non-empty test split), so there are no results to publish"
-        )
-    return FinishedRun(
-        path=path,
-        config=_read_json(path / "config.json"),
-        test_metrics=test_metrics,
-        validation_metrics=_read_json(path / "validation_metrics.json"),
-        args=_read_json(path / RUN_ARGS_FILE),
-        trainer_state=_read_json(path / "trainer_state.json"),
-    )
+def read_run(run_dir: str | os.PathLike) -> RunFolder:
+    """The finished run in `run_dir` (saved model, test metrics), or an error that says what the folder lacks."""
+    return RunFolder(run_dir).require_finished()
 
 
 def _is_hub_id(name: str | None) -> bool:
@@ -647,7 +608,7 @@ def _cnn_name(config: dict) -> str:
 
 
 def _input_description(run_dir: Path) -> str:
-    processor = _read_json(run_dir / "preprocessor_config.json") or {}
+    processor = RunFolder(run_dir).read_json("preprocessor_config.json") or {}
     size = processor.get("size") or {}
     height, width = size.get("height"), size.get("width")
     side = size.get("shortest_edge")
@@ -655,7 +616,7 @@ def _input_description(run_dir: Path) -> str:
         text = f"{width}×{height} pixels (width × height), the whole image resized"
     else:
         text = f"{side}×{side} pixels" if side else "the model's input size"
-    metadata = _read_json(run_dir / "metadata_processor.json")
+    metadata = RunFolder(run_dir).read_json("metadata_processor.json")
     if metadata:
         text += "; age, sex and body site as a person types them, anything missing or not understood as unknown"
     return text
@@ -758,7 +719,7 @@ def _hyperparameters_table(args: dict[str, Any] | None) -> str:
     return "\n".join(lines)
 
 
-def _split_description(args: dict[str, Any] | None, run: FinishedRun) -> str:
+def _split_description(args: dict[str, Any] | None, run: RunFolder) -> str:
     test_n = sum(m["support"] for m in run.test_metrics.get("per_class", {}).values())
     sizes = f"the test split has {test_n:,} images"
     if run.validation_metrics:
@@ -793,7 +754,7 @@ def _data_description(args: dict[str, Any] | None) -> tuple[str, str | None]:
     return text, None
 
 
-def _training_results(run: FinishedRun) -> str:
+def _training_results(run: RunFolder) -> str:
     state = run.trainer_state or {}
     if not state:
         return ""
@@ -805,7 +766,7 @@ def _training_results(run: FinishedRun) -> str:
     return text + ". The loss and validation curves are in `trainer_state.json`."
 
 
-def _best_metric_name(run: FinishedRun) -> str:
+def _best_metric_name(run: RunFolder) -> str:
     return (run.args or {}).get("metric_for_best_model") or "balanced_accuracy"
 
 
@@ -903,12 +864,9 @@ def model_card(run_dir: str | os.PathLike, *, repo_id: str | None = None) -> Mod
 
 
 def run_files(run_dir: str | os.PathLike) -> list[str]:
-    """The files of a run folder that a push publishes: weights, configs, processor, modeling code (for
-    `trust_remote_code`), metrics, figures and README.md; not `checkpoint-*/` or the pickled `training_args.bin`."""
-    path = Path(run_dir)
-    return sorted(
-        p.name for p in path.iterdir() if p.is_file() and (p.suffix in PUSHED_SUFFIXES or p.name == "README.md")
-    )
+    """The files of a run folder that a push publishes (`hf_skin.runs.PUBLISHED_FILES`): weights, configs, processor,
+    modeling code (for `trust_remote_code`), the run's record, metrics, figures and README.md; nothing else."""
+    return RunFolder(run_dir).published_files()
 
 
 def push_run_to_hub(
@@ -971,6 +929,7 @@ def trainer_push_settings(training_args) -> dict | None:
     cleared so that it does not end up in the pickled `training_args.bin`.
     """
     if not training_args.push_to_hub:
+        training_args.hub_token = None
         return None
     repo_id = check_repo_id(training_args.hub_model_id or Path(training_args.output_dir).absolute().name)
     token = hub_token(training_args.hub_token)

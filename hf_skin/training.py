@@ -26,8 +26,7 @@ from transformers import (
     set_seed,
 )
 
-from .data import DEFAULT_DATASET, DX_LABELS, load_ham10000
-from .hub import RUN_ARGS_FILE, push_run_to_hub, trainer_push_settings
+from .data import DEFAULT_DATASET, DX_LABELS, SplitArguments, load_ham10000
 from .metrics import classification_metrics, compute_metrics, flatten_metrics, softmax
 from .models import (
     BACKBONE_NAMES,
@@ -38,6 +37,7 @@ from .models import (
     freeze_backbone,
 )
 from .processing import input_size, load_image, make_batch_transform, parse_image_size, processor_for
+from .runs import RunFolder
 
 logger = logging.getLogger(__name__)
 
@@ -139,19 +139,10 @@ class ModelArguments:
 
 
 @dataclass
-class DataArguments:
+class DataArguments(SplitArguments):
     dataset: str = field(
         default=DEFAULT_DATASET,
         metadata={"help": "A HAM10000 raw download folder, a parquet/save_to_disk folder, or a Hub dataset id."},
-    )
-    validation_size: float = field(default=0.15, metadata={"help": "Fraction of lesions for validation."})
-    test_size: float = field(default=0.15, metadata={"help": "Fraction of lesions for test."})
-    split_seed: int = field(
-        default=42, metadata={"help": "Seed of the lesion-grouped split (kept apart from --seed)."}
-    )
-    on_missing: str = field(
-        default="error",
-        metadata={"help": "Metadata rows without an image: 'error' or 'skip'.", "choices": ["error", "skip"]},
     )
     shrink_images: bool = field(
         default=True,
@@ -160,6 +151,12 @@ class DataArguments:
     max_train_samples: int | None = field(default=None, metadata={"help": "Truncate the train split (debugging)."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Truncate validation and test (debugging)."})
 
+    def __post_init__(self):
+        self.fill()
+        for name in ("max_train_samples", "max_eval_samples"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"--{name} must be at least 1 (leave it out for all), not {getattr(self, name)}")
+
 
 @dataclass
 class SkinTrainingArguments(TrainingArguments):
@@ -167,6 +164,10 @@ class SkinTrainingArguments(TrainingArguments):
     accuracy on validation) and the study's extras: class balancing, augmentation and step decay."""
 
     output_dir: str | None = field(default=None, metadata={"help": "Where to write the run (default runs/<model>)."})
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "Replace the run already in --output_dir (a folder holding anything else is refused)."},
+    )
     eval_strategy: str = field(default="epoch", metadata={"help": "When to evaluate on validation."})
     save_strategy: str = field(default="epoch", metadata={"help": "When to save a checkpoint."})
     logging_strategy: str = field(default="epoch", metadata={"help": "When to log."})
@@ -240,6 +241,10 @@ class SkinTrainingArguments(TrainingArguments):
             )
         super().__post_init__()
 
+    def __getstate__(self):
+        # The Trainer pickles its arguments into training_args.bin (and each checkpoint-*/): never with a token.
+        return {**self.__dict__, "hub_token": None}
+
 
 def _has_accelerator() -> bool:
     return (
@@ -279,18 +284,11 @@ def parse_args(argv: list[str] | None = None) -> tuple[ModelArguments, DataArgum
     return parser.parse_args_into_dataclasses(args=argv)
 
 
-def save_run_args(
-    output_dir: str | Path,
-    model_args: ModelArguments,
-    data_args: DataArguments,
-    training_args: SkinTrainingArguments,
-) -> Path:
-    """Writes every argument of a run to `output_dir/run_args.json`, one flat dict that `parse_args` reads back
-    (`python scripts/finetune.py runs/cnn/run_args.json` runs it again); tokens are left out."""
+def run_args(model_args: ModelArguments, data_args: DataArguments, training_args: SkinTrainingArguments) -> dict:
+    """Every argument of a run as one flat dict that `parse_args` reads back (`run_args.json`: `python
+    scripts/finetune.py runs/cnn/run_args.json` runs it again); tokens are left out."""
     values = {**asdict(model_args), **asdict(data_args), **training_args.to_dict()}
-    path = Path(output_dir) / RUN_ARGS_FILE
-    path.write_text(json.dumps({k: v for k, v in values.items() if not k.endswith("_token")}, indent=2, default=str))
-    return path
+    return json.loads(json.dumps({k: v for k, v in values.items() if not k.endswith("_token")}, default=str))
 
 
 def build_augmentation(name: str):
@@ -322,14 +320,8 @@ def build_augmentation(name: str):
 
 
 def load_splits(data_args: DataArguments, columns: list[str]) -> datasets.DatasetDict:
-    """HAM10000 with lesion-grouped splits, reduced to `columns` (image, dx and the metadata a model reads)."""
-    splits = load_ham10000(
-        data_args.dataset,
-        test_size=data_args.test_size,
-        validation_size=data_args.validation_size,
-        seed=data_args.split_seed,
-        on_missing=data_args.on_missing,
-    )
+    """HAM10000 with lesion-grouped splits, reduced to `columns` (image, dx, lesion_id, the metadata a model reads)."""
+    splits = load_ham10000(data_args.dataset, **data_args.load_kwargs())
     prepared = datasets.DatasetDict()
     for name, split in splits.items():
         limit = data_args.max_train_samples if name == "train" else data_args.max_eval_samples
@@ -510,7 +502,9 @@ def build_trainer(model_args: ModelArguments, data_args: DataArguments, training
     if model_args.freeze_backbone:
         freeze_backbone(model)
     multi_input = model_args.model == "multi-input"
-    splits = load_splits(data_args, ["image", "dx", *(model.config.metadata_fields if multi_input else [])])
+    # lesion_id rides along for the run's split record; the transforms pass on only the model's inputs
+    columns = ["image", "dx", "lesion_id", *(model.config.metadata_fields if multi_input else [])]
+    splits = load_splits(data_args, list(dict.fromkeys(columns)))
     pretrained = model_args.model_name_or_path or PRETRAINED_CHECKPOINTS.get(
         model_args.backbone if multi_input else model_args.model
     )
@@ -587,15 +581,55 @@ def evaluate_split(trainer: Trainer, dataset, split: str, output_dir: Path) -> d
 
 
 def run(model_args: ModelArguments, data_args: DataArguments, training_args: SkinTrainingArguments) -> dict:
-    """Trains, evaluates on validation and test, saves model + processor; returns the scalar metrics."""
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    datasets.utils.logging.set_verbosity_warning()
-    hub_push = trainer_push_settings(training_args)  # checked before training; the Trainer itself pushes nothing
-    trainer, splits = build_trainer(model_args, data_args, training_args)
-    output_dir = Path(training_args.output_dir)
-    if trainer.is_world_process_zero():
-        save_run_args(output_dir, model_args, data_args, training_args)
+    """Trains, evaluates on validation and test, saves model + processor into the run folder; returns the scalar
+    metrics (and `hub_url` when the run was pushed).
 
+    The run folder (`--output_dir`) must be new or empty, unless resuming (`--resume_from_checkpoint`) or replacing
+    a run (`--overwrite_output_dir`): one folder, one run. It is marked `running` before anything else is written
+    and `finished` only when the test metrics are in (see `hf_skin.runs`).
+    """
+    hub_push = None
+    if training_args.push_to_hub:  # checked before training; the Trainer itself pushes nothing
+        from .hub import trainer_push_settings
+
+        hub_push = trainer_push_settings(training_args)
+    training_args.hub_token = None  # kept only in hub_push; never pickled, whatever the flags
+    folder = RunFolder(training_args.output_dir)
+    resume = bool(training_args.resume_from_checkpoint)
+    folder.check_writable(overwrite=training_args.overwrite_output_dir, resume=resume)  # on every process
+    state = training_args.distributed_state
+    state.wait_for_everyone()  # no process writes before every process has checked the folder
+    main = training_args.process_index == 0
+    if main:
+        folder.start(
+            run_args(model_args, data_args, training_args),
+            overwrite=training_args.overwrite_output_dir and not resume,
+            world_size=training_args.world_size,
+        )
+    state.wait_for_everyone()
+    try:
+        results = _train_and_evaluate(model_args, data_args, training_args, folder, main)
+    except BaseException as err:
+        if main:
+            folder.fail(err)
+        raise
+    if main:
+        if hub_push:
+            from .hub import push_run_to_hub
+
+            results["hub_url"] = push_run_to_hub(folder.path, **hub_push)
+        folder.finish(**({"hub_url": results["hub_url"]} if hub_push else {}))
+    return results
+
+
+def _train_and_evaluate(model_args, data_args, training_args, folder: RunFolder, main: bool) -> dict:
+    trainer, splits = build_trainer(model_args, data_args, training_args)
+    if main:
+        folder.record_split(
+            data_args.dataset,
+            data_args.split_arguments(),
+            {name: _column_values(split, "lesion_id") for name, split in splits.items()},
+        )
     train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trainer.save_model()  # the best checkpoint (load_best_model_at_end), with its image processor
     trainer.save_state()
@@ -606,20 +640,13 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Ski
     trainer.mixed_precision_off()  # validation and test metrics from fp32 arithmetic, whatever trained the model
     for split in ("validation", "test"):
         if split in splits and len(splits[split]):
-            metrics = evaluate_split(trainer, splits[split], split, output_dir)
+            metrics = evaluate_split(trainer, splits[split], split, folder.path)
             flat = {f"{split}_{key}": value for key, value in flatten_metrics(metrics).items()}
             trainer.log_metrics(split, flat)
             trainer.save_metrics(split, flat)
             results.update(flat)
-    if trainer.is_world_process_zero():
-        print(f"\nCheckpoint (model + processor): {output_dir}")
-        print(f"Metrics:            {output_dir / 'all_results.json'} (full: {output_dir / 'test_metrics.json'})")
-        print(f"Confusion matrices: {output_dir / 'test_confusion_matrix.png'}, *_normalized.png")
-        if "test_balanced_accuracy" in results:
-            print(
-                f"Test accuracy {results['test_accuracy']:.3f}, "
-                f"balanced accuracy {results['test_balanced_accuracy']:.3f}"
-            )
-        if hub_push:
-            print(f"Published:          {push_run_to_hub(output_dir, **hub_push)}")
     return results
+
+
+def _column_values(split: datasets.Dataset, name: str) -> list:
+    return split.select_columns([name]).with_format(None)[name][:]

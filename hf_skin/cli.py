@@ -1,0 +1,174 @@
+"""The command lines: `scripts/*.py` and the `hf-skin-*` console commands both call these `main`s.
+
+The library logs and never prints; what a person reads at the end of a command is printed here. Tokens are never
+taken from a command line (shell history and process lists keep them): every command reads `HF_TOKEN` or the
+`hf auth login` token.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+# `python scripts/X.py` puts scripts/ first on sys.path, where scripts/evaluate.py would shadow the `evaluate`
+# library (imported by hf_skin.metrics). This module is the first hf_skin import of every script and imports no
+# `evaluate` itself, so taking that folder off here, once, protects them all.
+_scripts = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts")
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _scripts]
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import logging  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+TOKEN_FLAGS = ("--hub_token", "--token")
+TOKEN_HELP = "set HF_TOKEN in the environment or run `hf auth login` instead"
+
+
+class CommandLineError(SystemExit):
+    """A command-line mistake: one `error:` line, exit status 2, no traceback."""
+
+    def __init__(self, message: str):
+        super().__init__(f"error: {message}")
+
+
+def configure_logging() -> None:
+    import datasets
+
+    logging.basicConfig(format=LOG_FORMAT, level=logging.INFO)
+    datasets.utils.logging.set_verbosity_warning()
+
+
+def refuse_tokens(argv: list[str]) -> None:
+    """One policy for every command: no token on the command line or in an argument file."""
+    for arg in argv:
+        if arg.split("=", 1)[0] in TOKEN_FLAGS:
+            raise CommandLineError(f"{arg.split('=', 1)[0]} is not accepted on the command line: {TOKEN_HELP}")
+        if arg.endswith(".json") and Path(arg).is_file():
+            try:
+                values = json.loads(Path(arg).read_text())
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                continue  # the parser names the problem
+            if isinstance(values, dict) and any(k.endswith("_token") and v for k, v in values.items()):
+                raise CommandLineError(f"{arg} holds a token: remove it, {TOKEN_HELP}")
+
+
+def _argv(argv: list[str] | None) -> list[str]:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    refuse_tokens(argv)
+    return argv
+
+
+def _dataclass_args(cls, argv: list[str]):
+    from transformers import HfArgumentParser
+
+    parser = HfArgumentParser(cls)
+    if len(argv) == 1 and argv[0].endswith(".json"):
+        return parser.parse_json_file(argv[0])[0]
+    return parser.parse_args_into_dataclasses(args=argv)[0]
+
+
+def finetune(argv: list[str] | None = None) -> dict:
+    """`scripts/finetune.py`: train, evaluate, save (and push) one run."""
+    from .pretrained import HubUnavailableError
+    from .runs import RunFolderError
+    from .training import parse_args, run
+
+    argv = _argv(argv)
+    configure_logging()
+    try:
+        model_args, data_args, training_args = parse_args(argv)
+        results = run(model_args, data_args, training_args)
+    except (HubUnavailableError, RunFolderError) as err:  # what was asked for and the ways forward, no traceback
+        raise CommandLineError(str(err)) from None
+    if training_args.process_index == 0:
+        out = Path(training_args.output_dir)
+        print(f"\nCheckpoint (model + processor): {out}")
+        print(f"Metrics:            {out / 'all_results.json'} (full: {out / 'test_metrics.json'})")
+        print(f"Confusion matrices: {out / 'test_confusion_matrix.png'}, *_normalized.png")
+        if "test_balanced_accuracy" in results:
+            print(
+                f"Test accuracy {results['test_accuracy']:.3f}, "
+                f"balanced accuracy {results['test_balanced_accuracy']:.3f}"
+            )
+        if "hub_url" in results:
+            print(f"Published:          {results['hub_url']}")
+    return results
+
+
+def evaluate(argv: list[str] | None = None) -> dict:
+    """`scripts/evaluate.py`: metrics, report and figures of a checkpoint on HAM10000-format data."""
+    from .evaluation import EvaluationArguments, run_evaluation
+    from .runs import RunFolderError
+
+    argv = _argv(argv)
+    configure_logging()
+    try:
+        args = _dataclass_args(EvaluationArguments, argv)
+        metrics = run_evaluation(args)
+    except RunFolderError as err:
+        raise CommandLineError(str(err)) from None
+    print(
+        f"{args.split} split, {metrics['n']:,} images: accuracy {metrics['accuracy']:.3f}, "
+        f"balanced accuracy {metrics['balanced_accuracy']:.3f}\nReport, metrics and figures in {args.output_dir} "
+        f"(open {args.output_dir}/report.md)"
+    )
+    return metrics
+
+
+def compare(argv: list[str] | None = None) -> list[dict]:
+    """`scripts/compare.py`: one table of several runs' test metrics and their training curves on one figure."""
+    from .evaluation import compare_runs
+
+    parser = argparse.ArgumentParser(
+        prog="compare.py",
+        description="Compare training runs: one table of their test metrics and per-class recalls, and their "
+        "training curves on one figure.",
+    )
+    parser.add_argument("run_dirs", nargs="+", help="output_dir of each scripts/finetune.py (or evaluate.py) run")
+    parser.add_argument("--output_dir", default="runs/compare", help="where to write the table and the figure")
+    args = parser.parse_args(_argv(argv))
+    configure_logging()
+    rows = compare_runs(args.run_dirs, args.output_dir)
+    print(f"{len(rows)} runs compared: {args.output_dir}/comparison.md, comparison.csv, training_curves.png")
+    return rows
+
+
+def push_to_hub(argv: list[str] | None = None) -> str | None:
+    """`scripts/push_to_hub.py`: publish a finished run as a Hub model repo."""
+    from .hub import push_run_to_hub
+    from .runs import RunFolderError
+
+    parser = argparse.ArgumentParser(
+        prog="push_to_hub.py",
+        description="Publish a finished training run on the Hugging Face Hub: weights, config, processor, modeling "
+        f"code, metrics, confusion matrices and a model card. The token: {TOKEN_HELP}.",
+    )
+    parser.add_argument("run_dir", help="The --output_dir of a finished scripts/finetune.py run.")
+    parser.add_argument("repo_id", help="The Hub model repo, user/name or org/name (created when missing).")
+    parser.add_argument("--private", action="store_true", help="Create the repo as private.")
+    args = parser.parse_args(_argv(argv))
+    configure_logging()
+    try:
+        url = push_run_to_hub(args.run_dir, args.repo_id, private=args.private or None)
+    except RunFolderError as err:
+        raise CommandLineError(str(err)) from None
+    print(f"pushed: {url}")
+    return url
+
+
+def prepare_dataset(argv: list[str] | None = None) -> dict:
+    """`scripts/prepare_dataset.py`: splits, plots, a dataset card, optionally a Hub push."""
+    from .hub import DatasetPreparationArguments
+    from .hub import prepare_dataset as prepare
+
+    args = _dataclass_args(DatasetPreparationArguments, _argv(argv))
+    configure_logging()
+    result = prepare(args)
+    print(f"dataset ({args.format}): {', '.join(str(path) for path in result['data_files'])}")
+    print(f"plots:   {', '.join(str(path) for path in result['plots'].values())}")
+    print(f"card:    {result['card_path']}")
+    if result["url"]:
+        print(f"pushed:  {result['url']}")
+    return result
