@@ -1,8 +1,9 @@
 """Explanation heatmaps: which parts of an image a prediction rests on, drawn over the image.
 
-- Convolutional models (hf-skin's CNN, ResNet and other backbones with `encoder.stages`, timm's convolutional models
-  such as EfficientNet-Lite, and the multi-input model over them): **Grad-CAM** (Selvaraju et al., 2017, through
-  `pytorch-grad-cam`) on the backbone's last feature map, for one class: the regions that raise that class's score.
+- Convolutional models (hf-skin's CNN, ResNet, ConvNeXt, timm's convolutional models such as EfficientNet-Lite, and
+  the multi-input model over them): **Grad-CAM** (Selvaraju et al., 2017, through `pytorch-grad-cam`) on the
+  backbone's feature map, its (B, C, h, w) `last_hidden_state`, for one class: the regions that raise that class's
+  score.
 - Vision transformers (ViT, and the multi-input model over it): **attention rollout** (Abnar & Zuidema, 2020), the
   CLS token's attention followed through every layer (residual connections included): where the model looks, for
   all classes at once.
@@ -16,6 +17,7 @@ explanation.overlay.save("heatmap.png")   # the photo with the map over the part
 from __future__ import annotations
 
 import threading
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,7 +33,7 @@ except ImportError as err:  # an extra, with gradio: the Space's packages
     raise ImportError("hf_skin.explain needs grad-cam (pytorch-grad-cam): pip install 'hf-skin[space]'") from err
 
 from .inference import SkinClassifier, display_name
-from .models import SkinCNNModel, backbone_of
+from .models import backbone_of
 from .processing import load_image
 
 GRAD_CAM = "Grad-CAM"
@@ -75,17 +77,12 @@ class Explanation:
 
 
 def explanation_method(model: nn.Module) -> str:
-    """`GRAD_CAM` or `ATTENTION_ROLLOUT`, whichever suits `model`'s backbone (`ValueError` for neither)."""
-    backbone = backbone_of(model)
-    if _feature_map_layer(backbone) is not None:
-        return GRAD_CAM
-    config = getattr(backbone, "config", None)
+    """`ATTENTION_ROLLOUT` for a ViT-style transformer backbone, `GRAD_CAM` for any other (`explain` raises a
+    `ValueError` where its features turn out not to be a (B, C, h, w) map)."""
+    config = getattr(backbone_of(model), "config", None)
     if hasattr(config, "num_attention_heads") and hasattr(config, "patch_size"):
         return ATTENTION_ROLLOUT
-    raise ValueError(
-        f"no explanation method for a {type(backbone).__name__} backbone: hf_skin.explain knows convolutional "
-        "backbones (hf-skin's CNN, `encoder.stages` as in ResNet/ConvNeXt) and ViT-style transformers"
-    )
+    return GRAD_CAM
 
 
 def explain(
@@ -106,7 +103,9 @@ def explain(
     with _LOCK:
         inputs = classifier.model_inputs(image, **metadata)
         if method == GRAD_CAM:
-            cam, logits = _grad_cam(model, inputs, None if target is None else model.config.label2id[target])
+            layer = _feature_map_layer(backbone_of(model), inputs["pixel_values"])
+            target_id = None if target is None else model.config.label2id[target]
+            cam, logits = _grad_cam(model, layer, inputs, target_id)
             target = target or classifier.labels[int(logits.argmax())]  # Grad-CAM's default: the most probable
         else:
             with torch.inference_mode():
@@ -134,18 +133,35 @@ def explain(
     )
 
 
-def _feature_map_layer(backbone: nn.Module) -> nn.Module | None:
-    """The module whose output is the backbone's last (B, C, h, w) feature map, for convolutional backbones."""
-    if isinstance(backbone, SkinCNNModel):
-        return backbone.encoder
-    # timm models (TimmWrapperModel's timm_model, or the base model of TimmWrapperForImageClassification): timm's
-    # own record of the last feature stage; token models (patch_embed) get none.
-    timm_model = getattr(backbone, "timm_model", backbone)
-    info = getattr(timm_model, "feature_info", None)
-    if isinstance(info, list) and info and hasattr(timm_model, "pretrained_cfg"):
-        return None if hasattr(timm_model, "patch_embed") else timm_model.get_submodule(info[-1]["module"])
-    stages = getattr(getattr(backbone, "encoder", None), "stages", None)
-    return stages[-1] if stages is not None else None
+def _feature_map_layer(backbone: nn.Module, pixel_values: torch.Tensor) -> nn.Module:
+    """The module that outputs the backbone's feature map: its `last_hidden_state` (what every transformers vision
+    model, hf-skin's CNN and TimmWrapperModel return), or what timm's `forward_features` returns for a timm model
+    itself (the base model of TimmWrapperForImageClassification). Found by watching one forward pass."""
+    outputs = []  # (module, its output) in the order they finish; weak, so that the pass frees what it is done with
+
+    def note(module, args, output):
+        if isinstance(output, torch.Tensor):
+            outputs.append((module, weakref.ref(output)))
+
+    hooks = [module.register_forward_hook(note) for module in backbone.modules() if module is not backbone]
+    try:
+        with torch.no_grad():
+            if hasattr(backbone, "forward_features") and hasattr(backbone, "pretrained_cfg"):  # a timm model
+                features = backbone.forward_features(pixel_values)
+            else:
+                features = backbone(pixel_values=pixel_values).last_hidden_state
+    finally:
+        for hook in hooks:
+            hook.remove()
+    # The last module to return the map: the outermost of those that pass it on as it is, after any in-place op.
+    layer = next((module for module, output in reversed(outputs) if output() is features), None)
+    if features.ndim != 4 or layer is None:
+        raise ValueError(
+            f"no explanation method for a {type(backbone).__name__} backbone: Grad-CAM needs a (batch, channels, "
+            f"height, width) feature map output by one of its modules, it gives {tuple(features.shape)}; "
+            "hf_skin.explain knows convolutional backbones and ViT-style transformers (attention rollout)"
+        )
+    return layer
 
 
 class _Logits(nn.Module):
@@ -161,15 +177,15 @@ class _Logits(nn.Module):
 
 
 def _grad_cam(
-    model: nn.Module, inputs: dict[str, torch.Tensor], target_id: int | None
+    model: nn.Module, layer: nn.Module, inputs: dict[str, torch.Tensor], target_id: int | None
 ) -> tuple[np.ndarray, torch.Tensor]:
-    """(h, w) Grad-CAM over the model's input, in [0, 1], for `target_id` (`None`: the most probable class), and the
-    logits of the forward pass it ran."""
+    """(h, w) Grad-CAM of `layer`'s output over the model's input, in [0, 1], for `target_id` (`None`: the most
+    probable class), and the logits of the forward pass it ran."""
     inputs = dict(inputs)
     # Gradients must reach the feature map even where the backbone is frozen (requires_grad=False).
     pixel_values = inputs.pop("pixel_values").clone().requires_grad_(True)
     targets = None if target_id is None else [ClassifierOutputTarget(target_id)]
-    with torch.enable_grad(), GradCAM(_Logits(model, inputs), [_feature_map_layer(backbone_of(model))]) as cam:
+    with torch.enable_grad(), GradCAM(_Logits(model, inputs), [layer]) as cam:
         heatmap = cam(pixel_values, targets=targets)[0]
         logits = cam.outputs[0].detach()
     model.zero_grad(set_to_none=True)

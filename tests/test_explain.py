@@ -5,9 +5,9 @@ from PIL import Image
 from transformers import ConvNextImageProcessor
 
 from hf_skin.data import DX_LABELS
-from hf_skin.explain import ATTENTION_ROLLOUT, GRAD_CAM, explain
+from hf_skin.explain import ATTENTION_ROLLOUT, GRAD_CAM, _feature_map_layer, explain
 from hf_skin.inference import SkinClassifier
-from hf_skin.models import SkinCNNConfig, SkinCNNForImageClassification, build_model, label_maps
+from hf_skin.models import SkinCNNConfig, SkinCNNForImageClassification, backbone_of, build_model, label_maps
 from hf_skin.models import load_pretrained_classifier as pretrained
 from hf_skin.processing import build_image_processor, processor_for
 
@@ -123,3 +123,31 @@ def test_attention_rollout_of_one_layer_is_the_cls_attention_over_the_patch_grid
     expected = (expected - expected.min()) / (expected.max() - expected.min())
     patch_centres = explanation.heatmap[4::8, 4::8]  # the centre pixel of each 8 × 8 patch
     np.testing.assert_allclose(patch_centres, expected, atol=0.1)  # bilinear upsampling blends in a neighbour
+
+
+@pytest.mark.parametrize("family", [name for name, (_, method) in FAMILIES.items() if method == GRAD_CAM])
+def test_grad_cam_hooks_the_module_that_outputs_the_backbones_feature_map(
+    family, tiny_resnet_checkpoint, tiny_vit_checkpoint, tiny_timm_checkpoint
+):
+    """One rule for every backbone: Grad-CAM reads the (B, C, h, w) map the backbone returns as `last_hidden_state`
+    (timm's `forward_features` for a timm classifier, whose base model is the timm model itself)."""
+    tiny = {"resnet": tiny_resnet_checkpoint, "vit": tiny_vit_checkpoint, "timm": tiny_timm_checkpoint}
+    torch.manual_seed(0)
+    model = FAMILIES[family][0](tiny).eval()
+    backbone, x = backbone_of(model), torch.randn(1, 3, 32, 32)
+    seen = []
+    _feature_map_layer(backbone, x).register_forward_hook(lambda module, args, output: seen.append(output))
+    with torch.no_grad():
+        if family == "timm":
+            expected = backbone.forward_features(x)
+        else:
+            expected = backbone(pixel_values=x).last_hidden_state
+    [output] = seen
+    assert expected.ndim == 4
+    torch.testing.assert_close(output, expected, rtol=0, atol=0)
+
+
+def test_a_backbone_without_a_feature_map_is_named(tiny_vit_checkpoint):
+    backbone = backbone_of(pretrained(str(tiny_vit_checkpoint)))
+    with pytest.raises(ValueError, match=r"ViTModel backbone: Grad-CAM needs .* it gives \(1, 17, 16\)"):
+        _feature_map_layer(backbone, torch.randn(1, 3, 32, 32))

@@ -1,3 +1,4 @@
+import copy
 import json
 
 import numpy as np
@@ -211,3 +212,198 @@ def test_checkpoint_loads_without_hf_skin(family, tmp_path):
     with torch.no_grad():
         expected = model(x).logits
     torch.testing.assert_close(torch.tensor(json.loads(result.stdout.strip().splitlines()[-1])), expected)
+
+
+# ---- the CNN's base model speaks transformers' vision outputs; old checkpoints load to the same numbers ----
+
+from transformers import AutoModel, Trainer, TrainingArguments  # noqa: E402
+from transformers.modeling_outputs import BaseModelOutputWithPoolingAndNoAttention  # noqa: E402
+
+from hf_skin.models import SkinCNNModel  # noqa: E402
+
+BATCH_NORM_CNN = {"hidden_sizes": [4, 8], "convs_per_stage": 2, "normalization": "batch", "downsample": True}
+
+
+@pytest.mark.parametrize("head", ["flatten", "avg"])
+def test_cnn_base_model_returns_its_feature_map_and_pooled_features(head):
+    model = build_model("cnn", **BATCH_NORM_CNN, head=head).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        out = model.cnn(x, output_hidden_states=True)
+        feature_map = model.cnn.encoder(x)  # the whole stack of layers, stage after stage
+        logits = model(x).logits
+    assert isinstance(out, BaseModelOutputWithPoolingAndNoAttention)
+    assert out.last_hidden_state.shape == (2, 8, 8, 8)  # (B, hidden_sizes[-1], 32 / 2 / 2, 32 / 2 / 2)
+    torch.testing.assert_close(out.last_hidden_state, feature_map, rtol=0, atol=0)
+    pooled = feature_map.mean(dim=(2, 3)) if head == "avg" else feature_map.flatten(1)
+    torch.testing.assert_close(out.pooler_output, pooled, rtol=0, atol=0)
+    assert out.pooler_output.shape == (2, model.cnn.num_features)
+    torch.testing.assert_close(logits, model.classifier(out.pooler_output), rtol=0, atol=0)  # what the head takes
+    assert [h.shape[1:] for h in out.hidden_states] == [(4, 16, 16), (8, 8, 8)]  # one per stage
+    last_hidden_state, pooler_output = model.cnn(x, return_dict=False)
+    assert torch.equal(last_hidden_state, out.last_hidden_state) and torch.equal(pooler_output, out.pooler_output)
+
+
+def test_cnn_base_model_loads_through_auto_model(cnn_checkpoint):
+    backbone = AutoModel.from_pretrained(cnn_checkpoint).eval()
+    classifier = AutoModelForImageClassification.from_pretrained(cnn_checkpoint).eval()
+    assert isinstance(backbone, SkinCNNModel)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(backbone(x).pooler_output, classifier.cnn(x).pooler_output, rtol=0, atol=0)
+
+
+def deterministic_weights(model: torch.nn.Module) -> None:
+    """Every float weight and buffer set from its position alone (no RNG, so the same on any torch version)."""
+    with torch.no_grad():
+        for i, (name, tensor) in enumerate(model.state_dict().items()):
+            if tensor.is_floating_point():
+                values = 0.3 * torch.sin(0.7 * torch.arange(tensor.numel(), dtype=torch.float32) + i)
+                tensor.copy_(values.reshape(tensor.shape) + (1.0 if name.endswith("running_var") else 0.0))
+
+
+CNN_KEYS = ["cnn.encoder.0.weight", "cnn.encoder.0.bias", "cnn.encoder.3.weight", "cnn.encoder.3.bias"]
+BN_KEYS = [
+    f"cnn.encoder.{i}.{key}"
+    for conv, norm in ((0, 1), (3, 4), (8, 9), (11, 12))
+    for i, key in ((conv, "weight"), (conv, "bias"), *((norm, k) for k in ("weight", "bias", "running_mean")))
+    + ((norm, "running_var"), (norm, "num_batches_tracked"))
+]
+MULTI_INPUT_KEYS = [key.replace("cnn.", "backbone.") for key in CNN_KEYS] + [
+    "metadata_encoder.embeddings.sex.weight",
+    "metadata_encoder.embeddings.localization.weight",
+    "metadata_encoder.mlp.0.weight",
+    "metadata_encoder.mlp.0.bias",
+    "fusion.1.weight",
+    "fusion.1.bias",
+]
+# State-dict keys and logits as the code before `SkinCNNModel` returned a ModelOutput gave them (weights from
+# `deterministic_weights`, the input below): checkpoints saved by it must load, and predict, unchanged.
+BEFORE_THE_MODEL_OUTPUT = {
+    "cnn": (
+        {"hidden_sizes": [4, 8], "image_size": 16},
+        CNN_KEYS,
+        [
+            [-2.7182, 0.08289, 2.71994, 2.71766, 0.17121, -2.39073, -2.49567],
+            [-2.00677, -0.77555, 1.13076, 1.94852, 0.97493, -0.80209, -1.67266],
+        ],
+    ),
+    "cnn-batch-norm": (
+        {**BATCH_NORM_CNN, "image_size": 16, "head": "avg"},
+        BN_KEYS,
+        [
+            [-0.33128, -0.5179, -0.46569, -0.19897, 0.15905, 0.44327, 0.52284],
+            [-0.33084, -0.51658, -0.46407, -0.19779, 0.15927, 0.44243, 0.52131],
+        ],
+    ),
+    "multi-input": (
+        {"hidden_sizes": [4, 8], "image_size": 16, "fusion_hidden_size": 8},
+        MULTI_INPUT_KEYS,
+        [
+            [-0.54423, -0.72083, -0.56896, -0.16064, 0.31652, 0.64552, 0.67876],
+            [-0.48016, -0.67551, -0.56274, -0.19631, 0.25496, 0.58572, 0.64755],
+        ],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", BEFORE_THE_MODEL_OUTPUT)
+def test_state_dict_keys_and_logits_are_those_of_checkpoints_saved_before(case, tmp_path):
+    config_overrides, keys, logits = BEFORE_THE_MODEL_OUTPUT[case]
+    family = case.removesuffix("-batch-norm")
+    model = build_model(family, **config_overrides)
+    assert [key for key in model.state_dict() if not key.startswith("classifier.")] == keys
+    deterministic_weights(model)
+    model.save_pretrained(tmp_path)
+    reloaded = AutoModelForImageClassification.from_pretrained(tmp_path).eval()
+    x = torch.cos(0.011 * torch.arange(2 * 3 * 16 * 16, dtype=torch.float32) ** 1.3).reshape(2, 3, 16, 16)
+    metadata = {"age": torch.tensor([0.3, -1.0]), "age_missing": torch.tensor([0.0, 1.0])}
+    metadata.update(sex=torch.tensor([0, 1]), localization=torch.tensor([2, 5]))
+    metadata = metadata if family == "multi-input" else {}
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(x, **metadata).logits, torch.tensor(logits), rtol=0, atol=2e-5)
+
+
+# ---- gradient checkpointing: the CNN's stages, and the multi-input model through its backbone ----
+
+
+def first_conv(module: torch.nn.Module) -> torch.nn.Module:
+    return next(m for m in module.modules() if isinstance(m, torch.nn.Conv2d))
+
+
+# A model, and a module inside what gets checkpointed: it runs twice per step (forward, recomputation) when it is.
+CHECKPOINTED = {
+    "cnn": (lambda tiny: build_model("cnn", **BATCH_NORM_CNN), lambda m: m.cnn.encoder[0]),
+    "multi-input-cnn": (lambda tiny: build_model("multi-input", **BATCH_NORM_CNN), lambda m: m.backbone.encoder[-3]),
+    "multi-input-vit": (
+        lambda tiny: build_model("multi-input", backbone="vit", model_name_or_path=tiny["vit"]),
+        lambda m: m.backbone.layers[0].attention,
+    ),
+    "multi-input-timm": (
+        lambda tiny: build_model("multi-input", backbone="efficientnet-lite0", model_name_or_path=tiny["timm"]),
+        lambda m: first_conv(m.backbone.timm_model.blocks),
+    ),
+}
+
+
+@pytest.fixture
+def tiny(tiny_vit_checkpoint, tiny_timm_checkpoint):
+    return {"vit": str(tiny_vit_checkpoint), "timm": str(tiny_timm_checkpoint)}
+
+
+@pytest.mark.parametrize("reentrant", [False, True])
+@pytest.mark.parametrize("family", CHECKPOINTED)
+def test_gradient_checkpointing_recomputes_and_takes_the_same_step(family, reentrant, tiny):
+    make, checkpointed_module = CHECKPOINTED[family]
+    torch.manual_seed(0)
+    plain = make(tiny).train()
+    checkpointed = copy.deepcopy(plain)
+    checkpointed.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": reentrant})
+    runs = []
+    for model in (plain, checkpointed):
+        calls = []
+        checkpointed_module(model).register_forward_hook(lambda *_, calls=calls: calls.append(None))
+        torch.manual_seed(1)  # the same dropout masks
+        x, labels = torch.randn(3, 3, 32, 32), torch.tensor([0, 4, 6])
+        metadata = metadata_batch() if family.startswith("multi-input") else {}
+        model(x, labels=labels, **metadata).loss.backward()
+        runs.append(len(calls))
+    assert runs == [1, 2]  # the checkpointed layers ran again in the backward pass
+    for (name, param), checkpointed_param in zip(plain.named_parameters(), checkpointed.parameters()):
+        assert param.grad is not None, name
+        torch.testing.assert_close(checkpointed_param.grad, param.grad, msg=name)
+    if "timm" not in family:  # (timm's own checkpointing counts each batch twice in its batch norms)
+        for (name, buffer), checkpointed_buffer in zip(plain.named_buffers(), checkpointed.buffers()):
+            assert torch.equal(checkpointed_buffer, buffer), name  # batch norm saw each batch once
+
+    checkpointed.gradient_checkpointing_disable()
+    calls = []
+    checkpointed_module(checkpointed).register_forward_hook(lambda *_: calls.append(None))
+    checkpointed(x, labels=labels, **metadata).loss.backward()
+    assert len(calls) == 1
+
+
+@pytest.mark.parametrize("family", CHECKPOINTED)
+def test_trainer_trains_with_the_gradient_checkpointing_flag(family, tiny, tmp_path):
+    model = CHECKPOINTED[family][0](tiny)
+    metadata = metadata_batch(2) if family.startswith("multi-input") else {}
+    rows = [
+        {"pixel_values": torch.randn(3, 32, 32), "labels": i, **{k: v[i] for k, v in metadata.items()}}
+        for i in range(2)
+    ]
+    args = TrainingArguments(
+        output_dir=str(tmp_path), gradient_checkpointing=True, max_steps=1, use_cpu=True, report_to="none"
+    )
+    Trainer(model=model, args=args, train_dataset=rows).train()  # raised "does not support activation checkpointing"
+    backbone = backbone_of(model)
+    if "timm" in family:  # timm's own switch
+        assert backbone.timm_model.grad_checkpointing
+    else:
+        assert model.is_activation_checkpointing
+
+
+def test_gradient_checkpointing_over_a_backbone_without_it_names_the_backbone(tiny_resnet_checkpoint):
+    model = build_model("multi-input", backbone="resnet101", model_name_or_path=str(tiny_resnet_checkpoint))
+    with pytest.raises(ValueError, match="ResNetModel backbone does not support it"):
+        model.gradient_checkpointing_enable()
+    model.gradient_checkpointing_disable()  # nothing to switch off, no error

@@ -1,7 +1,10 @@
 """Multi-input model: any image backbone + a metadata encoder (age, sex, localization), fused into a 7-way head."""
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 from transformers import AutoModel, PreTrainedModel
 from transformers import initialization as init
 from transformers.modeling_outputs import ImageClassifierOutput
@@ -21,10 +24,12 @@ def build_backbone(config) -> nn.Module:
 
 
 def backbone_feature_size(backbone: nn.Module) -> int:
-    if isinstance(backbone, SkinCNNModel):
-        return backbone.num_features
-    if hasattr(backbone, "timm_model"):  # TimmWrapperModel: timm's pooled feature width
-        return backbone.timm_model.num_features
+    """The width of the backbone's pooled features: `num_features` where the model states it (hf-skin's CNN, the
+    timm model inside TimmWrapperModel), else what transformers' vision configs give (`hidden_size`,
+    `hidden_sizes[-1]`)."""
+    model = getattr(backbone, "timm_model", backbone)
+    if hasattr(model, "num_features"):
+        return model.num_features
     config = backbone.config
     return config.hidden_size if hasattr(config, "hidden_size") else config.hidden_sizes[-1]
 
@@ -73,6 +78,8 @@ class SkinMultiInputPreTrainedModel(PreTrainedModel):
     base_model_prefix = "multi_input"
     main_input_name = "pixel_values"
     input_modalities = ("image",)
+    # The backbone holds all the layers worth checkpointing; `_set_gradient_checkpointing` hands the switch to it.
+    supports_gradient_checkpointing = True
     accepts_loss_kwargs = False
 
     def _init_weights(self, module):
@@ -104,10 +111,25 @@ class SkinMultiInputForImageClassification(SkinMultiInputPreTrainedModel):
         self.classifier = nn.Linear(config.fusion_hidden_size, config.num_labels)
         self.post_init()
 
+    def _set_gradient_checkpointing(
+        self, enable: bool = True, gradient_checkpointing_func: Callable = checkpoint, every_n_layers: int = 1
+    ):
+        # The backbone checkpoints its own way (ViT its layers, hf-skin's CNN its stages, timm models through timm):
+        # the fusion layers after it are a few small ones, not worth recomputing.
+        if self.backbone.supports_gradient_checkpointing:
+            self.backbone._set_gradient_checkpointing(
+                enable=enable, gradient_checkpointing_func=gradient_checkpointing_func, every_n_layers=every_n_layers
+            )
+        elif enable:
+            raise ValueError(
+                f"gradient checkpointing: this multi-input model's {type(self.backbone).__name__} backbone does not "
+                "support it (its implementation has none); train without --gradient_checkpointing or over a backbone "
+                "that does (cnn, vit, a timm model such as efficientnet-lite0)"
+            )
+
     def image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """(B, C, H, W) -> (B, features): the CNN's features, a transformer's CLS token, or a CNN's pooled map."""
-        if isinstance(self.backbone, SkinCNNModel):
-            return self.backbone(pixel_values)
+        """(B, C, H, W) -> (B, features): a convolutional backbone's pooled features (hf-skin's CNN, ResNet, timm's),
+        a transformer's CLS token."""
         out = self.backbone(pixel_values=pixel_values)
         hidden = out.last_hidden_state
         if hidden.ndim == 3:  # (B, tokens, hidden): classify from the CLS token, as ViTForImageClassification
