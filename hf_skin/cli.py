@@ -172,3 +172,30 @@ def prepare_dataset(argv: list[str] | None = None) -> dict:
     if result["url"]:
         print(f"pushed:  {result['url']}")
     return result
+
+
+def synthetic(argv: list[str] | None = None) -> Path:
+    """`python -m hf_skin.synthetic OUT_DIR`: a synthetic HAM10000 folder (raw download layout)."""
+    import csv
+    from collections import Counter
+
+    from .data import DX_LABELS
+    from .synthetic import make_synthetic_ham10000
+
+    parser = argparse.ArgumentParser(
+        prog="python -m hf_skin.synthetic", description="Write a synthetic HAM10000 folder (raw download layout)."
+    )
+    parser.add_argument("out_dir")
+    parser.add_argument("--num_lesions", type=int, default=600)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no_masks", action="store_true", help="skip the segmentation masks")
+    args = parser.parse_args(argv)
+    out_dir = make_synthetic_ham10000(args.out_dir, args.num_lesions, args.seed, with_masks=not args.no_masks)
+    with open(out_dir / "HAM10000_metadata.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    images = Counter(r["dx"] for r in rows)
+    lesions = Counter(r["dx"] for r in {r["lesion_id"]: r for r in rows}.values())
+    print(f"Wrote {len(rows)} images of {sum(lesions.values())} lesions to {out_dir}")
+    for dx in DX_LABELS:
+        print(f"  {dx:6s} {lesions[dx]:5d} lesions {images[dx]:6d} images")
+    return out_dir

@@ -1,9 +1,7 @@
 """A synthetic HAM10000 folder in the public download's raw layout: learnable fake lesions for the demo and tests."""
 
-import argparse
 import csv
 import math
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -260,24 +258,7 @@ def make_synthetic_ham10000(
     return out_dir
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Write a synthetic HAM10000 folder (raw download layout).")
-    parser.add_argument("out_dir")
-    parser.add_argument("--num_lesions", type=int, default=600)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--no_masks", action="store_true", help="skip the segmentation masks")
-    args = parser.parse_args(argv)
-    out_dir = make_synthetic_ham10000(args.out_dir, args.num_lesions, args.seed, with_masks=not args.no_masks)
-    with open(out_dir / "HAM10000_metadata.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
-    images, lesions = (
-        Counter(r["dx"] for r in rows),
-        Counter(r["dx"] for r in {r["lesion_id"]: r for r in rows}.values()),
-    )
-    print(f"Wrote {len(rows)} images of {sum(lesions.values())} lesions to {out_dir}")
-    for dx in DX_LABELS:
-        print(f"  {dx:6s} {lesions[dx]:5d} lesions {images[dx]:6d} images")
+if __name__ == "__main__":  # python -m hf_skin.synthetic OUT_DIR: the command lives with the others
+    from .cli import synthetic
 
-
-if __name__ == "__main__":
-    main()
+    synthetic()

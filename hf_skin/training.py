@@ -431,6 +431,16 @@ class SkinTrainer(Trainer):
         fp32, as serving does. Training stores fp32 weights either way; autocast only changes the arithmetic."""
         self.model = self.accelerator.unwrap_model(self.model, keep_fp32_wrapper=False)
 
+    def share_main_process_buffers(self) -> None:
+        """Gives every process the main process's buffers (batch-norm running statistics), those of the saved model.
+
+        DDP keeps the weights in step but each process's running statistics drift after the last broadcast, so
+        without this the other processes would score their share of the final evaluation with a model nobody saved.
+        """
+        if self.args.world_size > 1 and torch.distributed.is_initialized():
+            for buffer in self.model.buffers():
+                torch.distributed.broadcast(buffer.data, src=0)
+
     def create_optimizer(self, model=None):
         multiplier = self.args.backbone_learning_rate_multiplier
         if multiplier == 1.0 or self.optimizer is not None:
@@ -638,6 +648,7 @@ def _train_and_evaluate(model_args, data_args, training_args, folder: RunFolder,
 
     results = dict(train_result.metrics)
     trainer.mixed_precision_off()  # validation and test metrics from fp32 arithmetic, whatever trained the model
+    trainer.share_main_process_buffers()  # ... and from the checkpoint that was saved, on every process
     for split in ("validation", "test"):
         if split in splits and len(splits[split]):
             metrics = evaluate_split(trainer, splits[split], split, folder.path)

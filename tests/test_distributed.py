@@ -12,6 +12,7 @@ import torch
 from conftest import small_args
 from transformers import TrainerCallback
 
+from hf_skin.runs import RunFolder
 from hf_skin.training import build_trainer, evaluate_split, parse_args
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,10 +73,21 @@ def test_two_process_run_evaluates_like_one_process(synthetic_dir, tmp_path):
     argv += ["--eval_strategy", "no", "--save_strategy", "no", "--per_device_eval_batch_size", "7"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     launcher = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--num_machines", "1"]
-    launcher += ["--cpu", "--mixed_precision", "no", "--dynamo_backend", "no", str(ROOT / "scripts" / "finetune.py")]
+    # accelerate's --cpu runs ONE process whatever --num_processes says (its simple launcher); --multi_gpu goes through
+    # torchrun, and --use_cpu makes each process train on the CPU (gloo). Before, this test passed on one process.
+    launcher += [
+        "--multi_gpu",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        str(ROOT / "scripts" / "finetune.py"),
+    ]
+    argv += ["--use_cpu"]
     result = subprocess.run([*launcher, *argv], env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]
-    assert "num_processes=2" in result.stderr.replace(" ", "") or (out / "all_results.json").is_file()
+    # Two processes, not one that silently ran alone: the run records the world size its processes trained with.
+    assert RunFolder(out).state["world_size"] == 2
     state = json.loads((out / "trainer_state.json").read_text())
     assert state["global_step"] == 3 and state["train_batch_size"] == 8
 
