@@ -29,7 +29,7 @@ endif
 
 demo: $(STAMP) $(DEMO_DATA)/HAM10000_metadata.csv
 	$(VENV)/bin/accelerate launch --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no \
-		scripts/finetune.py --model cnn --dataset $(DEMO_DATA) --output_dir $(DEMO_OUT) $(DEMO_ARGS)
+		scripts/finetune.py --model cnn --dataset $(DEMO_DATA) --output_dir $(DEMO_OUT) --overwrite_output_dir $(DEMO_ARGS)
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
