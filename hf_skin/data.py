@@ -1,5 +1,6 @@
 """HAM10000 as a `datasets.DatasetDict` (raw download folder, Hub repo, parquet, saved folder), lesion-grouped."""
 
+import contextlib
 import csv
 import hashlib
 import io
@@ -10,12 +11,14 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import datasets
+import PIL.Image
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, Value, concatenate_datasets
 from datasets.utils.tqdm import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
 from sklearn.model_selection import train_test_split
@@ -74,8 +77,18 @@ _SPLIT_ALIASES.update({"dev": "validation", "test": "test"})
 _SAVED_DATASET_FILES = ("dataset_dict.json", "dataset_info.json", "state.json")
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 # Bump when the cached build changes (features, checks, layout): old cache entries are then ignored.
-_CACHE_VERSION = 2
+_CACHE_VERSION = 3
 _BUILD_REPORT = "hf_skin_build.json"
+# The cache key reads this much of each file's head and of its tail (the whole file when it is smaller): a file
+# replaced by another of the same size with its mtime preserved is still noticed (a PNG's tail holds the checksum
+# of all its pixels, a JPEG's the end of its entropy-coded data).
+_KEY_BYTES = 4096
+# Cache eviction after each build: the most recently used builds of one source folder, and of all sources together
+# a total size; the build just made is always kept. A staging folder or incomplete entry a day old is a dead build.
+_CACHE_KEEP_PER_SOURCE = 3
+_CACHE_MAX_BYTES = 20 * 2**30
+_STALE_SECONDS = 86400
+MIN_AGE, MAX_AGE = 0, 120
 # A complete JPEG ends with the EOI marker FFD9 and a PNG with its IEND chunk; truncated downloads lack them.
 # The marker may be followed by a little padding, so look at the tail rather than at the last two bytes only.
 _TAIL_BYTES = 1024
@@ -126,14 +139,20 @@ def load_ham10000(
 
     - a folder with `HAM10000_metadata.csv` (the public download's raw layout: `<image_id>.jpg` anywhere below it,
       masks in `HAM10000_segmentations_lesion_tschandl/`). It is built once into an Arrow cache keyed by the CSV's
-      content and the names, sizes and modification times of the image and mask files; later loads of the unchanged
-      folder are memory-mapped from that cache without reading any image. Images are stored as their file's bytes
-      (not decoded). An image id found in several folders (e.g. `full_resolution_sample/` beside the part folders)
-      is taken from the folder holding most images; image files without a metadata row are ignored (logged).
+      content and, for every image and mask file, its name, size, modification time and first and last 4 KiB; later
+      loads of the unchanged folder are memory-mapped from that cache without decoding any image. The cache keeps the
+      3 most recently used builds of a folder and 20 GiB in all. Images are stored as their file's bytes (not
+      decoded). Symbolic links are followed, each folder scanned once (a link loop is logged and not followed). An
+      image id found in several folders (e.g. `full_resolution_sample/` beside the part folders) is taken from the
+      folder holding most images; image files without a metadata row are ignored (logged).
     - a `save_to_disk` folder (`Dataset` or `DatasetDict`), a parquet file or a folder of parquet files;
     - otherwise a Hub dataset id such as `marmal88/skin_cancer`.
 
-    Labels given as strings, or as a `ClassLabel` in another order, are mapped by name to the canonical ids.
+    Labels given as strings, or as a `ClassLabel` in another order, are mapped by name to the canonical ids. An age
+    must be a number of years from 0 to 120; an empty, `nan`, `NA`, `none` or `null` age is missing (`None`). Images
+    (and masks) are checked when loaded, raw folders when built: not null, a readable file, a header PIL opens, and
+    for JPEG/PNG the end marker, so that training does not meet an undecodable one mid-epoch (see `on_missing`).
+    This decodes no JPEG/PNG: one corrupt in the middle, with intact header and end, is not found.
 
     Args:
         source (`str` or `os.PathLike`, *optional*, defaults to `DEFAULT_DATASET`):
@@ -148,9 +167,9 @@ def load_ham10000(
             For sources that come with splits: pool them and split again by lesion (a WARNING is logged when the
             given splits share lesions). `False` keeps the given splits (and still warns about shared lesions).
         on_missing (`str`, *optional*, defaults to `"error"`):
-            Raw folders: what to do with metadata rows whose image is missing *or unreadable* (truncated/corrupt):
-            `"error"` or `"skip"` (drop the rows, logged as a WARNING). An unreadable mask becomes `None` with
-            `"skip"`.
+            What to do with rows whose image is missing, null *or unreadable* (truncated/corrupt), in any source:
+            `"error"` (naming the rows) or `"skip"` (drop the rows, logged as a WARNING and counted in the summary
+            line). An unreadable mask becomes `None` with `"skip"`.
         with_masks (`bool`, *optional*, defaults to `True`):
             Add a `mask` column when the source has masks.
         cache_dir (`str` or `os.PathLike`, *optional*):
@@ -171,9 +190,12 @@ def load_ham10000(
         given = {"all": dataset}
     else:
         loaded = _load_dataset_source(kind, location, cache_dir)
-        given = _normalize_given_splits(loaded, str(location), with_masks)
+        given, skipped = _normalize_given_splits(loaded, str(location), with_masks, on_missing)
         rows = sum(map(len, given.values()))
-        summary = f"{rows} rows read from {len(given)} given split(s) ({', '.join(given)}), {rows} kept"
+        summary = (
+            f"{rows + skipped} rows read from {len(given)} given split(s) ({', '.join(given)}), {rows} kept, "
+            f"skipped {skipped} with unreadable image"
+        )
 
     if len(given) == 1:
         (dataset,) = given.values()
@@ -354,21 +376,28 @@ def _load_dataset_source(kind: str, location: Path | str, cache_dir) -> Dataset 
         ) from err
 
 
-def _normalize_given_splits(loaded: Dataset | DatasetDict, source: str, with_masks: bool) -> dict[str, Dataset]:
-    """The source's splits under canonical names, each cast to the canonical features."""
+def _normalize_given_splits(
+    loaded: Dataset | DatasetDict, source: str, with_masks: bool, on_missing: str = "error"
+) -> tuple[dict[str, Dataset], int]:
+    """The source's splits under canonical names, each cast to the canonical features; and how many rows were
+    dropped for an unreadable image (`on_missing="skip"`)."""
     if isinstance(loaded, Dataset):
-        return {"all": _to_canonical(loaded, source, with_masks)}
+        dataset, skipped = _to_canonical(loaded, source, with_masks, on_missing)
+        return {"all": dataset}, skipped
     given: dict[str, Dataset] = {}
+    skipped = 0
     for name, split in loaded.items():
         canonical_name = _SPLIT_ALIASES.get(name, name)
         if canonical_name in given:
             raise ValueError(f"{source} has two splits that both mean {canonical_name!r}: {list(loaded)}")
-        given[canonical_name] = _to_canonical(split, f"{source} split {name!r}", with_masks)
-    return given
+        given[canonical_name], dropped = _to_canonical(split, f"{source} split {name!r}", with_masks, on_missing)
+        skipped += dropped
+    return given, skipped
 
 
-def _to_canonical(dataset: Dataset, source: str, with_masks: bool) -> Dataset:
-    """Cast a HAM10000-shaped dataset to `ham10000_features`, mapping labels to canonical ids by name."""
+def _to_canonical(dataset: Dataset, source: str, with_masks: bool, on_missing: str = "error") -> tuple[Dataset, int]:
+    """Cast a HAM10000-shaped dataset to `ham10000_features`, mapping labels to canonical ids by name, and check its
+    images (`_check_dataset_images`); returns it and how many rows were dropped for an unreadable image."""
     required = ["image", *METADATA_COLUMNS]
     missing = [column for column in required if column not in dataset.column_names]
     if missing:
@@ -398,8 +427,11 @@ def _to_canonical(dataset: Dataset, source: str, with_masks: bool) -> Dataset:
             values = [None if value is None or value < 0 else feature.int2str(value) for value in values]
         new_columns[column] = _encode_labels(column, values, where, source)
     ages = _column(dataset, "age")
-    if dataset.features["age"] != features["age"] or any(age is not None and math.isnan(age) for age in ages):
-        new_columns["age"] = _parse_ages(ages, where, source)  # NaN (pandas' missing) -> None
+    # NaN (pandas' missing) -> None; an age outside 0-120 (inf included) is an error. NaN fails both comparisons.
+    if dataset.features["age"] != features["age"] or any(
+        age is not None and not MIN_AGE <= age <= MAX_AGE for age in ages
+    ):
+        new_columns["age"] = _parse_ages(ages, where, source)
     for column in ("image_id", "lesion_id"):
         _check_ids_present(column, _column(dataset, column), where, source)
     if new_columns:
@@ -409,7 +441,103 @@ def _to_canonical(dataset: Dataset, source: str, with_masks: bool) -> Dataset:
     for column, feature in features.items():
         if dataset.features[column] != feature:
             dataset = dataset.cast_column(column, feature)
-    return dataset.select_columns(list(features))
+    dataset = dataset.select_columns(list(features))
+    return _check_dataset_images(dataset, source, where, on_missing)
+
+
+def _check_dataset_images(
+    dataset: Dataset, source: str, where: Callable[[int], str], on_missing: str
+) -> tuple[Dataset, int]:
+    """Find, at load time, the images (and masks) that would fail to decode mid-epoch: null, empty, an unreadable
+    file, bytes PIL cannot open, a JPEG/PNG without its end marker. `on_missing="error"` names them; `"skip"` drops
+    their rows (an unreadable mask becomes None). Cost: a header parse per image, no decoding (JPEG and PNG)."""
+    bad_images = _bad_image_rows(dataset, "image", null_ok=False)
+    bad_masks = _bad_image_rows(dataset, "mask", null_ok=True) if "mask" in dataset.column_names else []
+    for column, bad, remedy in (
+        ("image", bad_images, "pass on_missing='skip' to drop their rows"),
+        ("mask", bad_masks, "pass on_missing='skip' to set them to None, or with_masks=False"),
+    ):
+        if bad and on_missing == "error":
+            row, reason = bad[0]
+            raise ValueError(
+                f"{source}, {where(row)}: {column} {reason} ({len(bad)} such row(s)). Replace these {column}s, or "
+                f"{remedy}"
+            )
+    if bad_masks:
+        logger.warning("%s: %d unreadable mask(s) set to None", source, len(bad_masks))
+        masks = dataset.select_columns(["mask"]).cast_column("mask", Image(decode=False))["mask"][:]
+        for row, _ in bad_masks:
+            masks[row] = None
+        dataset = dataset.remove_columns("mask").add_column("mask", masks, feature=Image())
+    if not bad_images:
+        return dataset, 0
+    image_ids = _column(dataset, "image_id")
+    skipped = [image_ids[row] for row, _ in bad_images]
+    logger.warning(
+        "%s: skipping %d row(s) whose image is null or unreadable (%s%s)",
+        source,
+        len(skipped),
+        ", ".join(skipped[:3]),
+        ", ..." if len(skipped) > 3 else "",
+    )
+    drop = {row for row, _ in bad_images}
+    if len(drop) == len(dataset):
+        raise ValueError(f"{source}: no row has a readable image: nothing to load")
+    # keep_in_memory: the index mapping is tiny, and the source folder (a save_to_disk copy) is not ours to write.
+    return dataset.select([row for row in range(len(dataset)) if row not in drop], keep_in_memory=True), len(drop)
+
+
+def _bad_image_rows(dataset: Dataset, column: str, null_ok: bool) -> list[tuple[int, str]]:
+    """(row, what is wrong) for each value of an `Image` column that would not decode."""
+    bad = []
+    values = dataset.select_columns([column]).with_format("arrow")  # {"bytes", "path"} structs, never decoded
+    row = 0
+    for batch in values.iter(batch_size=256):
+        for value in batch.column(column).to_pylist():
+            reason = _image_problem(value, null_ok)
+            if reason is not None:
+                bad.append((row, reason))
+            row += 1
+    return bad
+
+
+def _image_problem(value: dict | None, null_ok: bool = False) -> str | None:
+    """Why an `Image` feature's stored value would not decode ("is null", "file ... cannot be read", ...), or None
+    when it looks fine (header and end only)."""
+    data = None if value is None else value.get("bytes")
+    path = None if value is None else value.get("path")
+    if data is None and path is None:
+        return None if null_ok else "is null (neither bytes nor a path)"
+    what = ""
+    if data is None:
+        if "://" in path:
+            return None  # a remote file (streaming): datasets fetches it when read, nothing to check offline
+        what = f"file {path} "
+        try:
+            data = Path(path).read_bytes()
+        except OSError as err:
+            return f"{what}cannot be read ({err.strerror or err})"
+    if not data:
+        return f"{what}is empty (0 bytes)"
+    if data[:3] == b"\xff\xd8\xff" or data[:8] == b"\x89PNG\r\n\x1a\n":
+        if not _is_complete_image(data):
+            return f"{what}is a truncated JPEG/PNG (no end marker)"
+    problem = _decode_problem(data)
+    return None if problem is None else what + problem
+
+
+def _decode_problem(data: bytes) -> str | None:
+    """Why PIL cannot open these bytes ("cannot be decoded (...)"), or None. JPEG/PNG: the header only (their end
+    marker is checked apart); other formats, with no end marker to look for, are decoded in full (rare here)."""
+    try:
+        with PIL.Image.open(io.BytesIO(data)) as image:
+            if image.format not in ("JPEG", "PNG"):
+                image.load()
+    except Exception as err:  # any failure here would be a failure mid-epoch later, and PIL raises many kinds
+        # UnidentifiedImageError's message only names the BytesIO object.
+        detail = "not an image format PIL knows" if isinstance(err, PIL.UnidentifiedImageError) else err
+        return f"cannot be decoded ({type(err).__name__}: {detail})"
+    return None
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -425,14 +553,14 @@ def _load_raw_folder(root: Path, *, on_missing: str, with_masks: bool, cache_dir
     use_masks = with_masks and mask_dir.is_dir()
     masks = _scan_masks(mask_dir) if use_masks else {}
 
+    # The key: the whole CSV, and each file's name, size, mtime and head and tail bytes (see _KEY_BYTES).
     digest = hashlib.sha256(f"hf_skin ham10000 v{_CACHE_VERSION} {use_masks} {on_missing}\n".encode())
     digest.update(csv_bytes)
-    for image_id in sorted(images):
-        for relpath, size, mtime_ns in images[image_id]:
-            digest.update(f"{relpath}\0{size}\0{mtime_ns}\n".encode())
-    for image_id in sorted(masks):
-        relpath, size, mtime_ns = masks[image_id]
+    files = [file for image_id in sorted(images) for file in images[image_id]]
+    files += [(MASK_FOLDER + os.sep + masks[image_id][0], *masks[image_id][1:]) for image_id in sorted(masks)]
+    for relpath, size, mtime_ns in files:
         digest.update(f"{relpath}\0{size}\0{mtime_ns}\n".encode())
+        _hash_head_and_tail(digest, root / relpath, size)
     fingerprint = digest.hexdigest()[:24]
     cache_root = _cache_root(cache_dir)
     cached = cache_root / f"ham10000-{fingerprint}"
@@ -446,13 +574,70 @@ def _load_raw_folder(root: Path, *, on_missing: str, with_masks: bool, cache_dir
             shutil.rmtree(cached, ignore_errors=True)
         else:
             logger.info("%s: loaded from cache %s", root, cached)
+            with contextlib.suppress(OSError):  # its last use, for eviction; a read-only cache just is not updated
+                os.utime(cached / _BUILD_REPORT)
             return dataset, report["summary"]
 
     dataset, report = _build_raw_dataset(
         root, csv_bytes, images, duplicates, masks if use_masks else None, on_missing, cache_root, cached
     )
     logger.info("%s: built %s", root, cached)
+    _evict_cache(cache_root, cached)
     return dataset, report["summary"]
+
+
+def _hash_head_and_tail(digest, path: Path, size: int) -> None:
+    """Feed the first and last `_KEY_BYTES` of a file (all of it when smaller) to `digest`."""
+    with open(path, "rb") as f:
+        if size <= 2 * _KEY_BYTES:
+            digest.update(f.read())
+            return
+        digest.update(f.read(_KEY_BYTES))
+        f.seek(-_KEY_BYTES, os.SEEK_END)
+        digest.update(f.read())
+
+
+def _evict_cache(cache_root: Path, current: Path) -> None:
+    """Remove cache entries beyond the `_CACHE_KEEP_PER_SOURCE` most recently used of each source folder and, oldest
+    first, beyond `_CACHE_MAX_BYTES` in all; `current` (the entry just built) always stays. Also removes staging
+    folders and incomplete entries left by builds that died over `_STALE_SECONDS` ago. Last use is the mtime of
+    the entry's build report (touched on every cache hit)."""
+    now = time.time()
+    entries = []  # (last used, size, source, path)
+    for path in cache_root.iterdir():
+        try:
+            if path.name.startswith(".build-") or (
+                path.name.startswith("ham10000-") and not (path / _BUILD_REPORT).is_file()
+            ):
+                if path != current and now - path.stat().st_mtime > _STALE_SECONDS:
+                    logger.info("removing %s, left by a build that did not finish", path)
+                    shutil.rmtree(path, ignore_errors=True)
+                continue
+            if not path.name.startswith("ham10000-"):
+                continue  # not ours (e.g. pretrained/)
+            report = path / _BUILD_REPORT
+            source = json.loads(report.read_text()).get("source", "")
+            size = sum(entry.stat().st_size for entry in os.scandir(path) if entry.is_file())
+            entries.append((report.stat().st_mtime, size, os.path.realpath(source), path))
+        except (OSError, ValueError):  # removed by another process meanwhile, or a damaged report: leave it
+            continue
+    entries.sort(key=lambda entry: entry[0], reverse=True)  # most recently used first
+    per_source: Counter = Counter()
+    total = 0
+    for _, size, source, path in entries:
+        per_source[source] += 1
+        total += size
+        if path == current:
+            continue
+        if per_source[source] > _CACHE_KEEP_PER_SOURCE or total > _CACHE_MAX_BYTES:
+            if per_source[source] > _CACHE_KEEP_PER_SOURCE:
+                reason = f"{source} has {_CACHE_KEEP_PER_SOURCE} more recently used builds"
+            else:
+                reason = f"the cache is over {_CACHE_MAX_BYTES / 2**30:.3g} GiB"
+            logger.info("evicting cache entry %s: %s", path, reason)
+            shutil.rmtree(path, ignore_errors=True)
+            per_source[source] -= 1
+            total -= size
 
 
 def _build_raw_dataset(
@@ -526,7 +711,7 @@ def _build_raw_dataset(
             for row in rows:
                 progress.update()
                 data = row["image"].read_bytes()
-                if not _is_complete_image(data):
+                if not _is_complete_image(data) or _decode_problem(data):
                     unreadable.append(row["image"])
                     continue
                 example = {column: row[column] for column in METADATA_COLUMNS}
@@ -535,7 +720,7 @@ def _build_raw_dataset(
                     mask = None
                     if row["mask"] is not None:
                         mask = row["mask"].read_bytes()
-                        if not _is_complete_image(mask):
+                        if not _is_complete_image(mask) or _decode_problem(mask):
                             unreadable_masks.append(row["mask"])
                             mask = None
                     example["mask"] = None if mask is None else {"bytes": mask, "path": None}
@@ -589,7 +774,12 @@ def _build_raw_dataset(
         # Move from_generator's Arrow shards into the entry instead of save_to_disk: that would copy them once more
         # and, re-reading them in batches of 1,000 rows, hold ~1,000 images in memory at a time.
         shards = [cache_file["filename"] for cache_file in built.cache_files]
-        report = {"source": os.fspath(root), "summary": summary, "rows": len(built), "cache_version": _CACHE_VERSION}
+        report = {
+            "source": os.path.realpath(root),
+            "summary": summary,
+            "rows": len(built),
+            "cache_version": _CACHE_VERSION,
+        }
         report["files"] = [f"data-{i:05d}-of-{len(shards):05d}.arrow" for i in range(len(shards))]
         del built
         staged = work / "dataset"
@@ -617,9 +807,25 @@ def _open_cached(cached: Path, report: dict) -> Dataset:
 
 def _read_metadata(csv_path: Path, csv_bytes: bytes) -> list[dict]:
     """Parse and check HAM10000_metadata.csv: one dict per row with canonical label ids and age."""
-    reader = csv.DictReader(io.StringIO(csv_bytes.decode("utf-8-sig")))
-    header = [name.strip() for name in reader.fieldnames or []]
-    reader.fieldnames = header
+    try:
+        text = csv_bytes.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = csv_bytes[: err.start].count(b"\n") + 1
+        raise ValueError(
+            f"{csv_path} is not UTF-8 text: line {line} has byte 0x{csv_bytes[err.start]:02x}, which UTF-8 does not "
+            "allow there (saved as latin-1/cp1252 by a spreadsheet?). Save it as UTF-8, e.g. "
+            f"`iconv -f cp1252 -t utf-8 {csv_path.name} > fixed.csv`, and check the names it shows"
+        ) from err
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    try:
+        header = [name.strip() for name in reader.fieldnames or []]
+        reader.fieldnames = header
+        raw = [{column: (row.get(column) or "").strip() for column in METADATA_COLUMNS} for row in reader]
+    except csv.Error as err:  # e.g. a field over csv's size limit: an unclosed quote swallowing the rest of the file
+        raise ValueError(
+            f'{csv_path}, line {reader.line_num}: cannot parse it as CSV ({err}); look for an unbalanced quote (") '
+            "there or above, and save the file as plain comma-separated values"
+        ) from err
     missing = [column for column in METADATA_COLUMNS if column not in header]
     if missing:
         raise ValueError(
@@ -629,7 +835,6 @@ def _read_metadata(csv_path: Path, csv_bytes: bytes) -> list[dict]:
     extra = [column for column in header if column not in METADATA_COLUMNS]
     if extra:
         logger.info("%s: ignoring column(s) %s", csv_path, ", ".join(extra))
-    raw = [{column: (row[column] or "").strip() for column in METADATA_COLUMNS} for row in reader]
     if not raw:
         raise ValueError(f"{csv_path} has a header but no rows")
 
@@ -668,27 +873,43 @@ def _scan_images(root: Path) -> tuple[dict[str, list[tuple[str, int, int]]], int
     """image_id -> [(relative path, size, mtime_ns)] for every image below root (stat only, never read).
 
     Returns the map and how many ids have files in more than one place. The mask folder and hidden entries are
-    skipped.
+    skipped. Symbolic links are followed, but each folder is scanned once: a link back up the tree (a loop) or to a
+    folder already seen is logged and not followed. Folders are walked in name order, so the result is the same
+    on every run.
     """
     images: dict[str, list[tuple[str, int, int]]] = {}
+    root_stat = os.stat(root)
+    seen = {(root_stat.st_dev, root_stat.st_ino)}
     pending = [root]
     while pending:
         folder = pending.pop()
-        with os.scandir(folder) as entries:
-            for entry in entries:
-                if entry.name.startswith("."):
+        with os.scandir(folder) as scan:
+            entries = sorted(scan, key=lambda entry: entry.name)  # the same walk (and key) on every run
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            if entry.is_dir():
+                if folder == root and entry.name == MASK_FOLDER:
                     continue
-                if entry.is_dir():
-                    if not (folder == root and entry.name == MASK_FOLDER):
-                        pending.append(Path(entry.path))
-                    continue
-                name = entry.name.lower()
-                if name.endswith(IMAGE_EXTENSIONS) and not name.endswith(MASK_SUFFIX) and entry.is_file():
-                    stat = entry.stat()
-                    relpath = os.path.relpath(entry.path, root)
-                    images.setdefault(os.path.splitext(entry.name)[0], []).append(
-                        (relpath, stat.st_size, stat.st_mtime_ns)
+                stat = entry.stat()
+                if (stat.st_dev, stat.st_ino) in seen:
+                    logger.info(
+                        "%s: symbolic link %s leads to %s, a folder already scanned: not followed",
+                        root,
+                        os.path.relpath(entry.path, root),
+                        os.path.realpath(entry.path),
                     )
+                    continue
+                seen.add((stat.st_dev, stat.st_ino))
+                pending.append(Path(entry.path))
+                continue
+            name = entry.name.lower()
+            if name.endswith(IMAGE_EXTENSIONS) and not name.endswith(MASK_SUFFIX) and entry.is_file():
+                stat = entry.stat()
+                relpath = os.path.relpath(entry.path, root)
+                images.setdefault(os.path.splitext(entry.name)[0], []).append(
+                    (relpath, stat.st_size, stat.st_mtime_ns)
+                )
     for files in images.values():
         files.sort()
     return images, sum(1 for files in images.values() if len(files) > 1)
@@ -755,7 +976,8 @@ def _encode_labels(column: str, values: list, where: Callable[[int], str], sourc
 
 
 def _parse_ages(values: list, where: Callable[[int], str], source: str) -> list[float | None]:
-    """Ages as floats; empty/NaN -> None (never 0); anything non-numeric is an error."""
+    """Ages as floats; empty, `nan`, `NA`, `none`, `null` or NaN -> None (never 0); anything that is not a number
+    of years from 0 to 120 (`inf` included) is an error."""
     ages, bad = [], []
     for row, value in enumerate(values):
         if _is_missing(value):
@@ -764,14 +986,19 @@ def _parse_ages(values: list, where: Callable[[int], str], source: str) -> list[
         try:
             age = float(value)
         except (TypeError, ValueError):
+            age = math.inf  # not a number: reported below with the out-of-range ones
+        if math.isnan(age):
+            ages.append(None)
+        elif MIN_AGE <= age <= MAX_AGE:
+            ages.append(age)
+        else:
             bad.append((row, value))
-            continue
-        ages.append(None if math.isnan(age) else age)
+            ages.append(None)
     if bad:
         row, value = bad[0]
         raise ValueError(
-            f"{source}, {where(row)}: age {value!r} is not a number ({len(bad)} such row(s)); "
-            "use a number of years, or leave it empty when unknown"
+            f"{source}, {where(row)}: age {value!r} is not a number of years between {MIN_AGE} and {MAX_AGE} "
+            f"({len(bad)} such row(s)); fix it, or leave it empty when unknown"
         )
     return ages
 

@@ -1,7 +1,10 @@
 import csv
+import json
 import logging
 import math
+import os
 import shutil
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -152,7 +155,7 @@ def test_second_load_is_served_from_cache_and_changes_rebuild(raw_dir, tmp_path,
     def no_build(*args, **kwargs):
         raise AssertionError("rebuilt although the folder did not change")
 
-    # Reading no image bytes either: the cache key is computed from stat() only.
+    # Checking no image either: the cache key reads each file's head and tail, and decodes nothing.
     monkeypatch.setattr(data, "_build_raw_dataset", no_build)
     monkeypatch.setattr(data, "_is_complete_image", no_build)
     caplog.set_level(logging.INFO, logger="hf_skin.data")
@@ -330,6 +333,117 @@ def test_folder_without_any_image(tmp_path, raw_dir):
         load_ham10000(tmp_path / "csv_only")
 
 
+def test_metadata_not_utf8_names_the_line(raw_dir):
+    root, rows = raw_dir
+    write_csv(root / "HAM10000_metadata.csv", rows)
+    text = (root / "HAM10000_metadata.csv").read_bytes().decode()
+    # Excel on Windows saves latin-1/cp1252: one é in a lesion id on the 4th data row (line 5).
+    lines = text.splitlines(keepends=True)
+    lines[4] = lines[4].replace(rows[3]["lesion_id"], rows[3]["lesion_id"] + "é", 1)
+    (root / "HAM10000_metadata.csv").write_bytes("".join(lines).encode("latin-1"))
+    with pytest.raises(ValueError, match=r"HAM10000_metadata.csv is not UTF-8 text: line 5 has byte 0xe9.*as UTF-8"):
+        load_ham10000(root)
+
+
+@pytest.mark.parametrize("age", ["inf", "-inf", "Infinity", "1e400", "-1", "121", "250.5"])
+def test_age_outside_0_to_120_names_the_row(raw_dir, age):
+    root, rows = raw_dir
+    rows[3]["age"] = age
+    write_csv(root / "HAM10000_metadata.csv", rows)
+    with pytest.raises(
+        ValueError,
+        match=rf"line 5 \(image_id {rows[3]['image_id']}\): age '{age}' is not a number of years between 0 and 120 "
+        r"\(1 such row\(s\)\); fix it, or leave it empty when unknown",
+    ):
+        load_ham10000(root)
+
+
+def test_nan_age_strings_are_missing(raw_dir):
+    root, rows = raw_dir
+    for row, age in zip(rows[:4], ["nan", "NaN", "NA", " null "]):
+        row["age"] = age
+    write_csv(root / "HAM10000_metadata.csv", rows)
+    loaded = pooled(load_ham10000(root))
+    assert [loaded[row["image_id"]]["age"] for row in rows[:4]] == [None] * 4
+
+
+def test_csv_syntax_error_is_a_value_error_naming_the_file(raw_dir):
+    root, rows = raw_dir
+    write_csv(root / "HAM10000_metadata.csv", rows)
+    with open(root / "HAM10000_metadata.csv", "a") as f:
+        f.write('HAM_9,ISIC_9,nv,histo,40,male,"' + "x" * 200_000 + '"\n')  # over csv's field size limit
+    with pytest.raises(ValueError, match=r"HAM10000_metadata.csv, line \d+: cannot parse it as CSV"):
+        load_ham10000(root)
+
+
+def test_symlink_loop_in_image_folders_is_scanned_once(raw_dir, caplog):
+    root, rows = raw_dir
+    (root / "HAM10000_images_part_1" / "loop").symlink_to(root, target_is_directory=True)
+    (root / "HAM10000_images_part_2" / "self").symlink_to(".", target_is_directory=True)
+    caplog.set_level(logging.INFO, logger="hf_skin.data")
+    splits = load_ham10000(root)
+    assert len(pooled(splits)) == len(rows)
+    assert "several folders" not in caplog.text  # no image is seen twice through the loop
+    assert "symbolic link" in caplog.text and "already scanned" in caplog.text
+
+
+def test_replaced_image_with_same_size_and_mtime_rebuilds(raw_dir, tmp_path):
+    root, rows = raw_dir
+    cache = tmp_path / "cache"
+    load_ham10000(root, cache_dir=cache)
+    target = next(root.glob(f"*/{rows[0]['image_id']}.jpg"))
+    before = target.stat()
+    # Another image of exactly the same size (the tiny JPEGs of write_raw_folder mostly are).
+    new_bytes = next(
+        content
+        for path in sorted(root.glob("HAM10000_images_part_*/*.jpg"))
+        if len(content := path.read_bytes()) == before.st_size and content != target.read_bytes()
+    )
+    target.write_bytes(new_bytes)  # e.g. restored from a backup that keeps times: same size, same mtime
+    os.utime(target, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert target.stat().st_mtime_ns == before.st_mtime_ns
+
+    splits = load_ham10000(root, cache_dir=cache)
+    assert len(list(cache.glob("ham10000-*"))) == 2
+    stored = {
+        row["image_id"]: row["image"]["bytes"]
+        for split in splits.values()
+        for row in split.select_columns(["image_id", "image"]).cast_column("image", ImageFeature(decode=False))
+    }
+    assert stored[rows[0]["image_id"]] == new_bytes
+
+
+def test_cache_keeps_the_most_recently_used_builds_per_source(raw_dir, tmp_path, monkeypatch):
+    root, rows = raw_dir
+    cache = tmp_path / "cache"
+    monkeypatch.setattr(data, "_CACHE_KEEP_PER_SOURCE", 2)
+    entries = []
+    for n in range(3):
+        write_csv(root / "HAM10000_metadata.csv", rows[: len(rows) - n])
+        load_ham10000(root, cache_dir=cache)
+        (built,) = set(cache.glob("ham10000-*")) - set(entries)
+        entries.append(built)
+        if n == 1:
+            write_csv(root / "HAM10000_metadata.csv", rows)
+            load_ham10000(root, cache_dir=cache)  # a cache hit makes the first build the most recently used
+    assert sorted(cache.glob("ham10000-*")) == sorted([entries[0], entries[2]])
+
+    # Another source's builds count for that source only, until the total size is over the budget.
+    other = tmp_path / "other"
+    write_raw_folder(other, lesions_per_class=2)
+    load_ham10000(other, cache_dir=cache)
+    assert len(list(cache.glob("ham10000-*"))) == 3
+    monkeypatch.setattr(data, "_CACHE_MAX_BYTES", 1)
+    stale = cache / ".build-crashed"  # the staging folder of a build killed two days ago
+    stale.mkdir()
+    os.utime(stale, (time.time() - 2 * 86400,) * 2)
+    write_csv(other / "HAM10000_metadata.csv", write_raw_folder(other, lesions_per_class=2)[:-1])
+    load_ham10000(other, cache_dir=cache)
+    (kept,) = cache.glob("ham10000-*")  # only the build just made survives an impossible budget
+    assert json.loads((kept / "hf_skin_build.json").read_text())["rows"] == 20
+    assert not list(cache.glob(".build-*"))
+
+
 def test_bad_arguments(raw_dir):
     root, _ = raw_dir
     with pytest.raises(ValueError, match="on_missing must be 'error' or 'skip'"):
@@ -467,6 +581,97 @@ def test_dataset_source_errors(raw_dir, tmp_path):
     )
     with pytest.raises(ValueError, match=r"image_id \S+ appears twice \(splits 'train' and 'validation'\)"):
         load_ham10000(tmp_path / "repeated")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Bad images in parquet / save_to_disk / Hub sources: found at load time, never mid-epoch
+
+
+def damaged_splits(rows, root, damage: str) -> tuple[DatasetDict, str]:
+    """marmal88_splits with one image of the train split damaged; returns it and that image's id."""
+    given = marmal88_splits(rows, root)
+    train = given["train"].cast_column("image", ImageFeature(decode=False))
+    bad_id = train[2]["image_id"]
+    jpeg = train[2]["image"]["bytes"]
+    value = {
+        "null": None,
+        "empty": {"bytes": b"", "path": None},
+        "not_an_image": {"bytes": b"<html>404 Not Found</html>", "path": None},
+        "truncated": {"bytes": jpeg[: len(jpeg) // 2], "path": None},
+        "path": {"bytes": None, "path": "/nowhere/ISIC_0000000.jpg"},
+        "garbage_in_jpeg": {"bytes": b"\xff\xd8\xff\xe0" + b"\x00" * 64 + b"\xff\xd9", "path": None},
+    }[damage]
+    images = [value if n == 2 else image for n, image in enumerate(train["image"][:])]
+    train = train.remove_columns("image").add_column("image", images, feature=ImageFeature(decode=False))
+    given["train"] = train.cast_column("image", ImageFeature())
+    return given, bad_id
+
+
+DAMAGES = ["null", "empty", "not_an_image", "truncated", "garbage_in_jpeg"]
+
+
+# A path to no file cannot go to disk or parquet (both embed the file's bytes): only an in-memory source has one.
+@pytest.mark.parametrize(
+    ("kind", "damage"),
+    [(kind, damage) for kind in ("disk", "parquet") for damage in DAMAGES] + [("hub", d) for d in DAMAGES + ["path"]],
+)
+def test_bad_image_in_dataset_sources_error_then_skip(raw_dir, tmp_path, monkeypatch, caplog, kind, damage):
+    root, rows = raw_dir
+    given, bad_id = damaged_splits(rows, root, damage)
+    if kind == "disk":
+        given.save_to_disk(tmp_path / "source")
+        source = tmp_path / "source"
+    elif kind == "parquet":
+        (tmp_path / "source").mkdir()
+        for name, split in given.items():
+            split.to_parquet(tmp_path / "source" / f"{name}.parquet")
+        source = tmp_path / "source"
+    else:  # what datasets.load_dataset gives for a Hub id, without the network
+        monkeypatch.setattr(data, "_load_dataset_source", lambda kind, location, cache_dir: given)
+        source = "someone/ham10000"
+    with pytest.raises(ValueError, match=rf"split 'train', row 2 \(image_id {bad_id}\): .*on_missing='skip'"):
+        load_ham10000(source, cache_dir=tmp_path / "cache")
+
+    caplog.set_level(logging.INFO, logger="hf_skin.data")
+    splits = load_ham10000(source, cache_dir=tmp_path / "cache", on_missing="skip")
+    loaded = pooled(splits)
+    assert bad_id not in loaded and len(loaded) == len(rows) - 1
+    assert f"skipping 1 row(s) whose image is null or unreadable ({bad_id})" in caplog.text
+    assert "1 with unreadable image" in caplog.text  # in the summary line too
+    for split in splits.values():  # every image that is left decodes: training cannot meet a bad one
+        assert all(image.size == (8, 6) for image in split["image"])
+
+
+def test_bad_mask_in_dataset_source_error_then_none(raw_dir, tmp_path):
+    root, rows = raw_dir
+    splits = load_ham10000(root)
+    train = splits["train"].cast_column("mask", ImageFeature(decode=False))
+    masks = train["mask"][:]
+    masks[1] = {"bytes": b"\x89PNG\r\n\x1a\n broken", "path": None}
+    train = train.remove_columns("mask").add_column("mask", masks, feature=ImageFeature(decode=False))
+    DatasetDict({**splits, "train": train.cast_column("mask", ImageFeature())}).save_to_disk(tmp_path / "saved")
+    with pytest.raises(ValueError, match=rf"row 1 \(image_id {train[1]['image_id']}\): mask .*with_masks=False"):
+        load_ham10000(tmp_path / "saved")
+    loaded = load_ham10000(tmp_path / "saved", on_missing="skip")
+    stored = {
+        row["image_id"]: row["mask"]
+        for split in loaded.values()
+        for row in split.select_columns(["image_id", "mask"]).cast_column("mask", ImageFeature(decode=False))
+    }
+    assert len(stored) == len(rows) and stored[train[1]["image_id"]] is None
+    assert sum(mask is None for mask in stored.values()) == 1
+
+
+@pytest.mark.parametrize("age", [math.inf, -3.0, 130.0])
+def test_age_outside_0_to_120_in_dataset_source(raw_dir, tmp_path, age):
+    root, rows = raw_dir
+    given = marmal88_splits(rows, root)
+    given["train"] = given["train"].map(lambda r, i: {"age": age if i == 1 else r["age"]}, with_indices=True)
+    given.save_to_disk(tmp_path / "saved")
+    with pytest.raises(
+        ValueError, match=rf"split 'train', row 1 \(image_id \S+\): age {age!r} is not a number of years"
+    ):
+        load_ham10000(tmp_path / "saved")
 
 
 # ----------------------------------------------------------------------------------------------------------------

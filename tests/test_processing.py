@@ -126,3 +126,19 @@ def test_image_only_processor_is_a_plain_image_processor():
     processor = processor_for(model)
     assert type(processor) is type(build_image_processor(32))
     assert processor.size == {"height": 32, "width": 32}
+
+
+@pytest.mark.parametrize("value", [None, {"bytes": None, "path": None}, b"", {"bytes": b"", "path": None}])
+def test_load_image_null_or_empty_is_named(value):
+    # What a null row of a dataset's image column gives (Image(decode=False)): today a TypeError from os.fspath.
+    with pytest.raises(ValueError, match=r"no image \(null or empty\).*Replace or remove this image"):
+        load_image(value)
+
+
+def test_load_image_lazily_opened_truncated_pil_image_is_named():
+    # A caller's own Image.open(...) reads the header only: the truncation shows when load_image reads the pixels.
+    buffer = io.BytesIO()
+    rgb().save(buffer, "JPEG")
+    lazy = Image.open(io.BytesIO(buffer.getvalue()[: len(buffer.getvalue()) // 2]))
+    with pytest.raises(ValueError, match="cannot decode the given PIL image: OSError: image file is truncated"):
+        load_image(lazy)
