@@ -157,10 +157,22 @@ class RunFolder:
         return None
 
     def training_lesions(self) -> set[str] | None:
-        """The lesion ids the run trained on, `None` when the run did not record them."""
-        if self.split is None:
+        """The lesion ids the run trained on, `None` when they cannot be known.
+
+        From `split.json`; for a run made before it, rebuilt from `run_args.json` (its dataset, when that path
+        still exists, split with the run's arguments: the whole train split, a superset of what it trained on).
+        """
+        if self.split is not None:
+            return set(self.split["lesions"]["train"])
+        source = (self.args or {}).get("dataset")
+        if not source or not Path(source).exists():
             return None
-        return set(self.split["lesions"]["train"])
+        from .data import SplitArguments, load_ham10000
+
+        split = SplitArguments(**self.split_arguments())
+        split.fill()
+        train = load_ham10000(source, **split.load_kwargs())["train"]
+        return set(train.select_columns(["lesion_id"]).with_format(None)["lesion_id"][:])
 
     def require_finished(self) -> RunFolder:
         """Checks that the folder holds one finished run (saved model, test metrics) and returns it."""

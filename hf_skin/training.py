@@ -26,7 +26,7 @@ from transformers import (
     set_seed,
 )
 
-from .data import DEFAULT_DATASET, DX_LABELS, SplitArguments, load_ham10000
+from .data import DEFAULT_DATASET, DX_LABELS, SplitArguments, load_ham10000, verify_images
 from .metrics import classification_metrics, compute_metrics, flatten_metrics, softmax
 from .models import (
     BACKBONE_NAMES,
@@ -327,6 +327,8 @@ def load_splits(data_args: DataArguments, columns: list[str]) -> datasets.Datase
         limit = data_args.max_train_samples if name == "train" else data_args.max_eval_samples
         if limit is not None:  # a seeded random subset: the split is in the metadata file's (diagnosis-sorted) order
             split = split.shuffle(seed=data_args.split_seed).select(range(min(limit, len(split))))
+        # Every image decoded once now: one damaged mid-file would otherwise stop training mid-epoch.
+        split = verify_images(split, f"{data_args.dataset} ({name} split)", data_args.on_missing)
         # Decoding ourselves lets JPEGs decode at reduced size (see processing.load_image).
         prepared[name] = split.select_columns(columns).cast_column("image", datasets.Image(decode=False))
     return prepared

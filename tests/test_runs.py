@@ -4,6 +4,7 @@ run's own split only."""
 import csv
 import json
 import pickle
+import shutil
 
 import pytest
 from conftest import load_script, small_args
@@ -151,3 +152,16 @@ def test_a_push_publishes_only_the_listed_files(seed7_run):
 def test_sample_limits_must_be_positive(synthetic_dir, tmp_path):
     with pytest.raises(ValueError, match="--max_train_samples must be at least 1"):
         parse_args(small_args(synthetic_dir, tmp_path / "run", "--max_train_samples", "0"))
+
+
+def test_a_run_made_before_split_json_is_checked_from_its_arguments(seed7_run, synthetic_dir, tmp_path):
+    old = tmp_path / "old_run"
+    shutil.copytree(seed7_run, old)
+    (old / "split.json").unlink()
+    (old / "run_state.json").unlink()
+    assert RunFolder(old).status == FINISHED  # hf-skin before run states: finished when it has test metrics
+    assert RunFolder(old).training_lesions() >= RunFolder(seed7_run).training_lesions()
+    with pytest.raises(RunFolderError, match="lesions .* trained on"):
+        evaluate_checkpoint(old, synthetic_dir, "all", output_dir=tmp_path / "all")
+    metrics = evaluate_checkpoint(old, synthetic_dir, "test", output_dir=tmp_path / "test")
+    assert metrics["split_arguments"]["split_seed"] == 7

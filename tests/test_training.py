@@ -396,3 +396,28 @@ def test_bf16_cpu_training_step_for_each_family(
     got = confusion_matrix(labels, predicted, labels=range(7)).tolist()
     assert got == json.loads((out / "test_metrics.json").read_text())["confusion_matrix"]
     assert 0 <= results["test_balanced_accuracy"] <= 1
+
+
+def test_an_image_damaged_mid_file_is_named_before_training(synthetic_dir, tmp_path):
+    # A PNG whose compressed pixels are damaged but whose header and end marker are intact passes the load-time
+    # check; before, the run died mid-epoch inside the DataLoader. Now it is named before the first step.
+    import shutil
+    import zlib
+
+    data = tmp_path / "data"
+    shutil.copytree(synthetic_dir, data)
+    victim = sorted(data.rglob("ISIC_*.jpg"))[0]
+    buffer = __import__("io").BytesIO()
+    Image.open(victim).convert("RGB").save(buffer, format="PNG")
+    png = bytearray(buffer.getvalue())
+    start = png.index(b"IDAT") + 4
+    png[start + 10 : start + 200] = bytes(190)  # zeroed deflate data: the header parses, decoding fails
+    with pytest.raises(zlib.error):
+        zlib.decompress(bytes(png[start : start + 400]))
+    victim.unlink()
+    victim.with_suffix(".png").write_bytes(bytes(png))
+    argv = small_args(data, tmp_path / "run", "--max_steps", "1", "--eval_strategy", "no", "--save_strategy", "no")
+    with pytest.raises(ValueError, match=rf"image_id {victim.stem}\).*cannot be decoded.*on_missing='skip'"):
+        build_trainer(*parse_args(argv))
+    trainer, splits = build_trainer(*parse_args([*argv, "--on_missing", "skip"]))
+    assert trainer.train().global_step == 1
