@@ -1,7 +1,9 @@
 import contextlib
+import dataclasses
 import os
 import tempfile
 import textwrap
+import types
 
 # Set before any Hugging Face import: no test may touch the network.
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -154,22 +156,62 @@ def load_space_app():
     return module
 
 
+@dataclasses.dataclass
+class ServedSpace:
+    """A running Space: its URL, the app module and page it was built from, and the classifier it serves."""
+
+    url: str
+    app: types.ModuleType
+    demo: object
+    classifier: object
+
+
 @contextlib.contextmanager
-def serve_space(checkpoint):
-    """The Space for `checkpoint`, launched in this process on 127.0.0.1 at a free port; yields its URL."""
+def serve_space(checkpoint, classifier=None, env: dict[str, str] | None = None):
+    """The Space for `checkpoint` (or for `classifier`, e.g. a `RecordingClassifier` over it), built and launched in
+    this process as spaces/app.py's `__main__` does, on 127.0.0.1 at a free port, with `env` (the Space's
+    variables) set while it reads its settings."""
     import socket
+    from unittest import mock
 
     from hf_skin.inference import SkinClassifier
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    demo = load_space_app().build_demo(SkinClassifier.from_pretrained(checkpoint), model_name=str(checkpoint))
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    app = load_space_app()
+    classifier = classifier or SkinClassifier.from_pretrained(checkpoint)
+    with mock.patch.dict(os.environ, env or {}):
+        demo = app.build_demo(classifier, model_name=str(checkpoint))
+        app.launch(demo, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     try:
-        yield f"http://127.0.0.1:{port}/"
+        yield ServedSpace(f"http://127.0.0.1:{port}/", app, demo, classifier)
     finally:
         demo.close()
+
+
+def recording_classifier(checkpoint):
+    """A `SkinClassifier` over `checkpoint` that records the metadata each model input is built from (`.calls`, one
+    dict per image) and, while `.gate` is cleared, holds every request there: what the model receives, seen from
+    inside."""
+    import threading
+
+    from hf_skin.inference import SkinClassifier
+
+    class RecordingClassifier(SkinClassifier):
+        def __init__(self, model, processor):
+            super().__init__(model, processor)
+            self.calls: list[dict] = []
+            self.gate = threading.Event()
+            self.gate.set()
+
+        def model_inputs(self, images, **metadata):
+            self.calls.append(metadata)
+            if not self.gate.wait(timeout=120):
+                raise TimeoutError("the test never opened the gate")
+            return super().model_inputs(images, **metadata)
+
+    return RecordingClassifier.from_pretrained(checkpoint)
 
 
 # Loads a checkpoint (folder or Hub id, argv[1]) with trust_remote_code in a process where hf_skin cannot be

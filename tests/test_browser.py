@@ -1,52 +1,187 @@
-"""The Space in a real browser: headless Chromium (Debian's package) driven by Playwright."""
+"""The Space in a real browser: headless Chromium (Debian's package) driven by Playwright. What the page sends is
+checked where it lands, in the classifier (`recording_classifier`), not in gradio_client, which sends what it is
+given."""
 
 import shutil
+import time
 
+import httpx
 import numpy as np
 import pytest
-from conftest import serve_space
+from conftest import recording_classifier, serve_space
 from PIL import Image
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-@pytest.mark.skipif(
+pytestmark = pytest.mark.skipif(
     CHROMIUM is None,
     reason="chromium is not installed (apt-get install -y chromium; .ci/run installs it when it runs as root)",
 )
-def test_a_person_uploads_a_photo_and_sees_the_diagnoses_the_summary_and_the_heatmap(image_only_checkpoint, tmp_path):
-    from playwright.sync_api import expect, sync_playwright
+# The Space's variables for the multi-input page: a small upload limit and a one-place queue, so that the tests can
+# go past both.
+LIMITS = {"HF_SKIN_MAX_FILE_SIZE_MB": "0.1", "HF_SKIN_MAX_QUEUE": "1"}
+BUSY = "This application is currently busy. Please try again."  # Gradio's own text for a full queue
 
-    rng = np.random.default_rng(0)
-    rows, cols = np.mgrid[0:300, 0:400]
-    blob = np.exp(-(((cols - 200) / 80.0) ** 2 + ((rows - 150) / 60.0) ** 2))[..., None]
-    pixels = np.array([215, 165, 150]) * (1 - 0.65 * blob) + rng.normal(0, 6, (300, 400, 3))
-    Image.fromarray(pixels.clip(0, 255).astype(np.uint8)).save(tmp_path / "lesion.jpg")
 
-    with serve_space(image_only_checkpoint) as url, sync_playwright() as playwright:
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=CHROMIUM,
             args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"],
         )
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 1000})
-            page.goto(url)
-            expect(page.get_by_text("Research demo — not a diagnosis.")).to_be_visible(timeout=30_000)
-            page.set_input_files("input[type=file]", str(tmp_path / "lesion.jpg"))
-            # As a person does: press Classify once the photo shows (a click during the upload has no photo yet).
-            expect(page.locator("img[src*='lesion.jpg']")).to_be_visible(timeout=30_000)
-            page.get_by_role("button", name="Classify").click()
+        yield browser
+        browser.close()
 
-            expect(page.get_by_text("Probability of a malignant class")).to_be_visible(timeout=60_000)
-            for name in ("Melanoma (mel)", "Melanocytic nevus (nv)", "Basal cell carcinoma (bcc)"):
-                expect(page.get_by_text(name, exact=True).first).to_be_visible()
-            expect(page.get_by_text("Heatmap — Grad-CAM for")).to_be_visible()
-            # The heatmap: an image in the output column that the browser has loaded and drawn.
-            heatmap = page.get_by_test_id("block-label").filter(has_text="Explanation heatmap").locator("xpath=..")
-            picture = heatmap.locator("img").first
-            expect(picture).to_be_visible(timeout=30_000)
-            assert picture.evaluate("img => img.complete && img.naturalWidth") == 400
-            page.screenshot(path=str(tmp_path / "space.png"), full_page=True)
-            print(f"screenshot: {tmp_path / 'space.png'}")
-        finally:
-            browser.close()
+
+@pytest.fixture(scope="module")
+def multi_input_space(multi_input_checkpoint):
+    with serve_space(multi_input_checkpoint, recording_classifier(multi_input_checkpoint), env=LIMITS) as space:
+        yield space
+
+
+@pytest.fixture
+def page(browser):
+    page = browser.new_page(viewport={"width": 1280, "height": 1000})
+    yield page
+    page.close()
+
+
+def lesion(path, width=400, height=300):
+    rng = np.random.default_rng(0)
+    rows, cols = np.mgrid[0:height, 0:width]
+    blob = np.exp(-(((cols - width / 2) / 80.0) ** 2 + ((rows - height / 2) / 60.0) ** 2))[..., None]
+    pixels = np.array([215, 165, 150]) * (1 - 0.65 * blob) + rng.normal(0, 6, (height, width, 3))
+    Image.fromarray(pixels.clip(0, 255).astype(np.uint8)).save(path, quality=90)
+    return path
+
+
+def open_space(page, url):
+    from playwright.sync_api import expect
+
+    page.goto(url)
+    expect(page.get_by_text("Research demo — not a diagnosis.")).to_be_visible(timeout=30_000)
+
+
+def add_photo(page, path):
+    from playwright.sync_api import expect
+
+    page.set_input_files("input[type=file]", str(path))
+    # As a person does: press Classify once the photo shows (a click during the upload has no photo yet).
+    expect(page.locator(f"img[src*='{path.name}']")).to_be_visible(timeout=30_000)
+
+
+def classify(page, calls: list, done: str = "Probability of a malignant class") -> dict:
+    """Presses Classify, waits for the model to be called and the page to show the result; the metadata it got."""
+    from playwright.sync_api import expect
+
+    before = len(calls)
+    page.get_by_role("button", name="Classify").click()
+    deadline = time.monotonic() + 60
+    while len(calls) == before and time.monotonic() < deadline:
+        page.wait_for_timeout(100)
+    assert len(calls) == before + 1, "pressing Classify did not reach the model once"
+    # Every status overlay ("processing | 0.4s" over the outputs) is hidden again: the result has landed, and the next
+    # click is a new request (the page drops a click while its last one is pending).
+    expect(page.locator("[data-testid=status-tracker]:not(.hide)")).to_have_count(0, timeout=60_000)
+    expect(page.get_by_text(done)).to_be_visible()
+    return calls[-1]
+
+
+def test_a_person_uploads_a_photo_and_sees_the_diagnoses_the_summary_and_the_heatmap(
+    image_only_checkpoint, page, tmp_path
+):
+    from playwright.sync_api import expect
+
+    with serve_space(image_only_checkpoint) as space:
+        open_space(page, space.url)
+        add_photo(page, lesion(tmp_path / "lesion.jpg"))
+        page.get_by_role("button", name="Classify").click()
+
+        expect(page.get_by_text("Probability of a malignant class")).to_be_visible(timeout=60_000)
+        for name in ("Melanoma (mel)", "Melanocytic nevus (nv)", "Basal cell carcinoma (bcc)"):
+            expect(page.get_by_text(name, exact=True).first).to_be_visible()
+        expect(page.get_by_text("Heatmap — Grad-CAM for")).to_be_visible()
+        # The heatmap: an image in the output column that the browser has loaded and drawn.
+        heatmap = page.get_by_test_id("block-label").filter(has_text="Explanation heatmap").locator("xpath=..")
+        picture = heatmap.locator("img").first
+        expect(picture).to_be_visible(timeout=30_000)
+        assert picture.evaluate("img => img.complete && img.naturalWidth") == 400
+        # How long the photo is kept is on the page, beside the photo.
+        expect(page.get_by_text("deleted from this server within 11 minutes")).to_be_visible()
+        page.screenshot(path=str(tmp_path / "space.png"), full_page=True)
+        print(f"screenshot: {tmp_path / 'space.png'}")
+
+
+def test_an_age_left_empty_reaches_the_model_as_unknown_and_a_typed_one_as_typed(multi_input_space, page, tmp_path):
+    from playwright.sync_api import expect
+
+    calls = multi_input_space.classifier.calls
+    open_space(page, multi_input_space.url)
+    age = page.get_by_label("Age (years)")
+    expect(age).to_have_value("")  # an empty box, not 0: a newborn is not "unknown"
+    expect(age).to_have_attribute("placeholder", "unknown")
+    page.screenshot(path=str(tmp_path / "multi_input.png"), full_page=True)
+    print(f"screenshot: {tmp_path / 'multi_input.png'}")
+    add_photo(page, lesion(tmp_path / "lesion.jpg"))
+
+    assert classify(page, calls) == {"age": None, "sex": "unknown", "localization": "unknown"}
+    age.fill("45")
+    page.get_by_label("Sex").click()
+    page.get_by_role("option", name="female").click()
+    assert classify(page, calls) == {"age": 45, "sex": "female", "localization": "unknown"}
+    age.fill("0")  # a newborn: 0 is an age, and it arrives as one
+    assert classify(page, calls)["age"] == 0
+    age.fill("")  # typed, then deleted: unknown again
+    assert classify(page, calls)["age"] is None
+
+    # An example fills in its age as text, and the model gets the number.
+    [_, example_age, sex, localization] = multi_input_space.app.example_rows(multi_input_space.classifier, tmp_path)[0]
+    page.locator("table tbody tr").first.click()
+    expect(age).to_have_value(example_age)
+    assert classify(page, calls) == {"age": float(example_age), "sex": sex, "localization": localization}
+
+
+def test_an_oversized_photo_is_refused_with_a_clear_message(multi_input_space, page, tmp_path):
+    from playwright.sync_api import expect
+
+    calls = multi_input_space.classifier.calls
+    before = len(calls)
+    open_space(page, multi_input_space.url)
+    expect(page.get_by_text("Photos up to 0.1 MB")).to_be_visible()
+    big = tmp_path / "big.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (300, 300, 3), dtype=np.uint8)).save(big)
+    assert big.stat().st_size > 0.1 * 2**20
+    page.set_input_files("input[type=file]", str(big))
+    expect(page.get_by_text("exceed the maximum allowed size of 102.4 Kb")).to_be_visible(timeout=30_000)
+    page.get_by_role("button", name="Classify").click()
+    expect(page.get_by_text("Add a photo of the skin lesion first")).to_be_visible(timeout=30_000)
+    assert len(calls) == before  # nothing reached the model
+
+
+def test_a_person_beyond_the_queue_is_told_the_space_is_busy(multi_input_space, page, tmp_path):
+    from playwright.sync_api import expect
+
+    space, calls = multi_input_space, multi_input_space.classifier.calls
+    open_space(page, space.url)
+    add_photo(page, lesion(tmp_path / "lesion.jpg"))
+    with open(tmp_path / "lesion.jpg", "rb") as f:
+        [path] = httpx.post(f"{space.url}gradio_api/upload", files={"files": f}).json()
+    request = {"data": [{"path": path, "meta": {"_type": "gradio.FileData"}}, None, "unknown", "unknown"]}
+    space.classifier.gate.clear()  # the model holds every request until the gate opens
+    try:
+        before = len(calls)
+        events = [httpx.post(f"{space.url}gradio_api/call/predict", json=request).json()["event_id"]]
+        deadline = time.monotonic() + 60
+        while len(calls) == before:  # the first request runs (held in the model)
+            assert time.monotonic() < deadline, "the first request never reached the model"
+            time.sleep(0.1)
+        events.append(httpx.post(f"{space.url}gradio_api/call/predict", json=request).json()["event_id"])  # waits
+        page.get_by_role("button", name="Classify").click()  # one more than running + HF_SKIN_MAX_QUEUE
+        expect(page.get_by_text(BUSY)).to_be_visible(timeout=30_000)
+    finally:
+        space.classifier.gate.set()
+    for event in events:  # both held requests finish once the gate opens
+        with httpx.stream("GET", f"{space.url}gradio_api/call/predict/{event}", timeout=120) as stream:
+            assert any(line == "event: complete" for line in stream.iter_lines())

@@ -1,17 +1,21 @@
-"""The Gradio Space (spaces/app.py), launched on 127.0.0.1 and called through gradio_client, as a user's browser or
-script calls it."""
+"""The Gradio Space (spaces/app.py), launched on 127.0.0.1 and called through gradio_client, as a user's script calls
+it, and through raw HTTP where a client can send what gradio_client never would."""
 
 import configparser
 import io
+import json
+import os
 import struct
+import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import gradio
+import httpx
 import numpy as np
 import pytest
-from conftest import load_space_app, serve_space
+from conftest import load_space_app, recording_classifier, serve_space
 from gradio_client import Client, handle_file
 from huggingface_hub import metadata_load
 from packaging.requirements import Requirement
@@ -24,15 +28,30 @@ SPACE = Path(__file__).resolve().parents[1] / "spaces"
 
 
 @pytest.fixture(scope="module")
-def image_only_client(image_only_checkpoint):
-    with serve_space(image_only_checkpoint) as url:
-        yield Client(url, verbose=False)
+def image_only_space(image_only_checkpoint):
+    with serve_space(image_only_checkpoint, recording_classifier(image_only_checkpoint)) as space:
+        yield space
+
+
+@pytest.fixture(scope="module")
+def image_only_client(image_only_space):
+    return Client(image_only_space.url, verbose=False)
 
 
 @pytest.fixture(scope="module")
 def multi_input_client(multi_input_checkpoint):
-    with serve_space(multi_input_checkpoint) as url:
-        yield Client(url, verbose=False)
+    with serve_space(multi_input_checkpoint) as space:
+        yield Client(space.url, verbose=False)
+
+
+# The Space's variables, set small so that a test can go past them: a 0.1 MB upload limit, one place in the queue.
+LIMITS = {"HF_SKIN_MAX_FILE_SIZE_MB": "0.1", "HF_SKIN_MAX_QUEUE": "1"}
+
+
+@pytest.fixture(scope="module")
+def limited_space(image_only_checkpoint):
+    with serve_space(image_only_checkpoint, recording_classifier(image_only_checkpoint), env=LIMITS) as space:
+        yield space
 
 
 def photo(width=300, height=200, seed=0) -> Image.Image:
@@ -101,6 +120,17 @@ def test_multi_input_space_reads_age_sex_and_body_site(multi_input_client, multi
     assert given != pytest.approx(unknown, abs=1e-4)  # the metadata reaches the model
 
 
+@pytest.mark.parametrize("age", ["abc", "130", "-1", "nan"])
+def test_an_age_that_is_not_one_gets_a_clear_message(multi_input_client, tmp_path, age):
+    """Not silently read as "unknown": the person meant something, and is told what the box takes."""
+    from gradio_client.exceptions import AppError
+
+    upload = save(photo(), tmp_path / "lesion.png")
+    with pytest.raises(AppError, match="is not a number of years from 0 to 120. Leave the box empty if it is unknown"):
+        multi_input_client.predict(upload, age, "unknown", "unknown", api_name="/predict")
+    check_result(multi_input_client.predict(upload, "", "unknown", "unknown", api_name="/predict"), (300, 200))
+
+
 def decompression_bomb(path: Path, side: int = 20_000) -> str:
     """A 100-byte PNG that claims to be side × side pixels (400 MP for 20,000): PIL refuses it before decoding."""
     buffer = io.BytesIO()
@@ -167,12 +197,32 @@ def test_image_modes_and_exif_rotation_are_handled(image_only_client, image_only
     same_as(upload, upright, size=(300, 200))
 
 
-def test_concurrent_requests_wait_in_the_queue_and_all_succeed(image_only_client, tmp_path):
+def test_concurrent_requests_wait_in_the_queue_and_run_one_at_a_time(
+    image_only_space, image_only_client, tmp_path, monkeypatch
+):
+    """8 requests at once all succeed, and the Space ran them one after the other: no prediction started before the
+    one before it had finished (what CONCURRENCY = 1 promises: one PyTorch call using all the cores)."""
+    app, spans = image_only_space.app, []
+    predict = app.predict
+
+    def timed_predict(*args, **kwargs):
+        start = time.monotonic()
+        time.sleep(0.05)  # widens each prediction, so that two running at once could not miss each other
+        try:
+            return predict(*args, **kwargs)
+        finally:
+            spans.append((start, time.monotonic()))
+
+    monkeypatch.setattr(app, "predict", timed_predict)  # the page's handler looks predict up when it runs
     upload = save(photo(), tmp_path / "lesion.jpg")
     with ThreadPoolExecutor(8) as pool:
         jobs = [pool.submit(image_only_client.predict, upload, api_name="/predict") for _ in range(8)]
         results = [job.result(timeout=120) for job in jobs]
     assert all(probabilities(r[0]) == pytest.approx(probabilities(results[0][0]), abs=1e-6) for r in results)
+    assert len(spans) == 8
+    spans.sort()
+    overlaps = [(a, b) for a, b in zip(spans, spans[1:]) if b[0] < a[1]]
+    assert not overlaps, f"{len(overlaps)} predictions started before the one before them had finished"
 
 
 def test_examples_are_synthetic_lesions_with_the_models_inputs(
@@ -185,7 +235,7 @@ def test_examples_are_synthetic_lesions_with_the_models_inputs(
     assert all(len(row) == 1 for row in image_only) and all(len(row) == 4 for row in multi)
     for path, age, sex, localization in multi:
         assert Path(path).is_file() and Path(path).is_relative_to(tmp_path)
-        assert (age is None or 0 <= age <= 120) and sex in ("male", "female", "unknown") and localization
+        assert (age is None or 0 <= float(age) <= 120) and sex in ("male", "female", "unknown") and localization
 
 
 def test_space_card_and_requirements(monkeypatch):
@@ -218,3 +268,163 @@ def test_space_card_and_requirements(monkeypatch):
     monkeypatch.setenv("HF_SKIN_MODEL", "runs/demo")
     assert app.default_model() == "runs/demo"
     assert gradio.__version__.split(".")[0] == str(card["sdk_version"]).split(".")[0]
+
+
+def api_call(url: str, data: list) -> str:
+    """POST /gradio_api/call/predict with `data` as JSON, as any HTTP client can; the event id."""
+    response = httpx.post(f"{url}gradio_api/call/predict", json={"data": data}, timeout=30)
+    response.raise_for_status()
+    return response.json()["event_id"]
+
+
+def api_result(url: str, event_id: str) -> tuple[str, object]:
+    """The outcome of a call: ("complete", outputs) or ("error", message), read from its event stream."""
+    with httpx.stream("GET", f"{url}gradio_api/call/predict/{event_id}", timeout=120) as stream:
+        event = None
+        for line in stream.iter_lines():
+            if line.startswith("event: "):
+                event = line.removeprefix("event: ")
+            elif line.startswith("data: ") and event in ("complete", "error"):
+                data = json.loads(line.removeprefix("data: "))
+                return event, data["error"] if event == "error" and isinstance(data, dict) else data
+    raise AssertionError(f"the event stream of {event_id} ended without a result")
+
+
+def upload(url: str, path: Path) -> httpx.Response:
+    with open(path, "rb") as f:
+        return httpx.post(f"{url}gradio_api/upload", files={"files": (path.name, f)}, timeout=60)
+
+
+def uploaded(url: str, path: Path) -> dict:
+    """`path` uploaded as the page uploads a photo: the file payload that names gradio's copy of it."""
+    response = upload(url, path)
+    response.raise_for_status()
+    [server_path] = response.json()
+    return {"path": server_path, "meta": {"_type": "gradio.FileData"}}
+
+
+NOT_UPLOADED = "Only a photo uploaded to this page can be classified"
+
+
+@pytest.mark.parametrize(
+    "payload, message",
+    [
+        (lambda secret: {"path": secret}, NOT_UPLOADED),  # no "meta": gradio passes such a dict on unchecked
+        (lambda secret: {"path": os.path.relpath(secret)}, NOT_UPLOADED),
+        (lambda secret: {"path": "/etc/passwd"}, NOT_UPLOADED),
+        (lambda secret: {"path": "/tmp/gradio/../../etc/passwd"}, NOT_UPLOADED),
+        (lambda secret: {"url": "file://" + secret}, "Add a photo"),
+        (lambda secret: {"path": secret, "meta": {"_type": "gradio.FileData"}}, None),  # gradio's refusal: no text
+    ],
+    ids=["path", "relative-path", "etc-passwd", "dot-dot", "file-url", "path-with-meta"],
+)
+def test_a_file_on_the_server_cannot_be_sent_as_the_photo(image_only_space, tmp_path, monkeypatch, payload, message):
+    """A client names a file on the server instead of uploading one: refused, and the file is never opened. (A photo
+    outside gradio's upload folder would otherwise be classified, and its heatmap, a copy of it, sent back.)"""
+    app, calls = image_only_space.app, image_only_space.classifier.calls
+    secret = tmp_path / "secret.png"
+    photo().save(secret)
+    opened = []
+    load_image = app.load_image
+    monkeypatch.setattr(app, "load_image", lambda path, *a, **k: opened.append(path) or load_image(path, *a, **k))
+    before = len(calls)
+
+    url = image_only_space.url
+    event, error = api_result(url, api_call(url, [payload(str(secret))]))
+    assert event == "error" and (error is None if message is None else message in error)
+    assert opened == [] and len(calls) == before
+    # An upload of the same photo is classified: the refusal is about where the file is, not what it is.
+    assert api_result(url, api_call(url, [uploaded(url, secret)]))[0] == "complete"
+    assert len(calls) == before + 1
+
+
+def noise_png(path: Path, side: int = 300) -> Path:
+    """A PNG of random pixels: incompressible, ~270 kB at 300 × 300."""
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (side, side, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+def test_an_upload_over_the_size_limit_is_refused_with_a_clear_message(limited_space, tmp_path):
+    url, calls = limited_space.url, limited_space.classifier.calls
+    assert limited_space.demo.max_file_size == int(0.1 * 2**20)  # HF_SKIN_MAX_FILE_SIZE_MB, applied at launch
+    big = noise_png(tmp_path / "big.png")
+    assert big.stat().st_size > 0.1 * 2**20
+    response = upload(url, big)
+    assert response.status_code == 413
+    assert "File size exceeded maximum allowed size of 104857 bytes" in response.text
+    before = len(calls)
+    # gradio_client reads the limit from the page's config and refuses before sending.
+    with pytest.raises(ValueError, match="exceeds the maximum file size of 104857 bytes"):
+        Client(url, verbose=False).predict(handle_file(str(big)), api_name="/predict")
+    assert len(calls) == before
+    # A photo under the limit is classified.
+    result = Client(url, verbose=False).predict(save(photo(), tmp_path / "ok.jpg"), api_name="/predict")
+    check_result(result, (300, 200))
+
+
+def test_a_request_beyond_the_queue_is_told_the_space_is_busy(limited_space, tmp_path):
+    """HF_SKIN_MAX_QUEUE=1: one request running, one waiting, and the next is turned away at once with a message that
+    says what to do, not left hanging."""
+    from gradio_client.utils import QueueError
+
+    url, classifier = limited_space.url, limited_space.classifier
+    request = [uploaded(url, Path(save(photo(), tmp_path / "lesion.jpg")["path"]))]
+    classifier.gate.clear()  # the model holds every request until the gate opens
+    try:
+        before = len(classifier.calls)
+        events = [api_call(url, request)]
+        deadline = time.monotonic() + 60
+        while len(classifier.calls) == before:
+            assert time.monotonic() < deadline, "the first request never reached the model"
+            time.sleep(0.1)
+        events.append(api_call(url, request))  # waits in the queue's one place
+        refused = httpx.post(f"{url}gradio_api/call/predict", json={"data": request}, timeout=30)
+        assert refused.status_code == 503
+        assert refused.json()["detail"] == (
+            "The Space is busy (too many requests are waiting). Please try again in a minute."
+        )
+        assert refused.headers["retry-after"] == "60"
+        with pytest.raises(QueueError, match="Please try again"):  # gradio_client says it in its own words
+            Client(url, verbose=False).predict(save(photo(), tmp_path / "again.jpg"), api_name="/predict")
+    finally:
+        classifier.gate.set()
+    assert [api_result(url, event)[0] for event in events] == ["complete", "complete"]
+
+
+def test_uploads_and_heatmaps_are_deleted_after_the_configured_time(image_only_checkpoint, tmp_path):
+    """HF_SKIN_KEEP_FILES_MINUTES=0.1 (6 s): the page says how long photos are kept, and a photo and its heatmap are
+    gone from the server soon after, while the examples stay."""
+    with serve_space(image_only_checkpoint, env={"HF_SKIN_KEEP_FILES_MINUTES": "0.1"}) as space:
+        assert space.demo.delete_cache == (1, 6)  # swept every second, files older than 6 s deleted
+        assert "deleted from this server within 7 seconds" in json.dumps(httpx.get(f"{space.url}config").json())
+        photo_payload = uploaded(space.url, Path(save(photo(), tmp_path / "lesion.jpg")["path"]))
+        event, outputs = api_result(space.url, api_call(space.url, [photo_payload]))
+        assert event == "complete"
+        files = [Path(photo_payload["path"]), Path(outputs[2]["path"])]
+        assert all(path.is_file() for path in files)
+        assert files[1].parent.name == "hf_skin_heatmaps"
+        examples = [Path(path) for block in space.demo.blocks.values() for path in getattr(block, "keep_in_cache", ())]
+        deadline = time.monotonic() + 30
+        while any(path.exists() for path in files):
+            assert time.monotonic() < deadline, f"still on the server after 30 s: {[p for p in files if p.exists()]}"
+            time.sleep(0.5)
+        assert examples and all(path.is_file() for path in examples)
+        # The same photo sent again, now deleted: a message that says what happened.
+        event, message = api_result(space.url, api_call(space.url, [photo_payload]))
+        assert event == "error" and "no longer on the server" in message
+
+
+def test_settings_come_from_the_spaces_variables(monkeypatch):
+    app = load_space_app()
+    for name in ("HF_SKIN_MAX_FILE_SIZE_MB", "HF_SKIN_MAX_QUEUE", "HF_SKIN_KEEP_FILES_MINUTES"):
+        monkeypatch.delenv(name, raising=False)
+    defaults = app.Settings.from_env()
+    assert (defaults.max_file_size, defaults.max_queue, defaults.keep_files) == (20 * 2**20, 64, 600)
+    monkeypatch.setenv("HF_SKIN_MAX_FILE_SIZE_MB", "5")
+    monkeypatch.setenv("HF_SKIN_MAX_QUEUE", "8")
+    monkeypatch.setenv("HF_SKIN_KEEP_FILES_MINUTES", "30")
+    assert app.Settings.from_env() == app.Settings(max_file_size=5 * 2**20, max_queue=8, keep_files=1800)
+    for bad in ("many", "0", "-3", "inf"):
+        monkeypatch.setenv("HF_SKIN_MAX_QUEUE", bad)
+        with pytest.raises(ValueError, match=f"HF_SKIN_MAX_QUEUE='{bad}' is not a positive number"):
+            app.Settings.from_env()
