@@ -135,24 +135,51 @@ def compare(argv: list[str] | None = None) -> list[dict]:
     return rows
 
 
-def push_to_hub(argv: list[str] | None = None) -> str | None:
-    """`scripts/push_to_hub.py`: publish a finished run as a Hub model repo."""
-    from .hub import push_run_to_hub
+def push_to_hub(argv: list[str] | None = None):
+    """`scripts/push_to_hub.py`: publish a finished run as a Hub model repo (or, with `--dry_run`, say what a push
+    would upload and delete); returns the repo URL, or the `PushPlan` of a dry run."""
+    from .hub import check_repo_id, plan_run_push, push_run_to_hub
     from .runs import RunFolderError
 
     parser = argparse.ArgumentParser(
         prog="push_to_hub.py",
         description="Publish a finished training run on the Hugging Face Hub: weights, config, processor, modeling "
-        f"code, metrics, confusion matrices and a model card. The token: {TOKEN_HELP}.",
+        "code, metrics, confusion matrices and a model card, in one commit that also deletes the repo's files the run "
+        f"does not have. The token: {TOKEN_HELP}.",
     )
     parser.add_argument("run_dir", help="The --output_dir of a finished scripts/finetune.py run.")
     parser.add_argument("repo_id", help="The Hub model repo, user/name or org/name (created when missing).")
     parser.add_argument("--private", action="store_true", help="Create the repo as private.")
+    parser.add_argument(
+        "--dry_run",
+        action="store_true",
+        help="List what the push would upload and delete, and change nothing (neither the Hub nor the run folder).",
+    )
+    card = parser.add_mutually_exclusive_group()
+    card.add_argument(
+        "--overwrite_card",
+        action="store_true",
+        help="Replace the run folder's README.md with the generated model card even if it was edited by hand.",
+    )
+    card.add_argument(
+        "--keep_card",
+        action="store_true",
+        help="Publish the run folder's README.md as it is (a hand-edited card); generate one only if there is none.",
+    )
     args = parser.parse_args(_argv(argv))
     configure_logging()
+    card_choice = {"overwrite_card": args.overwrite_card, "keep_card": args.keep_card}
     try:
-        url = push_run_to_hub(args.run_dir, args.repo_id, private=args.private or None)
-    except RunFolderError as err:
+        check_repo_id(args.repo_id)
+    except ValueError as err:
+        raise CommandLineError(str(err)) from None
+    try:
+        if args.dry_run:
+            plan = plan_run_push(args.run_dir, args.repo_id, **card_choice)
+            print(f"Dry run, nothing was changed.\n{plan.describe()}")
+            return plan
+        url = push_run_to_hub(args.run_dir, args.repo_id, private=args.private or None, **card_choice)
+    except (RunFolderError, FileNotFoundError) as err:  # no run, an unfinished one, a hand-edited card: no traceback
         raise CommandLineError(str(err)) from None
     print(f"pushed: {url}")
     return url
@@ -160,12 +187,15 @@ def push_to_hub(argv: list[str] | None = None) -> str | None:
 
 def prepare_dataset(argv: list[str] | None = None) -> dict:
     """`scripts/prepare_dataset.py`: splits, plots, a dataset card, optionally a Hub push."""
-    from .hub import DatasetPreparationArguments
-    from .hub import prepare_dataset as prepare
+    from .preparation import DatasetPreparationArguments, OutputFolderError
+    from .preparation import prepare_dataset as prepare
 
     args = _dataclass_args(DatasetPreparationArguments, _argv(argv))
     configure_logging()
-    result = prepare(args)
+    try:
+        result = prepare(args)
+    except OutputFolderError as err:
+        raise CommandLineError(str(err)) from None
     print(f"dataset ({args.format}): {', '.join(str(path) for path in result['data_files'])}")
     print(f"plots:   {', '.join(str(path) for path in result['plots'].values())}")
     print(f"card:    {result['card_path']}")

@@ -14,11 +14,15 @@ Only what a push and a download need is implemented; any other route answers 404
   installed, without asking the server.
 - Writes need `Authorization: Bearer <token>` with a token the hub knows; private repos are visible only to
   their owner. The server logs method, path and status only, never headers.
+- `FakeHub.refusing_commits(pattern)` makes commits that add a matching file fail, as an outage in the middle of a
+  push would: what was uploaded before stays uncommitted, and the repo keeps its state.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
+import fnmatch
 import hashlib
 import json
 import re
@@ -96,6 +100,7 @@ class FakeHub:
         self.lfs_objects: dict[str, bytes] = {}  # sha256 -> content, uploaded but maybe not committed yet
         self.log: list[tuple[str, str, int]] = []  # (method, path, status) of every request
         self.unhandled: list[str] = []
+        self.refused_patterns: list[str] = []  # commits adding a file that matches one of these fail (500)
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
 
@@ -121,6 +126,15 @@ class FakeHub:
     def url(self) -> str:
         host, port = self._server.server_address[:2]
         return f"http://{host}:{port}"
+
+    @contextlib.contextmanager
+    def refusing_commits(self, pattern: str):
+        """Inside the block, a commit that adds a file matching `pattern` (fnmatch, e.g. `*.parquet`) fails."""
+        self.refused_patterns.append(pattern)
+        try:
+            yield self
+        finally:
+            self.refused_patterns.remove(pattern)
 
     # ---- store
 
@@ -422,6 +436,9 @@ class _Handler(BaseHTTPRequestHandler):
                 deleted.append(value["path"])
             elif key != "header":
                 raise HubError(400, f"the fake hub does not know the commit operation {key!r}")
+        refused = [p for p in added if any(fnmatch.fnmatchcase(p, pat) for pat in self.hub.refused_patterns)]
+        if refused:
+            raise HubError(500, f"fake hub: commit refused (it adds {refused[0]}; the test made commits fail)")
         commit = self.hub.commit(repo, header["summary"], added, lfs, deleted)
         url = f"{self.hub.url}/{URL_PREFIXES[repo.repo_type]}{repo.repo_id}/commit/{commit.oid}"
         self._send_json({"success": True, "commitOid": commit.oid, "commitUrl": url, "pullRequestUrl": None})

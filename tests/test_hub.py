@@ -8,6 +8,7 @@ in this process can make a round trip pass.
 """
 
 import contextlib
+import dataclasses
 import hashlib
 import inspect
 import io
@@ -24,12 +25,15 @@ import datasets
 import pytest
 import torch
 from conftest import REMOTE_LOAD, load_script, small_args
+from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 from hub_server import FakeHub
 from huggingface_hub import ModelCard, constants
 from huggingface_hub.errors import HfHubHTTPError, LocalTokenNotFoundError
 
+from hf_skin.cli import CommandLineError
 from hf_skin.data import DX_LABELS, load_ham10000
 from hf_skin.hub import run_files
+from hf_skin.model_card import CARD_HASH_FILE
 
 TOKEN = "hf_FakeTok3n_7c1d9e_must_never_be_written"
 USER = "user"
@@ -134,12 +138,13 @@ def finetune(monkeypatch: pytest.MonkeyPatch, argv: list[str]) -> dict:
 
 @pytest.fixture(scope="module")
 def cnn_push(hub, synthetic_dir, tmp_path_factory):
-    """A CNN run trained by `finetune.py --push_to_hub` with `--hub_token` (HF_TOKEN unset): (run dir, output)."""
+    """A CNN run trained by `finetune.py --push_to_hub`, the token given as a user gives it, in HF_TOKEN (the hub
+    fixture sets it; no `hf auth login` file is read): (run dir, everything printed and logged)."""
     out = tmp_path_factory.mktemp("cnn_run") / "run"
     argv = [*small_args(synthetic_dir, out), *LIMITS, "--push_to_hub", "--hub_model_id", f"{USER}/cnn"]
+    assert os.environ["HF_TOKEN"] == TOKEN
     with pytest.MonkeyPatch.context() as patch, captured_output() as output:
-        patch.delenv("HF_TOKEN")
-        finetune(patch, [*argv, "--hub_token", TOKEN])
+        finetune(patch, argv)
     return out, output.getvalue()
 
 
@@ -205,11 +210,17 @@ def test_finetune_pushes_the_finished_run_once(hub, cnn_push):
         "all_results.json", "trainer_state.json", "test_confusion_matrix.png", "test_confusion_matrix_normalized.png",
     } <= set(files)  # fmt: skip
     assert not any(name.startswith("checkpoint-") or name.endswith((".bin", ".pt", ".pth")) for name in files)
-    for name in run_files(run_dir):
+    for name in set(run_files(run_dir)) - {"run_state.json"}:
         assert files[name] == (run_dir / name).read_bytes(), name
+    # the run was finished when it was pushed; the folder's state adds where it went (and when that was recorded)
+    state, published = json.loads((run_dir / "run_state.json").read_text()), json.loads(files["run_state.json"])
+    assert state.pop("hub_url") == f"{hub.url}/{USER}/cnn" and published["status"] == state["status"] == "finished"
+    assert {k: v for k, v in published.items() if k != "finished"} == {
+        k: v for k, v in state.items() if k != "finished"
+    }
     assert {"model.safetensors", "test_confusion_matrix.png"} <= repo.commits[-1].lfs  # binary files went by LFS
     assert f"Published:          {hub.url}/{USER}/cnn" in output
-    # --hub_token was used for the push and cleared before the Trainer pickled its arguments (training_args.bin)
+    # HF_TOKEN was used for the push and is in no file of the run (training_args.bin included) and in no output
     assert_token_absent(paths=[run_dir], texts=[output])
     assert not any(TOKEN.encode() in content for content in files.values())
     assert json.loads(files["run_args.json"])["hub_model_id"] == f"{USER}/cnn"
@@ -236,12 +247,109 @@ def test_push_script_publishes_a_finished_run(hub, pushed, tmp_path, capsys):
     multi_input = shutil.copytree(pushed[f"{USER}/multi-input"], tmp_path / "multi_input")
     vit = shutil.copytree(pushed[f"{USER}/vit"], tmp_path / "vit")
     script.main([str(multi_input), f"{USER}/replaced"])
-    assert script.main([str(vit), f"{USER}/replaced"]) == f"{hub.url}/{USER}/replaced"
+    gone = sorted(set(hub.files("model", f"{USER}/replaced")) - {".gitattributes", *run_files(vit)})
+    assert "modeling_multi_input.py" in gone and "metadata_processor.json" in gone
+
+    # --dry_run says so beforehand, and changes nothing: no commit, and the run folder's card is left as it is
+    commits, card = list(hub.repos[("model", f"{USER}/replaced")].commits), (vit / "README.md").read_bytes()
+    capsys.readouterr()
+    plan = script.main([str(vit), f"{USER}/replaced", "--dry_run"])
+    printed = capsys.readouterr().out
+    assert hub.repos[("model", f"{USER}/replaced")].commits == commits
+    assert (vit / "README.md").read_bytes() == card
+    assert plan.deletions == gone and plan.uploads == run_files(vit) and plan.repo_exists
+    assert "Dry run, nothing was changed." in printed
+    assert f"delete {len(gone)} files the run does not have: {', '.join(gone)}" in printed
+    assert f"upload {len(plan.uploads)} files: {', '.join(run_files(vit))}" in printed
+    assert "README.md: the generated model card, replacing the one hf-skin wrote before" in printed
+    script.main([str(tmp_path / "vit"), f"{USER}/not-yet", "--dry_run"])
+    assert "(a new repo)" in capsys.readouterr().out and ("model", f"{USER}/not-yet") not in hub.repos
+
+    # the push itself logs the deletions before it makes them
+    with captured_output() as output:
+        assert script.main([str(vit), f"{USER}/replaced"]) == f"{hub.url}/{USER}/replaced"
+    assert f"Deleting {len(gone)} files of {USER}/replaced that this run does not have: {', '.join(gone)}" in (
+        output.getvalue()
+    )
     assert set(hub.files("model", f"{USER}/replaced")) == {".gitattributes", *run_files(vit)}
     assert "modeling_multi_input.py" in hub.repos[("model", f"{USER}/replaced")].commits[-2].files
-    printed = capsys.readouterr().out
-    assert f"pushed: {hub.url}/{USER}/replaced" in printed
-    assert_token_absent(texts=[printed])
+    assert f"pushed: {hub.url}/{USER}/replaced" in output.getvalue()
+    assert_token_absent(texts=[printed, output.getvalue()])
+
+
+def test_push_publishes_only_the_listed_files(hub, pushed, tmp_path):
+    run_dir = shutil.copytree(pushed[f"{USER}/cnn"], tmp_path / "cnn")
+    (run_dir / "notes.json").write_text('{"todo": "ask the dermatologist"}')
+    (run_dir / "x.py").write_text("print('scratch')\n")
+    (run_dir / "checkpoint-1").mkdir()
+    (run_dir / "checkpoint-1" / "model.safetensors").write_bytes(b"old weights")
+    (run_dir / "training_args.bin").write_bytes(b"pickle")
+    load_script("push_to_hub").main([str(run_dir), f"{USER}/listed"])
+    files = set(hub.files("model", f"{USER}/listed"))
+    assert files == {".gitattributes", *run_files(run_dir)}
+    assert {"config.json", "model.safetensors", "README.md", "modeling_cnn.py"} <= files
+    for local_only in ("notes.json", "x.py", "checkpoint-1/model.safetensors", "training_args.bin", CARD_HASH_FILE):
+        assert local_only not in files
+    assert "split.json" not in files  # the lesion ids stay local
+
+
+def test_push_never_replaces_a_hand_edited_card_silently(hub, pushed, tmp_path, capsys):
+    script = load_script("push_to_hub")
+    run_dir = shutil.copytree(pushed[f"{USER}/cnn"], tmp_path / "cnn")
+    script.main([str(run_dir), f"{USER}/edited"])
+    generated = hub.files("model", f"{USER}/edited")["README.md"]
+    assert (run_dir / "README.md").read_bytes() == generated
+    script.main([str(run_dir), f"{USER}/edited"])  # a card hf-skin wrote is written again without asking
+
+    edited = generated.replace(b"## Intended use", b"## Intended use\n\nReviewed by our dermatologist.\n")
+    (run_dir / "README.md").write_bytes(edited)
+    commits = list(hub.repos[("model", f"{USER}/edited")].commits)
+    with pytest.raises(CommandLineError, match="README.md is not the model card hf-skin last wrote there") as err:
+        script.main([str(run_dir), f"{USER}/edited"])
+    assert "--keep_card" in str(err.value) and "--overwrite_card" in str(err.value)
+    with pytest.raises(CommandLineError, match="is not the model card hf-skin last wrote"):
+        script.main([str(run_dir), f"{USER}/edited", "--dry_run"])
+    assert hub.repos[("model", f"{USER}/edited")].commits == commits  # nothing pushed
+    assert (run_dir / "README.md").read_bytes() == edited  # nothing replaced
+
+    script.main([str(run_dir), f"{USER}/edited", "--keep_card"])  # published as it is
+    assert hub.files("model", f"{USER}/edited")["README.md"] == edited == (run_dir / "README.md").read_bytes()
+    script.main([str(run_dir), f"{USER}/edited", "--overwrite_card"])  # replaced by the generated card
+    assert hub.files("model", f"{USER}/edited")["README.md"] == generated == (run_dir / "README.md").read_bytes()
+    with pytest.raises(SystemExit):  # one or the other
+        script.main([str(run_dir), f"{USER}/edited", "--keep_card", "--overwrite_card"])
+
+    # a README.md hf-skin never wrote (no record of its card) is not replaced either
+    (run_dir / CARD_HASH_FILE).unlink()
+    (run_dir / "README.md").write_text("# My notes on this run\n")
+    with pytest.raises(CommandLineError, match="is not the model card hf-skin last wrote"):
+        script.main([str(run_dir), f"{USER}/edited"])
+    assert (run_dir / "README.md").read_text() == "# My notes on this run\n"
+
+
+def test_tokens_are_refused_on_the_command_line(hub, synthetic_dir, tmp_path, monkeypatch, pushed):
+    out = tmp_path / "run"
+    for flag in (["--hub_token", TOKEN], [f"--hub_token={TOKEN}"]):
+        with pytest.raises(CommandLineError) as err:
+            finetune(monkeypatch, [*small_args(synthetic_dir, out), "--push_to_hub", "--hub_model_id", "u/m", *flag])
+        message = str(err.value)
+        assert "--hub_token is not accepted on the command line: set HF_TOKEN in the environment or run `hf auth " in (
+            message
+        )
+        assert_token_absent(texts=[message])
+    assert not out.exists()  # refused before anything was written
+    with pytest.raises(CommandLineError, match="--token is not accepted on the command line: set HF_TOKEN"):
+        load_script("push_to_hub").main([str(pushed[f"{USER}/cnn"]), f"{USER}/x", "--token", TOKEN])
+    monkeypatch.setattr(sys, "argv", [
+        "prepare_dataset.py", "--source", str(synthetic_dir), "--output_dir", str(out),
+        "--push_to_hub", f"{USER}/d", "--hub_token", TOKEN,
+    ])  # fmt: skip
+    with pytest.raises(CommandLineError, match="--hub_token is not accepted on the command line: set HF_TOKEN"):
+        load_script("prepare_dataset").main()
+    from hf_skin.preparation import DatasetPreparationArguments
+
+    assert "hub_token" not in {f.name for f in dataclasses.fields(DatasetPreparationArguments)}
+    assert not out.exists() and ("model", f"{USER}/x") not in hub.repos
 
 
 # ---- downloading through the fake Hub, in fresh processes
@@ -315,22 +423,23 @@ LOAD_DATASET = textwrap.dedent(
 
 def test_pushed_dataset_loads_back_with_its_features_and_splits(hub, synthetic_dir, tmp_path, monkeypatch, capsys):
     out = tmp_path / "prepared"
-    monkeypatch.delenv("HF_TOKEN")  # the token given as --hub_token this time
     monkeypatch.setattr(sys, "argv", [
         "prepare_dataset.py", "--source", str(synthetic_dir), "--output_dir", str(out),
-        "--push_to_hub", f"{USER}/ham10000", "--private", "--hub_token", TOKEN, "--cache_dir", str(tmp_path / "cache"),
+        "--push_to_hub", f"{USER}/ham10000", "--private", "--cache_dir", str(tmp_path / "cache"),
     ])  # fmt: skip
-    load_script("prepare_dataset").main()
+    load_script("prepare_dataset").main()  # the token from HF_TOKEN
     printed = capsys.readouterr()
     assert f"pushed:  {hub.url}/datasets/{USER}/ham10000" in printed.out
     repo = hub.repos[("dataset", f"{USER}/ham10000")]
     assert repo.private
-    # The card and plots went up first, so that push_to_hub added its metadata (`configs`) to our card.
-    assert repo.commits[1].title == "Dataset card and data-analysis plots"
+    # One commit: card, plots and data together (a failure leaves the repo as it was: the next test)
+    assert [c.title for c in repo.commits[1:]] == ["HAM10000 splits (parquet), dataset card and data-analysis plots"]
     files = hub.files("dataset", f"{USER}/ham10000")
     assert {f"plots/{png.name}" for png in (out / "plots").glob("*.png")} < set(files)
+    assert {"data/train-00000-of-00001.parquet", "data/test-00000-of-00001.parquet"} < set(files)
     readme = files["README.md"].decode()
-    assert "configs:" in readme and "No lesion appears in more than one split" in readme
+    assert "configs:" in readme and "dataset_info:" in readme and "No lesion appears in more than one split" in readme
+    assert readme.split("\n---\n", 1)[1] == (out / "README.md").read_text().split("\n---\n", 1)[1]  # our card
 
     downloaded, output = run_client(hub, tmp_path / "client", LOAD_DATASET, f"{USER}/ham10000")
     expected = load_ham10000(synthetic_dir, cache_dir=tmp_path / "cache")
@@ -341,6 +450,42 @@ def test_pushed_dataset_loads_back_with_its_features_and_splits(hub, synthetic_d
         images = b"".join(row["bytes"] for row in split.cast_column("image", datasets.Image(decode=False))["image"])
         assert downloaded[name]["images"] == hashlib.sha256(images).hexdigest()
     assert_token_absent(paths=[out, tmp_path / "client"], texts=[printed.out, printed.err, output])
+
+
+def tiny_dataset(lesions: list[str], dx: list[int]) -> DatasetDict:
+    features = Features({"lesion_id": Value("string"), "dx": ClassLabel(names=DX_LABELS)})
+    half = len(lesions) // 2
+    return DatasetDict(
+        {
+            "train": Dataset.from_dict({"lesion_id": lesions[:half], "dx": dx[:half]}, features=features),
+            "test": Dataset.from_dict({"lesion_id": lesions[half:], "dx": dx[half:]}, features=features),
+        }
+    )
+
+
+def test_a_failed_dataset_push_leaves_the_repo_as_it_was(hub, tmp_path):
+    from hf_skin.dataset_card import dataset_card
+    from hf_skin.hub import push_dataset_to_hub
+
+    def push(data: DatasetDict, plots: Path | None = None) -> str:
+        card = dataset_card(data, source_description="a test.", split_description="by hand.")
+        return push_dataset_to_hub(data, f"{USER}/atomic", card=card, plots_dir=plots)
+
+    push(tiny_dataset(["L1", "L2", "L3", "L4"], [5, 4, 5, 0]))
+    repo = hub.repos[("dataset", f"{USER}/atomic")]
+    commits, files = list(repo.commits), hub.files("dataset", f"{USER}/atomic")
+    plots = tmp_path / "plots"
+    plots.mkdir()
+    (plots / "class_counts.png").write_bytes(b"\x89PNG\r\n\x1a\n\0not really")
+    with hub.refusing_commits("*.parquet"), pytest.raises(HfHubHTTPError, match="500"):
+        push(tiny_dataset(["L5", "L6", "L7", "L8", "L9", "L10"], [1, 2, 3, 4, 5, 6]), plots)
+    assert repo.commits == commits  # no card, plots or data of the failed push went in
+    assert hub.files("dataset", f"{USER}/atomic") == files
+
+    push(tiny_dataset(["L5", "L6", "L7", "L8", "L9", "L10"], [1, 2, 3, 4, 5, 6]), plots)  # the retry, in one commit
+    assert len(repo.commits) == len(commits) + 1
+    assert {"README.md", "plots/class_counts.png", "data/train-00000-of-00001.parquet"} < set(repo.commits[-1].files)
+    assert "L10" in hub.files("dataset", f"{USER}/atomic")["data/test-00000-of-00001.parquet"].decode("latin-1")
 
 
 # ---- the model card
@@ -383,6 +528,27 @@ def test_model_card_of_a_run(pushed):
     assert 'from_pretrained("user/cnn", trust_remote_code=True)' in card.text
 
 
+# Builds the model card of each run (argv[1]: {repo id: run dir}) and imports the rest of the Hub side, then prints
+# the cards and whether torch was imported.
+CARDS_WITHOUT_TORCH = textwrap.dedent(
+    """
+    import json, sys
+    from hf_skin.model_card import model_card
+    cards = {repo_id: str(model_card(path, repo_id=repo_id)) for repo_id, path in json.loads(sys.argv[1]).items()}
+    import hf_skin.dataset_card, hf_skin.hub, hf_skin.preparation
+    print(json.dumps({"cards": cards, "torch": "torch" in sys.modules}))
+    """
+)
+
+
+def test_model_cards_are_built_without_torch(hub, pushed, tmp_path):
+    runs = {repo_id: str(run_dir) for repo_id, run_dir in pushed.items()}
+    result, _ = run_client(hub, tmp_path / "client", CARDS_WITHOUT_TORCH, json.dumps(runs))
+    assert result["torch"] is False
+    for repo_id, run_dir in pushed.items():  # the same card as the one pushed from a process that had torch
+        assert result["cards"][repo_id] == (run_dir / "README.md").read_text(), repo_id
+
+
 def test_run_args_json_reruns_the_run(pushed):
     from dataclasses import asdict
 
@@ -399,7 +565,7 @@ def test_run_args_json_reruns_the_run(pushed):
 
 
 def test_model_card_names_the_base_model(pushed, tmp_path):
-    from hf_skin.hub import model_card
+    from hf_skin.model_card import model_card
 
     run_dir = shutil.copytree(pushed[f"{USER}/vit"], tmp_path / "vit")
     args = json.loads((run_dir / "run_args.json").read_text())
@@ -416,7 +582,7 @@ def test_model_card_names_the_base_model(pushed, tmp_path):
 
 
 def test_model_card_of_a_timm_run(pushed, tmp_path):
-    from hf_skin.hub import model_card
+    from hf_skin.model_card import model_card
 
     run_dir = shutil.copytree(pushed[f"{USER}/timm"], tmp_path / "timm")
     args = json.loads((run_dir / "run_args.json").read_text())
@@ -437,16 +603,17 @@ def test_push_script_names_what_is_wrong(hub, pushed, tmp_path, monkeypatch, cap
     assert (
         f"is intact: push it again with scripts/push_to_hub.py {pushed[f'{USER}/cnn']} someone-else/x" in caplog.text
     )
-    with pytest.raises(FileNotFoundError, match="does not exist or is not a folder"):
+    # mistakes on the command line: one error line, no traceback
+    with pytest.raises(CommandLineError, match="does not exist or is not a folder"):
         script.main([str(tmp_path / "missing"), f"{USER}/x"])
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ValueError, match="holds no saved model"):
+    with pytest.raises(CommandLineError, match="holds no saved model"):
         script.main([str(tmp_path / "empty"), f"{USER}/x"])
     unfinished = shutil.copytree(pushed[f"{USER}/cnn"], tmp_path / "unfinished")
     (unfinished / "test_metrics.json").unlink()
-    with pytest.raises(ValueError, match="no test_metrics.json: the run did not finish its test evaluation"):
+    with pytest.raises(CommandLineError, match="no test_metrics.json: the run did not finish its test evaluation"):
         script.main([str(unfinished), f"{USER}/x"])
-    with pytest.raises(ValueError, match="'user/bad name' is not a valid Hub repo id"):
+    with pytest.raises(CommandLineError, match="'user/bad name' is not a valid Hub repo id"):
         script.main([str(pushed[f"{USER}/cnn"]), f"{USER}/bad name"])
     monkeypatch.delenv("HF_TOKEN")
     with pytest.raises(LocalTokenNotFoundError, match="set HF_TOKEN .* or run `hf auth login`"):
@@ -465,8 +632,11 @@ def test_finetune_push_without_token_fails_before_training(hub, synthetic_dir, t
 
 
 def test_model_card_names_the_study_cnn_only_when_it_is_the_studys():
-    from hf_skin.hub import _family
-    from hf_skin.models import build_model
+    from hf_skin.model_card import _family, study_cnn
+    from hf_skin.models import SkinCNNConfig, build_model
+
+    defaults = SkinCNNConfig().to_dict()  # the card reads them from the source, without importing torch
+    assert study_cnn() == {key: defaults[key] for key in study_cnn()}
 
     assert _family(build_model("cnn").config.to_dict()).startswith("the HAM10000 study's CNN")
     deeper = _family(build_model("cnn", image_size=64, hidden_sizes=[32, 64, 128]).config.to_dict())

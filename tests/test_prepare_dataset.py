@@ -8,8 +8,9 @@ import pytest
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 from huggingface_hub import DatasetCard
 
+from hf_skin.cli import CommandLineError
 from hf_skin.data import DX_LABELS, DX_NAMES, class_counts, ham10000_features, load_ham10000
-from hf_skin.hub import dataset_card
+from hf_skin.dataset_card import dataset_card
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "prepare_dataset.py"
 
@@ -89,3 +90,54 @@ def test_card_warns_when_splits_share_lesions():
     assert card.data.size_categories == ["n<1K"]
     assert card_class_counts(card, ["train", "test"])["train"]["nv"] == 2
     assert "| lesions | | | 2 | 2 | 3 |" in card.text  # L2 counted once in the total
+
+
+def image_ids(splits: DatasetDict) -> dict[str, list[str]]:
+    return {name: list(split["image_id"]) for name, split in splits.items()}
+
+
+def test_prepare_replaces_an_earlier_preparation(synthetic_dir, tmp_path, monkeypatch, caplog):
+    out, cache = tmp_path / "prepared", str(tmp_path / "cache")
+    run_script(monkeypatch, "--source", str(synthetic_dir), "--output_dir", str(out), "--cache_dir", cache)
+    assert (out / "dataset_dict.json").is_file()
+    # the same folder again, as parquet and with another split: the earlier save_to_disk files must not win
+    run_script(
+        monkeypatch, "--source", str(synthetic_dir), "--output_dir", str(out), "--format", "parquet",
+        "--split_seed", "7", "--cache_dir", cache,
+    )  # fmt: skip
+    expected = load_ham10000(synthetic_dir, seed=7, cache_dir=cache)
+    assert image_ids(expected) != image_ids(load_ham10000(synthetic_dir, cache_dir=cache))  # the seeds differ
+    assert image_ids(load_ham10000(out, resplit=False)) == image_ids(expected)
+    written = ["README.md", "plots", "test.parquet", "train.parquet", "validation.parquet"]
+    assert sorted(p.name for p in out.iterdir()) == written
+    assert "Replacing the earlier preparation" in caplog.text and "dataset_dict.json" in caplog.text
+    assert "split seed 7" in (out / "README.md").read_text()
+
+
+def test_prepare_refuses_a_folder_it_did_not_write(synthetic_dir, tmp_path, monkeypatch):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "thesis.tex").write_text("months of work")
+    (out / "train.parquet").write_bytes(b"not ours either, but looks it")
+    with pytest.raises(CommandLineError, match="holds files that prepare_dataset did not write \\(thesis.tex\\)"):
+        run_script(monkeypatch, "--source", str(synthetic_dir), "--output_dir", str(out))
+    assert sorted(p.name for p in out.iterdir()) == ["thesis.tex", "train.parquet"]
+    with pytest.raises(CommandLineError, match="is the --source"):
+        run_script(monkeypatch, "--source", str(synthetic_dir), "--output_dir", str(synthetic_dir))
+
+
+def test_prepare_takes_the_split_arguments_of_training(synthetic_dir, tmp_path, monkeypatch):
+    from dataclasses import fields
+
+    from hf_skin.data import SplitArguments
+    from hf_skin.preparation import DatasetPreparationArguments
+
+    assert issubclass(DatasetPreparationArguments, SplitArguments)
+    names = [f.name for f in fields(DatasetPreparationArguments)]
+    assert names.count("test_size") == 1 and "split_seed" in names and "seed" not in names
+    args = DatasetPreparationArguments(source="s", output_dir="o")
+    assert (args.validation_size, args.test_size, args.split_seed, args.on_missing) == (0.15, 0.15, 42, "error")
+    with pytest.raises(ValueError, match="must each be in \\(0, 1\\) and sum to less than 1"):
+        DatasetPreparationArguments(source="s", output_dir="o", test_size=0.6, validation_size=0.5)
+    with pytest.raises(ValueError, match="not used by the HfArgumentParser.*--seed"):
+        run_script(monkeypatch, "--source", str(synthetic_dir), "--output_dir", str(tmp_path / "o"), "--seed", "7")

@@ -1,0 +1,203 @@
+"""Dataset preparation (`scripts/prepare_dataset.py`): HAM10000 from any source, split by lesion, written as a
+`save_to_disk` folder or parquet files with its data-analysis plots and dataset card, optionally pushed to the Hub.
+
+An output folder holds one preparation. Preparing into a folder that holds an earlier one replaces it: the earlier
+dataset files, plots and card are deleted first, so that no stale `dataset_dict.json` outranks new parquet files
+when the folder is loaded. A folder holding anything else is refused.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from datasets import Dataset, DatasetDict
+from datasets.table import embed_table_storage
+
+from .data import SplitArguments
+from .dataset_card import dataset_card
+from .runs import CARD_FILE
+
+logger = logging.getLogger(__name__)
+
+PLOTS_DIR = "plots"
+# save_to_disk writes this beside one folder per split (each with these files).
+DATASET_DICT_FILE = "dataset_dict.json"
+SAVED_SPLIT_FILES = ("state.json", "dataset_info.json")
+
+
+class OutputFolderError(ValueError):
+    """An `--output_dir` that holds something other than an earlier preparation."""
+
+
+@dataclass(kw_only=True)
+class DatasetPreparationArguments(SplitArguments):
+    """Arguments of `prepare_dataset` and `scripts/prepare_dataset.py`.
+
+    The split's arguments (`validation_size`, `test_size`, `split_seed`, `on_missing`) are `SplitArguments`', the
+    same as training's; their defaults (`SPLIT_DEFAULTS`) are filled in here.
+    """
+
+    source: str = field(
+        metadata={"help": "HAM10000 raw download folder, a folder written by this script, or a Hub dataset id."}
+    )
+    output_dir: str = field(
+        metadata={
+            "help": "Where to write the dataset, plots/ and README.md: a new or empty folder, or one this script "
+            "wrote before (then replaced)."
+        }
+    )
+    format: str = field(
+        default="disk",
+        metadata={
+            "help": "'disk' (datasets.save_to_disk) or 'parquet' (one {split}.parquet file per split).",
+            "choices": ["disk", "parquet"],
+        },
+    )
+    resplit: bool = field(
+        default=True, metadata={"help": "Split again even when the source already has train/validation/test."}
+    )
+    with_masks: bool = field(default=True, metadata={"help": "Add the lesion masks when the source has them."})
+    cache_dir: str | None = field(
+        default=None, metadata={"help": "Cache of built raw folders; defaults to $HF_SKIN_CACHE or ~/.cache/hf_skin."}
+    )
+    push_to_hub: str | None = field(
+        default=None,
+        metadata={"help": "Also push to this Hub dataset repo (user/name); the token comes from HF_TOKEN."},
+    )
+    private: bool = field(default=False, metadata={"help": "Create the Hub repo as private."})
+
+    def __post_init__(self):
+        if self.format not in ("disk", "parquet"):
+            raise ValueError(f"format must be 'disk' or 'parquet', got {self.format!r}")
+        self.fill()
+
+
+def write_parquet(dataset: Dataset, path: Path, desc: str | None = None) -> Path:
+    """Writes `dataset` as one parquet file that stands alone: images are embedded as bytes, as `push_to_hub` does
+    (`to_parquet` alone writes an `Image` column as stored, possibly as paths to files elsewhere)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    embedded = dataset.with_format("arrow").map(embed_table_storage, batched=True, keep_in_memory=True, desc=desc)
+    embedded.with_format(None).to_parquet(path)
+    return path
+
+
+def _describe_source(source: str) -> str:
+    path = Path(source)
+    if (path / "HAM10000_metadata.csv").is_file():
+        return (
+            "a local copy of the HAM10000 release as downloaded (`HAM10000_metadata.csv` and the image folders, "
+            "Harvard Dataverse / Kaggle layout)."
+        )
+    if path.exists():
+        return "a previously prepared copy (parquet or `save_to_disk` folder)."
+    return f"the Hub dataset [`{source}`](https://huggingface.co/datasets/{source})."
+
+
+def _is_prepared_entry(entry: Path) -> bool:
+    """Whether a top-level entry of an output folder is something `prepare_dataset` writes."""
+    if entry.is_file():
+        return entry.name in (CARD_FILE, DATASET_DICT_FILE) or entry.suffix == ".parquet"
+    if entry.name == PLOTS_DIR:
+        return all(p.is_file() and p.suffix == ".png" for p in entry.iterdir())
+    return all((entry / name).is_file() for name in SAVED_SPLIT_FILES)  # a save_to_disk split
+
+
+def earlier_preparation(output_dir: str | Path, source: str | None = None) -> list[Path]:
+    """The entries of an earlier preparation in `output_dir` (none when it is new or empty).
+
+    Raises `OutputFolderError` when the folder holds anything `prepare_dataset` does not write (hidden entries
+    aside), or is the `source` itself: replacing the preparation would delete someone's files, or the source.
+    """
+    output_dir = Path(output_dir)
+    if not output_dir.exists():
+        return []
+    if not output_dir.is_dir():
+        raise OutputFolderError(f"--output_dir {output_dir} is a file, not a folder")
+    if source is not None and Path(source).exists() and Path(source).resolve() == output_dir.resolve():
+        raise OutputFolderError(
+            f"--output_dir {output_dir} is the --source: preparing it would delete the dataset it reads. Write to "
+            "another --output_dir"
+        )
+    entries = sorted(entry for entry in output_dir.iterdir() if not entry.name.startswith("."))
+    foreign = [entry.name for entry in entries if not _is_prepared_entry(entry)]
+    if foreign:
+        listed = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
+        raise OutputFolderError(
+            f"--output_dir {output_dir} holds files that prepare_dataset did not write ({listed}): a preparation "
+            "there would replace or mix with them. Choose a new or empty --output_dir"
+        )
+    return entries
+
+
+def _save(dataset_dict: DatasetDict, output_dir: Path, format: str) -> list[Path]:
+    if format == "disk":
+        dataset_dict.save_to_disk(output_dir)  # embeds image files: the folder stands alone
+        return [output_dir / DATASET_DICT_FILE, *(output_dir / split for split in dataset_dict)]
+    return [write_parquet(ds, output_dir / f"{split}.parquet", desc=split) for split, ds in dataset_dict.items()]
+
+
+def prepare_dataset(args: DatasetPreparationArguments) -> dict[str, object]:
+    """Loads HAM10000, splits it, and writes the dataset, `plots/*.png` and a `README.md` card into `output_dir`.
+
+    An earlier preparation in `output_dir` is replaced (see `earlier_preparation`); it is deleted only once the new
+    dataset has loaded. Pushes everything to `args.push_to_hub` when set, in one commit.
+
+    Returns:
+        `dict`: `dataset` (the `DatasetDict`), `data_files` (what `save_to_disk` or `to_parquet` wrote),
+        `card_path`, `plots` (name -> PNG path) and `url` (the Hub repo, or `None`).
+    """
+    from .data import load_ham10000
+    from .plots import plot_data_analysis
+
+    output_dir = Path(args.output_dir)
+    earlier = earlier_preparation(output_dir, args.source)  # a folder that is refused costs no loading
+    dataset_dict = load_ham10000(
+        args.source,
+        **args.load_kwargs(),
+        resplit=args.resplit,
+        with_masks=args.with_masks,
+        cache_dir=args.cache_dir,
+    )
+    if earlier:
+        logger.warning(
+            "Replacing the earlier preparation in %s: deleting %s", output_dir, ", ".join(e.name for e in earlier)
+        )
+        for entry in earlier:
+            if entry.is_dir():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+    output_dir.mkdir(parents=True, exist_ok=True)
+    data_files = _save(dataset_dict, output_dir, args.format)
+    plots = plot_data_analysis(dataset_dict, output_dir / PLOTS_DIR)
+
+    sizes = ", ".join(f"{split} {ds.num_rows:,} images" for split, ds in dataset_dict.items())
+    if args.resplit:
+        split_description = (
+            f"Splits were made by `hf_skin.data.load_ham10000` with split seed {args.split_seed}: whole lesions, "
+            f"not images, are assigned to a split, stratified by diagnosis, with about {args.test_size:.0%} of the "
+            f"lesions in test and {args.validation_size:.0%} in validation ({sizes})."
+        )
+    else:
+        split_description = f"The splits are the source's own ({sizes})."
+    card = dataset_card(
+        dataset_dict,
+        repo_id=args.push_to_hub,
+        source_description=_describe_source(args.source),
+        split_description=split_description,
+        plots={name: path.relative_to(output_dir).as_posix() for name, path in plots.items()},
+    )
+    card_path = output_dir / CARD_FILE
+    card.save(card_path)
+
+    url = None
+    if args.push_to_hub:
+        from .hub import push_dataset_to_hub
+
+        url = push_dataset_to_hub(
+            dataset_dict, args.push_to_hub, card=card, plots_dir=output_dir / PLOTS_DIR, private=args.private
+        )
+    return {"dataset": dataset_dict, "data_files": data_files, "card_path": card_path, "plots": plots, "url": url}
