@@ -626,11 +626,12 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Ski
             folder.fail(err)
         raise
     if main:
+        folder.finish()  # a push publishes only a finished run; a failed push leaves it finished, to push again
         if hub_push:
             from .hub import push_run_to_hub
 
             results["hub_url"] = push_run_to_hub(folder.path, **hub_push)
-        folder.finish(**({"hub_url": results["hub_url"]} if hub_push else {}))
+            folder.finish(hub_url=results["hub_url"])
     return results
 
 

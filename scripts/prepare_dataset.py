@@ -3,7 +3,7 @@
     python scripts/prepare_dataset.py --source ../shared/ham10000 --output_dir data/ham10000 [--format parquet]
         [--push_to_hub user/ham10000 --private]
 
-Arguments: `hf_skin.hub.DatasetPreparationArguments` (or a single .json file of them).
+Arguments: `hf_skin.preparation.DatasetPreparationArguments` (or a single .json file of them).
 """
 
 # hf_skin.cli, imported first, keeps scripts/evaluate.py from shadowing the `evaluate` library.
