@@ -109,29 +109,66 @@ def evaluate(argv: list[str] | None = None) -> dict:
         metrics = run_evaluation(args)
     except RunFolderError as err:
         raise CommandLineError(str(err)) from None
+    intervals = (metrics.get("bootstrap") or {}).get("intervals") or {}
+
+    def value(key: str) -> str:
+        interval = intervals.get(key)
+        return f"{metrics[key]:.3f}" + (f" (95% interval {interval[0]:.3f}–{interval[1]:.3f})" if interval else "")
+
     print(
-        f"{args.split} split, {metrics['n']:,} images: accuracy {metrics['accuracy']:.3f}, "
-        f"balanced accuracy {metrics['balanced_accuracy']:.3f}\nReport, metrics and figures in {args.output_dir} "
+        f"{args.split} split, {metrics['n']:,} images: accuracy {value('accuracy')}, "
+        f"balanced accuracy {value('balanced_accuracy')}\nReport, metrics and figures in {args.output_dir} "
         f"(open {args.output_dir}/report.md)"
     )
     return metrics
 
 
 def compare(argv: list[str] | None = None) -> list[dict]:
-    """`scripts/compare.py`: one table of several runs' test metrics and their training curves on one figure."""
-    from .evaluation import compare_runs
+    """`scripts/compare.py`: one table of several runs' test metrics, their training curves on one figure, and paired
+    bootstrap intervals of the differences between runs scored on the same images."""
+    from .evaluation import compare_runs, difference_sentence
+    from .metrics import BOOTSTRAP_RESAMPLES
 
     parser = argparse.ArgumentParser(
         prog="compare.py",
-        description="Compare training runs: one table of their test metrics and per-class recalls, and their "
-        "training curves on one figure.",
+        description="Compare training runs: one table of their test metrics and per-class recalls, their training "
+        "curves on one figure, and for each pair scored on the same images (their predictions.csv from "
+        "scripts/evaluate.py) a paired, lesion-level bootstrap interval of each difference.",
     )
-    parser.add_argument("run_dirs", nargs="+", help="output_dir of each scripts/finetune.py (or evaluate.py) run")
+    parser.add_argument(
+        "run_dirs",
+        nargs="+",
+        help="output_dir of each scripts/finetune.py run (its evaluation/<name>/predictions.csv is used for the "
+        "intervals: the only one, or the one named *-test) or of a scripts/evaluate.py run",
+    )
     parser.add_argument("--output_dir", default="runs/compare", help="where to write the table and the figure")
+    parser.add_argument(
+        "--bootstrap_resamples",
+        type=int,
+        default=BOOTSTRAP_RESAMPLES,
+        help="resamples of the lesions behind each paired interval (0: no intervals)",
+    )
+    parser.add_argument("--bootstrap_seed", type=int, default=0, help="the same seed gives the same intervals")
     args = parser.parse_args(_argv(argv))
+    if args.bootstrap_resamples < 0:
+        parser.error(f"--bootstrap_resamples must be 0 (no intervals) or more, not {args.bootstrap_resamples}")
     configure_logging()
-    rows = compare_runs(args.run_dirs, args.output_dir)
+    try:
+        rows, pairs = compare_runs(
+            args.run_dirs,
+            args.output_dir,
+            bootstrap_resamples=args.bootstrap_resamples,
+            bootstrap_seed=args.bootstrap_seed,
+            return_pairs=True,
+        )
+    except (FileNotFoundError, ValueError) as err:  # no run, an unreadable predictions.csv: one line, no traceback
+        raise CommandLineError(str(err)) from None
     print(f"{len(rows)} runs compared: {args.output_dir}/comparison.md, comparison.csv, training_curves.png")
+    for pair in pairs:
+        if pair["comparable"]:
+            print(difference_sentence(pair["a"], pair["b"], "balanced_accuracy", pair["metrics"]["balanced_accuracy"]))
+        else:
+            print(f"`{pair['a']}` − `{pair['b']}`: not comparable, {pair['reason']}")
     return rows
 
 

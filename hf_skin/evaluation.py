@@ -1,8 +1,10 @@
 """Evaluating a checkpoint on HAM10000-format data (metrics, subgroups, figures, a report) and comparing training runs.
 
 `evaluate_checkpoint` runs any hf-skin checkpoint, or any HAM10000 image classifier on the Hub, through the same
-`SkinClassifier` that serves it, so the numbers are those a user of the model gets. `compare_runs` puts the test
-metrics and training curves of several `scripts/finetune.py` runs side by side.
+`SkinClassifier` that serves it, so the numbers are those a user of the model gets, each headline number with a
+lesion-level bootstrap interval, and writes the predictions in the ISIC 2018 challenge's format beside its own.
+`compare_runs` puts the test metrics and training curves of several runs side by side and, for runs scored on the same
+images, gives a paired bootstrap interval of each difference.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import json
 import logging
 import math
 import os
+import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +26,7 @@ from sklearn.metrics import balanced_accuracy_score
 from tqdm.auto import tqdm
 
 from .data import DEFAULT_DATASET, DX_NAMES, MALIGNANT_DX, SplitArguments, load_ham10000
-from .metrics import classification_metrics
+from .metrics import BOOTSTRAP_METRICS, BOOTSTRAP_RESAMPLES, bootstrap_intervals, classification_metrics
 from .processing import load_image
 from .runs import RunFolder, RunFolderError
 
@@ -52,6 +55,25 @@ FIGURES = {
     "roc_curves": "roc_curves.png",
     "reliability_diagram": "reliability_diagram.png",
     "subgroups": "subgroups.png",
+}
+# ISIC 2018 Task 3's submission format: its column for each HAM10000 diagnosis, in the challenge's column order.
+ISIC_2018_COLUMNS = {
+    "MEL": "mel",
+    "NV": "nv",
+    "BCC": "bcc",
+    "AKIEC": "akiec",
+    "BKL": "bkl",
+    "DF": "df",
+    "VASC": "vasc",
+}
+ISIC_FILES = {"predictions": "isic_predictions.csv", "ground_truth": "isic_ground_truth.csv"}
+# How the report names the metrics that get a bootstrap interval.
+BOOTSTRAP_NAMES = {
+    "balanced_accuracy": "balanced accuracy",
+    "accuracy": "accuracy",
+    "auc_macro": "macro ROC-AUC",
+    "mel_sensitivity_at_spec90": "melanoma sensitivity at 90% specificity",
+    "mel_sensitivity_at_spec80": "melanoma sensitivity at 80% specificity",
 }
 # Metrics of the comparison table (all but ECE: higher is better).
 COMPARE_METRICS = (
@@ -102,12 +124,25 @@ class EvaluationArguments(SplitArguments):
     batch_size: int = field(default=64, metadata={"help": "Images per forward pass."})
     max_samples: int | None = field(default=None, metadata={"help": "Evaluate only the first N rows (debugging)."})
     device: str | None = field(default=None, metadata={"help": "cpu, cuda, ... (default: cuda when available)."})
+    bootstrap_resamples: int = field(
+        default=BOOTSTRAP_RESAMPLES,
+        metadata={
+            # No percent sign: argparse %-formats help strings.
+            "help": "Bootstrap resamples of the split's lesions behind the 95-percent intervals of the headline "
+            "metrics (0: no intervals)."
+        },
+    )
+    bootstrap_seed: int = field(
+        default=0, metadata={"help": "Seed of the bootstrap: the same seed, the same intervals."}
+    )
 
     def __post_init__(self):
         if self.split not in SPLIT_CHOICES:
             raise ValueError(f"--split {self.split!r} is not one of {', '.join(SPLIT_CHOICES)}")
         if self.batch_size < 1:
             raise ValueError(f"--batch_size must be at least 1, not {self.batch_size}")
+        if self.bootstrap_resamples < 0:
+            raise ValueError(f"--bootstrap_resamples must be 0 (no intervals) or more, not {self.bootstrap_resamples}")
         if self.output_dir is None:
             self.output_dir = os.fspath(default_output_dir(self.model, self.dataset, self.split, self.tta))
 
@@ -347,13 +382,18 @@ def evaluate_checkpoint(
     on_missing: str | None = None,
     max_samples: int | None = None,
     device: str | None = None,
+    bootstrap_resamples: int = BOOTSTRAP_RESAMPLES,
+    bootstrap_seed: int = 0,
 ) -> dict:
     """Evaluates a checkpoint on HAM10000-format data and writes what a reader needs to judge it.
 
     Writes into `output_dir`: `metrics.json` (this function's return value), `predictions.csv` (one row per image:
-    true and predicted label, every class probability), `report.md` (headline metrics, per-class table with 95%
-    intervals, subgroup tables, figures, and what the numbers do not say) and the PNGs of `FIGURES`: confusion
-    matrix (counts and row-normalised), one-vs-rest ROC curves, reliability diagram and subgroup bars.
+    image and lesion id, true and predicted label, every class probability), `report.md` (headline metrics with
+    their bootstrap intervals, per-class table with 95% intervals, subgroup tables, figures, and what the numbers do
+    not say), the PNGs of `FIGURES` (confusion matrix, counts and row-normalised; one-vs-rest ROC curves;
+    reliability diagram; subgroup bars) and, for a model of HAM10000's seven diagnoses, the predictions and the
+    ground truth in the ISIC 2018 Task 3 format (`ISIC_FILES`), which the challenge's scorer
+    (`isic-challenge-scoring`) reads.
 
     Args:
         model (`str` or `os.PathLike`):
@@ -372,10 +412,17 @@ def evaluate_checkpoint(
             split are refused, and so is any split other than `train` holding a lesion the run trained on.
         max_samples (`int`, *optional*): evaluate only the first rows of the split (debugging).
         device (`str`, *optional*): where the model runs; cuda when available, else cpu.
+        bootstrap_resamples (`int`, *optional*, defaults to 1000):
+            Resamples of the split's lesions (`hf_skin.metrics.bootstrap_intervals`: all images of a drawn lesion
+            together) behind the 95% intervals of `BOOTSTRAP_METRICS`; 0 for none. Without a `lesion_id` column the
+            images are resampled one by one, and the report says so.
+        bootstrap_seed (`int`, *optional*, defaults to 0): the same seed gives the same intervals.
 
     Returns:
         `dict`: `classification_metrics` output (`per_class`, `confusion_matrix`, ...) plus `n`, `split`, `model`,
-        `dataset`, `tta` and `subgroups` (grouping -> `subgroup_table` rows).
+        `dataset`, `tta`, `subgroups` (grouping -> `subgroup_table` rows) and `bootstrap` (`resampled`, `n_lesions`,
+        `num_resamples`, `seed`, `confidence`, `intervals`: metric -> `[low, high]`, `undefined`: metric -> resamples
+        that left it undefined; `None` with no resamples) and `isic_files` (whether the ISIC files were written).
     """
     import torch
 
@@ -399,6 +446,20 @@ def evaluate_checkpoint(
     probs = predict_dataset(classifier, data, batch_size=batch_size, tta=tta, desc=desc)
 
     metrics = classification_metrics(labels, probs, label_names)
+    lesion_ids = _column(data, "lesion_id")
+    bootstrap = None
+    if bootstrap_resamples:
+        started = time.perf_counter()
+        bootstrap = bootstrap_summary(
+            labels, probs, lesion_ids, label_names, num_resamples=bootstrap_resamples, seed=bootstrap_seed
+        )
+        logger.info(
+            "Bootstrap intervals: %d resamples of %d %ss in %.2f s",
+            bootstrap_resamples,
+            bootstrap["n_lesions" if lesion_ids is not None else "n_images"],
+            bootstrap["resampled"],
+            time.perf_counter() - started,
+        )
     preds = probs.argmax(axis=1)
     subgroups = {
         grouping: subgroup_table(labels, preds, groups, order, label_names)
@@ -413,11 +474,14 @@ def evaluate_checkpoint(
         tta=tta,
         metadata_fields=list(classifier.metadata_fields),
         subgroups=subgroups,
+        bootstrap=bootstrap,
     )
 
     output_dir.mkdir(parents=True, exist_ok=True)
+    image_ids = _column(data, "image_id")
+    _write_predictions(output_dir / "predictions.csv", image_ids, lesion_ids, labels, probs, label_names)
+    metrics["isic_files"] = write_isic_2018(output_dir, image_ids, labels, probs, label_names)
     (output_dir / "metrics.json").write_text(json.dumps(_json_safe(metrics), indent=2) + "\n")
-    _write_predictions(output_dir / "predictions.csv", data, labels, probs, label_names)
     where = f"{split} split, {len(data):,} images{', TTA' if tta else ''}"
     cm = np.asarray(metrics["confusion_matrix"])
     plots.plot_confusion_matrix(
@@ -454,6 +518,8 @@ def run_evaluation(args: EvaluationArguments) -> dict:
         on_missing=args.on_missing,
         max_samples=args.max_samples,
         device=args.device,
+        bootstrap_resamples=args.bootstrap_resamples,
+        bootstrap_seed=args.bootstrap_seed,
     )
 
 
@@ -462,16 +528,86 @@ def _mel_and_malignant(label_names: list[str]) -> tuple[int | None, list[int]]:
     return mel, [label_names.index(dx) for dx in MALIGNANT_DX if dx in label_names]
 
 
-def _write_predictions(path: Path, data, labels, probs, label_names) -> None:
-    ids = (
-        data.select_columns(["image_id"]).with_format(None)["image_id"][:] if "image_id" in data.column_names else None
+def bootstrap_summary(
+    labels: np.ndarray,
+    probs: np.ndarray,
+    lesion_ids: list[str] | None,
+    label_names: list[str],
+    *,
+    num_resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = 0,
+) -> dict:
+    """The `bootstrap` entry of `metrics.json`: 95% intervals of `BOOTSTRAP_METRICS`, resampling lesions when their
+    ids are known (else images), as JSON-ready lists."""
+    result = bootstrap_intervals(
+        labels, probs, lesion_ids, label_names=label_names, num_resamples=num_resamples, seed=seed
     )
+    return {
+        "method": "percentile bootstrap",
+        "resampled": result["resampled"],
+        "n_images": int(len(labels)),
+        "n_lesions": result["n_groups"] if lesion_ids is not None else None,
+        "num_resamples": result["num_resamples"],
+        "seed": result["seed"],
+        "confidence": result["confidence"],
+        "intervals": {name: None if v is None else list(v) for name, v in result["intervals"].items()},
+        "undefined": result["undefined"],
+    }
+
+
+def _column(data: datasets.Dataset, name: str) -> list | None:
+    """A column as a plain list, `None` when the dataset has no such column."""
+    return data.select_columns([name]).with_format(None)[name][:] if name in data.column_names else None
+
+
+def _float_text(value: float) -> str:
+    """Enough digits to give back a float32 probability exactly, and always a float to a CSV reader ('1.0', not '1':
+    the ISIC scorer refuses a column it reads as integers)."""
+    text = f"{value:.9g}"
+    return text if any(c in text for c in ".en") else f"{text}.0"
+
+
+def _write_predictions(path: Path, image_ids, lesion_ids, labels, probs, label_names) -> None:
+    lesions = ["lesion_id"] if lesion_ids is not None else []
     with path.open("w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["image_id", "true", "predicted", *[f"p_{name}" for name in label_names]])
+        writer.writerow(["image_id", *lesions, "true", "predicted", *[f"p_{name}" for name in label_names]])
         for i, (label, row) in enumerate(zip(labels, probs)):
-            image_id = ids[i] if ids is not None else i
-            writer.writerow([image_id, label_names[label], label_names[row.argmax()], *[f"{p:.6f}" for p in row]])
+            ids = [image_ids[i] if image_ids is not None else i, *([lesion_ids[i]] if lesion_ids is not None else [])]
+            writer.writerow([*ids, label_names[label], label_names[row.argmax()], *map(_float_text, row)])
+
+
+def write_isic_2018(
+    output_dir: str | os.PathLike, image_ids: list[str] | None, labels, probs, label_names: list[str]
+) -> bool:
+    """The predictions and the ground truth in ISIC 2018 Task 3's format (`ISIC_FILES` in `output_dir`).
+
+    Both files have the header `image,MEL,NV,BCC,AKIEC,BKL,DF,VASC` and one row per image: the class probabilities
+    (floats in [0, 1]) and the one-hot diagnosis (`1.0`/`0.0`). The challenge's own scorer (PyPI
+    `isic-challenge-scoring`) reads them, `ClassificationScore.from_file(truth, predictions, metric)` (version 5.6
+    calls `DataFrame.applymap`: under pandas 3, set `pd.DataFrame.applymap = pd.DataFrame.map` first). Its balanced
+    accuracy and AUCs are hf-skin's (tests/test_isic.py); its per-class sensitivity and specificity threshold each
+    class's probability at 0.5 where hf-skin's take the top class. Written only for a model of exactly HAM10000's
+    seven diagnoses and data with unique image ids; returns whether the files were written.
+    """
+    if sorted(label_names) != sorted(ISIC_2018_COLUMNS.values()):
+        logger.info("No ISIC 2018 files: the model's labels %s are not HAM10000's seven diagnoses", label_names)
+        return False
+    if image_ids is None or len(set(image_ids)) != len(image_ids):
+        logger.info("No ISIC 2018 files: the data has no image_id column, or an image id appears twice")
+        return False
+    columns = [label_names.index(dx) for dx in ISIC_2018_COLUMNS.values()]
+    # float32 softmax can land a hair outside [0, 1]; the scorer refuses any such value.
+    scores = np.clip(np.asarray(probs, dtype=np.float64)[:, columns], 0.0, 1.0)
+    truth = np.asarray(labels)[:, None] == np.asarray(columns)[None, :]
+    output_dir = Path(output_dir)
+    for name, table in (("predictions", scores), ("ground_truth", truth)):
+        with (output_dir / ISIC_FILES[name]).open("w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["image", *ISIC_2018_COLUMNS])
+            for image_id, row in zip(image_ids, table):
+                writer.writerow([image_id, *(_float_text(float(v)) for v in row)])
+    return True
 
 
 def _json_safe(value):
@@ -513,6 +649,44 @@ def markdown_table(header: list[str], rows: list[list], align: str | None = None
     return "\n".join("| " + " | ".join(map(str, line)) + " |" for line in lines)
 
 
+def _interval_text(metrics: dict, key: str) -> str:
+    interval = ((metrics.get("bootstrap") or {}).get("intervals") or {}).get(key)
+    return "—" if interval is None else f"{_fmt(interval[0])}–{_fmt(interval[1])}"
+
+
+def bootstrap_note(bootstrap: dict | None) -> str:
+    """The paragraph under the headline table that says what its intervals are (and are not)."""
+    if bootstrap is None:
+        return "No intervals: evaluated with `--bootstrap_resamples 0`.\n"
+    settings = (
+        f"{bootstrap['num_resamples']:,} resamples, seed {bootstrap['seed']} (the same seed gives the same intervals)"
+    )
+    if bootstrap["resampled"] == "lesion":
+        note = (
+            f"95% intervals: percentile bootstrap over the split's {bootstrap['n_lesions']:,} lesions "
+            f"({bootstrap['n_images']:,} images), {settings}. Each resample draws {bootstrap['n_lesions']:,} lesions "
+            "with replacement and keeps all the images of each: the images of one lesion are not independent evidence."
+        )
+    else:
+        note = (
+            f"95% intervals: percentile bootstrap over the {bootstrap['n_images']:,} images one by one, {settings}. "
+            "The data has no `lesion_id`, so the images of one lesion count as independent: the intervals are too "
+            "narrow wherever a lesion has several images."
+        )
+    note += (
+        " The intervals say how much a number would move with another draw of lesions like these; they say nothing "
+        "about other clinics, cameras or training runs."
+    )
+    undefined = [
+        f"{BOOTSTRAP_NAMES.get(name, name)} in {count:,}" for name, count in bootstrap["undefined"].items() if count
+    ]
+    if undefined:
+        note += (
+            f" Resamples that left a metric undefined (no image of a class drawn), left out: {', '.join(undefined)}."
+        )
+    return note + "\n"
+
+
 def render_report(metrics: dict, overall: dict | None = None) -> str:
     """`report.md` from the metrics `evaluate_checkpoint` returns."""
     per_class = metrics["per_class"]
@@ -522,6 +696,49 @@ def render_report(metrics: dict, overall: dict | None = None) -> str:
     commonest = label_names[int(cm.sum(axis=1).argmax())]
     majority = cm.sum(axis=1).max() / max(n, 1)
     tta = ", test-time augmentation (8 flips/rotations averaged)" if metrics.get("tta") else ""
+    headline = [
+        (
+            "accuracy",
+            [
+                "accuracy",
+                _fmt(metrics["accuracy"]),
+                f"share of images classified correctly; always answering '{commonest}' would score "
+                f"{majority:.3f} here",
+            ],
+        ),
+        (
+            "balanced_accuracy",
+            [
+                "**balanced accuracy**",
+                f"**{_fmt(metrics['balanced_accuracy'])}**",
+                f"mean recall over the classes (ISIC 2018's ranking metric); chance is "
+                f"{1 / max(1, int((cm.sum(axis=1) > 0).sum())):.3f}",
+            ],
+        ),
+        ("f1_macro", ["macro F1", _fmt(metrics["f1_macro"]), "F1 averaged over classes, each counting the same"]),
+        ("f1_weighted", ["weighted F1", _fmt(metrics["f1_weighted"]), "F1 averaged over images (dominated by nv)"]),
+        ("auc_macro", ["macro ROC-AUC", _fmt(metrics["auc_macro"]), "one-vs-rest ranking quality, 0.5 = chance"]),
+        *[
+            (
+                f"mel_sensitivity_at_spec{spec}",
+                [
+                    f"melanoma sensitivity at {spec}% specificity",
+                    _fmt(metrics.get(f"mel_sensitivity_at_spec{spec}")),
+                    f"share of melanomas caught with a threshold on the melanoma probability that clears {spec}% of "
+                    "non-melanomas",
+                ],
+            )
+            for spec in (90, 80)
+        ],
+        (
+            "ece",
+            [
+                "expected calibration error",
+                _fmt(metrics["ece"]),
+                "gap between confidence and accuracy (0 = the probabilities can be taken at face value)",
+            ],
+        ),
+    ]
     out = [
         f"# Evaluation of `{metrics['model']}`\n\n",
         f"On `{metrics['dataset']}`, **{metrics['split']}** split: {n:,} images{tta}. "
@@ -529,40 +746,12 @@ def render_report(metrics: dict, overall: dict | None = None) -> str:
         "> **What this does not tell you.** " + TRANSFER_NOTE + "\n\n",
         "## Headline\n\n",
         markdown_table(
-            ["metric", "value", "how to read it"],
-            [
-                [
-                    "accuracy",
-                    _fmt(metrics["accuracy"]),
-                    f"share of images classified correctly; always answering '{commonest}' would score "
-                    f"{majority:.3f} here",
-                ],
-                [
-                    "**balanced accuracy**",
-                    f"**{_fmt(metrics['balanced_accuracy'])}**",
-                    f"mean recall over the classes (ISIC 2018's ranking metric); chance is "
-                    f"{1 / max(1, int((cm.sum(axis=1) > 0).sum())):.3f}",
-                ],
-                ["macro F1", _fmt(metrics["f1_macro"]), "F1 averaged over classes, each counting the same"],
-                ["weighted F1", _fmt(metrics["f1_weighted"]), "F1 averaged over images (dominated by nv)"],
-                ["macro ROC-AUC", _fmt(metrics["auc_macro"]), "one-vs-rest ranking quality, 0.5 = chance"],
-                *[
-                    [
-                        f"melanoma sensitivity at {spec}% specificity",
-                        _fmt(metrics.get(f"mel_sensitivity_at_spec{spec}")),
-                        f"share of melanomas caught with a threshold that clears {spec}% of non-melanomas",
-                    ]
-                    for spec in (90, 80)
-                ],
-                [
-                    "expected calibration error",
-                    _fmt(metrics["ece"]),
-                    "gap between confidence and accuracy (0 = the probabilities can be taken at face value)",
-                ],
-            ],
-            align="lrl",
+            ["metric", "value", "95% interval", "how to read it"],
+            [[*row[:2], _interval_text(metrics, key), row[2]] for key, row in headline],
+            align="lrrl",
         )
-        + "\n",
+        + "\n\n",
+        bootstrap_note(metrics.get("bootstrap")),
         "\n## Per class\n\n",
         "Sensitivity is the recall: the share of the class's images found. Intervals are 95% Wilson intervals; "
         "wide ones mean too few images to be sure.\n\n",
@@ -604,7 +793,17 @@ def render_report(metrics: dict, overall: dict | None = None) -> str:
         "| ROC curves, one class against the rest | reliability of the predicted probability |\n| --- | --- |\n",
         f"| ![ROC curves]({FIGURES['roc_curves']}) | ![reliability diagram]({FIGURES['reliability_diagram']}) |\n\n",
         "Files: " + ", ".join(f"[{f}]({f})" for f in FIGURES.values()) + ", [metrics.json](metrics.json), "
-        "[predictions.csv](predictions.csv).\n",
+        "[predictions.csv](predictions.csv)"
+        + (
+            f"; in the ISIC 2018 Task 3 format, for the challenge's scorer: "
+            f"[{ISIC_FILES['predictions']}]({ISIC_FILES['predictions']}) and "
+            f"[{ISIC_FILES['ground_truth']}]({ISIC_FILES['ground_truth']}) (the scorer gives the balanced accuracy "
+            "and AUCs above; its per-class sensitivity and specificity call a class when its probability is above "
+            "0.5, not when it is the top class as in the table above, and so differ from them)"
+            if metrics.get("isic_files")
+            else ""
+        )
+        + ".\n",
         "\n## Subgroups: does the model fail a group?\n\n",
         f"Malignant recall: the share of akiec/bcc/mel images predicted as any of the three (flagged for a doctor). "
         f"Groups with fewer than {MIN_SUBGROUP_SIZE} images are marked *too few*: their numbers swing with a "
@@ -680,14 +879,42 @@ def load_run(run_dir: str | os.PathLike) -> dict:
     return run
 
 
-def compare_runs(run_dirs: list[str | os.PathLike], output_dir: str | os.PathLike = "runs/compare") -> list[dict]:
-    """One table of the runs' test metrics and per-class recalls, and their training curves on one figure.
+def compare_runs(
+    run_dirs: list[str | os.PathLike],
+    output_dir: str | os.PathLike = "runs/compare",
+    *,
+    bootstrap_resamples: int = BOOTSTRAP_RESAMPLES,
+    bootstrap_seed: int = 0,
+    return_pairs: bool = False,
+) -> list[dict] | tuple[list[dict], list[dict]]:
+    """One table of the runs' test metrics and per-class recalls, their training curves on one figure, and for each
+    pair of runs scored on the same images a paired bootstrap interval of each headline metric's difference.
 
-    Writes `comparison.csv`, `comparison.md` (best value per metric in bold) and `training_curves.png` (validation
-    accuracy and balanced accuracy per epoch for each run, training loss beside it) into `output_dir`.
+    Writes `comparison.csv`, `comparison.md` (best value per metric in bold; then, for each pair in the order given,
+    "first − second" with its interval and a sentence saying whether it excludes 0), `paired_differences.csv` (one
+    row per pair and metric) and `training_curves.png` (validation accuracy and balanced accuracy per epoch for each
+    run, training loss beside it) into `output_dir`.
+
+    The paired intervals come from each run's `predictions.csv` (written by `scripts/evaluate.py`), found by this rule
+    (`find_predictions`): the folder's own `predictions.csv` (an evaluation folder); else, in a training run, its
+    one `evaluation/<name>/predictions.csv`, or when there are several the one `evaluation/*-test/` (the test split
+    without test-time augmentation); else none, and the run is left out of the pairs (the report says why: pass the
+    evaluation folder itself to pick another). Two runs are paired when their files hold the same image ids with the
+    same diagnoses; the lesions are then resampled with replacement (`hf_skin.metrics.bootstrap_intervals` with
+    `baseline_probs`: both runs scored on every resample), or the images one by one when the files have no
+    `lesion_id` column (older files; the report says so). Runs on different images get "not comparable", no interval.
+
+    Args:
+        run_dirs (`list`): `scripts/finetune.py` output folders and/or `scripts/evaluate.py` output folders.
+        output_dir (`str` or `os.PathLike`, *optional*, defaults to `"runs/compare"`): where the files go.
+        bootstrap_resamples (`int`, *optional*, defaults to 1000): resamples of each paired interval; 0 for none.
+        bootstrap_seed (`int`, *optional*, defaults to 0): the same seed gives the same intervals.
+        return_pairs (`bool`, *optional*, defaults to `False`): also return the pairs.
 
     Returns:
-        `list[dict]`: one row per run (`run`, `model_type`, `epochs`, then the metrics), the rows of `comparison.csv`.
+        `list[dict]`: one row per run (`run`, `model_type`, `epochs`, then the metrics), the rows of `comparison.csv`;
+        with `return_pairs`, `(rows, pairs)`, one pair per two runs with predictions (`a`, `b` and the
+        `paired_comparison` result).
     """
     from . import plots
 
@@ -745,6 +972,217 @@ def compare_runs(run_dirs: list[str | os.PathLike], output_dir: str | os.PathLik
             reference_accuracy=references.pop() if len(references) == 1 else None,
         )
         text.append("\n![validation accuracy and balanced accuracy per epoch](training_curves.png)\n")
+    predictions = [find_predictions(run["path"]) for run in runs]
+    pairs = []
+    if bootstrap_resamples and len(runs) > 1:
+        loaded = [read_predictions(path) if path is not None else None for path, _ in predictions]
+        for i in range(len(runs)):
+            for j in range(i + 1, len(runs)):
+                if loaded[i] is None or loaded[j] is None:
+                    continue
+                pair = paired_comparison(loaded[i], loaded[j], num_resamples=bootstrap_resamples, seed=bootstrap_seed)
+                pairs.append({"a": names[i], "b": names[j], **pair})
+        text.append(render_paired_differences(names, predictions, pairs, bootstrap_resamples, bootstrap_seed))
+        _write_paired_csv(output_dir / "paired_differences.csv", pairs)
     (output_dir / "comparison.md").write_text("".join(text))
     logger.info("Comparison of %d runs written to %s", len(runs), output_dir)
-    return rows
+    return (rows, pairs) if return_pairs else rows
+
+
+def find_predictions(run_dir: str | os.PathLike) -> tuple[Path | None, str]:
+    """The `predictions.csv` a run is compared by (see `compare_runs` for the rule), and a sentence on where it came
+    from or why there is none."""
+    run_dir = Path(run_dir)
+    if (run_dir / "predictions.csv").is_file():
+        return run_dir / "predictions.csv", "its own predictions.csv"
+    candidates = sorted((run_dir / "evaluation").glob("*/predictions.csv"))
+    if len(candidates) > 1:
+        tests = [path for path in candidates if path.parent.name.endswith("-test")]
+        if len(tests) == 1:
+            return tests[0], "its test-split evaluation without TTA"
+        listed = ", ".join(f"`{path.parent}`" for path in candidates)
+        return None, f"several evaluations ({listed}): pass the one to compare in place of the run folder"
+    if candidates:
+        return candidates[0], "its one evaluation"
+    return None, f"no predictions.csv: evaluate it first (`python scripts/evaluate.py --model {run_dir}`)"
+
+
+def read_predictions(path: str | os.PathLike) -> dict:
+    """A `predictions.csv` of `evaluate_checkpoint`: `path`, `image_ids`, `lesion_ids` (`None` in files written
+    before they were recorded), `labels` (diagnosis names), `label_names` and `probs` `(N, K)`."""
+    path = Path(path)
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        label_names = [c.removeprefix("p_") for c in reader.fieldnames or [] if c.startswith("p_")]
+        rows = list(reader)
+    if not rows or not label_names or "image_id" not in rows[0] or "true" not in rows[0]:
+        raise ValueError(f"{path} is not a predictions.csv of scripts/evaluate.py (image_id, true, p_<label> columns)")
+    return {
+        "path": path,
+        "image_ids": [row["image_id"] for row in rows],
+        "lesion_ids": [row["lesion_id"] for row in rows] if "lesion_id" in rows[0] else None,
+        "labels": [row["true"] for row in rows],
+        "label_names": label_names,
+        "probs": np.array([[float(row[f"p_{name}"]) for name in label_names] for row in rows], dtype=np.float64),
+    }
+
+
+def paired_comparison(
+    a: dict, b: dict, *, num_resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0, confidence: float = 0.95
+) -> dict:
+    """Paired bootstrap intervals of `metric(a) - metric(b)` for two `read_predictions` results on the same images.
+
+    Returns:
+        `dict`: `comparable` and, when not, `reason`; when comparable `n_images`, `n_lesions` (`None` without lesion
+        ids), `resampled` (`"lesion"` or `"image"`), `num_resamples`, `seed` and `metrics`: metric -> `a`, `b`,
+        `difference`, `low`, `high`, `excludes_zero` (`None` where no resample defines the metric).
+    """
+    ids_a, ids_b = a["image_ids"], b["image_ids"]
+    for side in (a, b):
+        if len(set(side["image_ids"])) != len(side["image_ids"]):
+            return {"comparable": False, "reason": f"{side['path']} lists an image twice"}
+    only_a, only_b = set(ids_a) - set(ids_b), set(ids_b) - set(ids_a)
+    if only_a or only_b:
+        example = sorted(only_a or only_b)[0]
+        return {
+            "comparable": False,
+            "reason": f"not scored on the same images ({len(ids_a):,} and {len(ids_b):,} images; {len(only_a):,} only "
+            f"in the first, {len(only_b):,} only in the second, e.g. {example})",
+        }
+    if set(a["label_names"]) != set(b["label_names"]):
+        return {
+            "comparable": False,
+            "reason": f"the runs predict different labels ({', '.join(a['label_names'])} and "
+            f"{', '.join(b['label_names'])})",
+        }
+    row_b = {image_id: i for i, image_id in enumerate(ids_b)}
+    order = np.array([row_b[image_id] for image_id in ids_a])  # b's rows in a's order
+    if [b["labels"][i] for i in order] != a["labels"]:
+        differ = sum(b["labels"][i] != label for i, label in zip(order, a["labels"]))
+        return {"comparable": False, "reason": f"the same images with different diagnoses ({differ:,} of them)"}
+    lesions_b = [b["lesion_ids"][i] for i in order] if b["lesion_ids"] is not None else None
+    if a["lesion_ids"] is not None and lesions_b is not None and a["lesion_ids"] != lesions_b:
+        return {"comparable": False, "reason": "the same images grouped into different lesions"}
+    lesions = a["lesion_ids"] if a["lesion_ids"] is not None else lesions_b
+    label_names = a["label_names"]
+    columns = [b["label_names"].index(name) for name in label_names]
+    labels = np.array([label_names.index(label) for label in a["labels"]])
+    probs_b = b["probs"][order][:, columns]
+    kwargs = {"label_names": label_names, "num_resamples": num_resamples, "seed": seed, "confidence": confidence}
+    result = bootstrap_intervals(labels, a["probs"], lesions, baseline_probs=probs_b, **kwargs)
+    scores_a = classification_metrics(labels, a["probs"], label_names)
+    scores_b = classification_metrics(labels, probs_b, label_names)
+    metrics = {}
+    for name in BOOTSTRAP_METRICS:
+        if name not in scores_a:  # melanoma metrics of a model without a `mel` class
+            continue
+        interval = result["intervals"][name]
+        low, high = interval if interval is not None else (None, None)
+        metrics[name] = {
+            "a": scores_a[name],
+            "b": scores_b[name],
+            "difference": result["estimates"][name],
+            "low": low,
+            "high": high,
+            "excludes_zero": None if interval is None else bool(low > 0 or high < 0),
+        }
+    return {
+        "comparable": True,
+        "n_images": len(labels),
+        "n_lesions": result["n_groups"] if lesions is not None else None,
+        "resampled": result["resampled"],
+        "num_resamples": result["num_resamples"],
+        "seed": result["seed"],
+        "metrics": metrics,
+    }
+
+
+def _signed(value: float | None) -> str:
+    return "—" if value is None or not math.isfinite(value) else f"{value:+.3f}"
+
+
+def difference_sentence(a: str, b: str, metric: str, entry: dict) -> str:
+    """ "`a` − `b` balanced accuracy: +0.045 [+0.012, +0.079]: the interval excludes 0, `a` is better on these
+    images." (or that it includes 0, or that no resample defines the metric)."""
+    name = BOOTSTRAP_NAMES.get(metric, metric.replace("_", " "))
+    head = f"`{a}` − `{b}` {name}: {_signed(entry['difference'])}"
+    if entry["excludes_zero"] is None:
+        return f"{head}, no interval: no resample defines it."
+    head += f" [{_signed(entry['low'])}, {_signed(entry['high'])}]"
+    if entry["excludes_zero"]:
+        better = a if entry["low"] > 0 else b
+        return f"{head}: the interval excludes 0, `{better}` is better on these images."
+    return f"{head}: the interval includes 0, these images do not show either run to be better."
+
+
+def render_paired_differences(
+    names: list[str], predictions: list[tuple[Path | None, str]], pairs: list[dict], num_resamples: int, seed: int
+) -> str:
+    """The "Paired differences" section of `comparison.md`."""
+    out = [
+        "\n## Paired differences, with 95% bootstrap intervals\n\n",
+        "Each pair of runs scored on the same images (matched by image id in their `predictions.csv`), first minus "
+        f"second: the test images' lesions are resampled with replacement {num_resamples:,} times (seed {seed}), all "
+        "the images of a drawn lesion together, both runs are scored on every resample, and the 2.5th and 97.5th "
+        "percentiles of the difference are the interval. An interval that excludes 0 says the difference is not the "
+        "luck of which lesions ended up in this test split; it says nothing about other data, nor about training "
+        "the same recipe again with another seed. With several pairs and metrics, expect about one interval in "
+        "twenty to exclude 0 by chance alone where there is no difference. Values are computed from the predictions "
+        "files, and can differ in the last digit from the table above where that comes from a training run's own "
+        "test evaluation.\n\n",
+        "Predictions compared:\n\n",
+        *[
+            f"- `{name}`: "
+            + (f"`{path}` ({why})" if path is not None else f"none, {why}; left out of the pairs")
+            + "\n"
+            for name, (path, why) in zip(names, predictions)
+        ],
+    ]
+    if not pairs:
+        out.append("\nNo pair of runs with predictions to compare.\n")
+    for pair in pairs:
+        a, b = pair["a"], pair["b"]
+        out.append(f"\n### `{a}` − `{b}`\n\n")
+        if not pair["comparable"]:
+            out.append(f"Not comparable: {pair['reason']}. No interval.\n")
+            continue
+        metrics = pair["metrics"]
+        if pair["resampled"] == "lesion":
+            unit = f"{pair['n_images']:,} images of {pair['n_lesions']:,} lesions"
+        else:
+            unit = (
+                f"{pair['n_images']:,} images, resampled one by one: the predictions files have no `lesion_id` "
+                "(written by an older scripts/evaluate.py), so the interval is too narrow where a lesion has several "
+                "images; evaluate the runs again for lesion-level intervals"
+            )
+        out.append(f"{difference_sentence(a, b, 'balanced_accuracy', metrics['balanced_accuracy'])} ({unit}.)\n\n")
+        rows = [
+            [
+                BOOTSTRAP_NAMES.get(name, name),
+                _fmt(m["a"]),
+                _fmt(m["b"]),
+                _signed(m["difference"]),
+                "—" if m["excludes_zero"] is None else f"[{_signed(m['low'])}, {_signed(m['high'])}]",
+                {None: "—", True: "**yes**", False: "no"}[m["excludes_zero"]],
+            ]
+            for name, m in metrics.items()
+        ]
+        headers = ["metric", f"`{a}`", f"`{b}`", "difference", "95% interval", "excludes 0"]
+        out.append(markdown_table(headers, rows, align="lrrrrl") + "\n")
+    return "".join(out)
+
+
+def _write_paired_csv(path: Path, pairs: list[dict]) -> None:
+    fields = ["run_a", "run_b", "comparable", "reason", "metric", "a", "b", "difference", "low", "high"]
+    fields += ["excludes_zero", "n_images", "n_lesions", "resampled"]
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        for pair in pairs:
+            base = {"run_a": pair["a"], "run_b": pair["b"], "comparable": pair["comparable"]}
+            if not pair["comparable"]:
+                writer.writerow({**base, "reason": pair["reason"]})
+                continue
+            base.update({key: pair[key] for key in ("n_images", "n_lesions", "resampled")})
+            for name, m in pair["metrics"].items():
+                writer.writerow({**base, "metric": name, **{k: "" if v is None else v for k, v in m.items()}})

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from hf_skin.metrics import (
+    HAM10000_LABELS,
     classification_metrics,
     compute_metrics,
     expected_calibration_error,
@@ -155,3 +156,138 @@ def test_compute_metrics_goes_through_the_module():
     for key, value in expected.items():
         assert out[key] == pytest.approx(value, abs=1e-6, nan_ok=True), key
     assert {f"recall_{c}" for c in ("akiec", "mel", "nv")} <= out.keys()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Bootstrap intervals
+
+
+def lesion_data(rng, num_lesions: int, images_per_lesion, accuracy: float):
+    """Labels, one-hot-ish probabilities and lesion ids where each lesion's images share a diagnosis and a call:
+    right for a share `accuracy` of the lesions, else a random other class."""
+    sizes = np.full(num_lesions, images_per_lesion) if np.isscalar(images_per_lesion) else images_per_lesion
+    lesion_labels = rng.integers(0, 7, num_lesions)
+    lesion_labels[:7] = np.arange(7)  # every class present
+    wrong = (lesion_labels + rng.integers(1, 7, num_lesions)) % 7
+    lesion_preds = np.where(rng.random(num_lesions) < accuracy, lesion_labels, wrong)
+    lesions = np.repeat([f"HAM_{i:07d}" for i in range(num_lesions)], sizes)
+    labels, preds = np.repeat(lesion_labels, sizes), np.repeat(lesion_preds, sizes)
+    return labels, one_hot_probs(preds, confidence=0.7), lesions
+
+
+def test_bootstrap_of_a_perfect_classifier_is_one_one():
+    from hf_skin.metrics import BOOTSTRAP_METRICS, bootstrap_intervals
+
+    labels, probs, lesions = lesion_data(np.random.default_rng(0), 200, 2, accuracy=1.0)
+    result = bootstrap_intervals(labels, probs, lesions, num_resamples=200)
+    assert set(result["intervals"]) == set(BOOTSTRAP_METRICS)
+    for name, interval in result["intervals"].items():
+        assert interval == (1.0, 1.0), name
+        assert result["estimates"][name] == 1.0
+    assert result["resampled"] == "lesion" and result["n_groups"] == 200 and result["num_resamples"] == 200
+
+
+def test_bootstrap_of_a_coin_flip_contains_chance_and_is_not_vacuous():
+    """Random probabilities: the intervals hold the expected values (1/7 for the accuracies, 0.5 for the AUC, 0.2 for
+    the sensitivity at 80% specificity) and are narrow enough that holding them means something."""
+    from hf_skin.metrics import bootstrap_intervals
+
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 7, 3000)
+    probs = rng.dirichlet(np.ones(7), size=3000)
+    lesions = np.arange(3000) // 2
+    result = bootstrap_intervals(labels, probs, lesions, seed=3)
+    expected = {"accuracy": 1 / 7, "balanced_accuracy": 1 / 7, "auc_macro": 0.5}
+    expected["mel_sensitivity_at_spec80"] = 0.2
+    for name, value in expected.items():
+        low, high = result["intervals"][name]
+        assert low < value < high, (name, low, high)
+        assert high - low < 0.12, (name, low, high)
+
+
+def test_lesion_resampling_is_wider_than_image_resampling_when_a_lesions_images_agree():
+    """Five identical images per lesion carry the evidence of one: resampling images pretends there are five times
+    as many independent cases, an interval about sqrt(5) = 2.2 times too narrow."""
+    from hf_skin.metrics import bootstrap_intervals
+
+    labels, probs, lesions = lesion_data(np.random.default_rng(2), 100, 5, accuracy=0.7)
+    by_lesion = bootstrap_intervals(labels, probs, lesions)
+    by_image = bootstrap_intervals(labels, probs)
+    assert by_image["resampled"] == "image" and by_image["n_groups"] == 500 and by_lesion["n_groups"] == 100
+    for name in ("accuracy", "balanced_accuracy", "auc_macro"):
+        lesion_width = np.diff(by_lesion["intervals"][name])[0]
+        image_width = np.diff(by_image["intervals"][name])[0]
+        assert lesion_width > 1.7 * image_width, (name, lesion_width, image_width)
+        assert by_lesion["estimates"][name] == pytest.approx(by_image["estimates"][name])
+
+
+def test_bootstrap_is_reproducible_with_its_seed():
+    from hf_skin.metrics import bootstrap_intervals
+
+    labels, probs, lesions = lesion_data(np.random.default_rng(3), 150, np.arange(150) % 3 + 1, accuracy=0.6)
+    first = bootstrap_intervals(labels, probs, lesions, seed=7)
+    assert bootstrap_intervals(labels, probs, list(lesions), seed=7) == first
+    other = bootstrap_intervals(labels, probs, lesions, seed=8)
+    assert other["intervals"] != first["intervals"] and other["estimates"] == first["estimates"]
+    assert first["seed"] == 7 and first["confidence"] == 0.95
+
+
+def test_vectorised_bootstrap_scores_a_resample_as_classification_metrics_does():
+    """Integer weights per image are the resample: the vectorised scores equal classification_metrics on the
+    resampled rows, ties in the probabilities included."""
+    from hf_skin.metrics import BOOTSTRAP_METRICS, _weighted_metrics, bootstrap_intervals
+
+    rng = np.random.default_rng(4)
+    labels = rng.integers(0, 7, 400)
+    labels[:7] = np.arange(7)
+    probs = rng.dirichlet(np.ones(7), size=400)
+    probs[labels == 4, 4] += 0.3
+    probs = np.round(probs / probs.sum(axis=1, keepdims=True), 1)  # many ties
+    lesions = np.arange(400) // 3
+    for _ in range(20):
+        drawn = rng.integers(0, lesions.max() + 1, lesions.max() + 1)
+        rows = np.concatenate([np.flatnonzero(lesions == lesion) for lesion in drawn])
+        weights = np.bincount(rows, minlength=400)[None].astype(float)
+        got = _weighted_metrics(labels, probs, weights, HAM10000_LABELS, BOOTSTRAP_METRICS)
+        want = classification_metrics(labels[rows], probs[rows])
+        for name in BOOTSTRAP_METRICS:
+            assert got[name][0] == pytest.approx(want[name], abs=1e-12), name
+    estimates = bootstrap_intervals(labels, probs, lesions, num_resamples=10)["estimates"]
+    full = classification_metrics(labels, probs)
+    assert estimates == pytest.approx({name: full[name] for name in BOOTSTRAP_METRICS}, abs=1e-12)
+
+
+def test_paired_bootstrap_of_the_difference():
+    from hf_skin.metrics import bootstrap_intervals
+
+    rng = np.random.default_rng(5)
+    labels, good, lesions = lesion_data(rng, 300, 2, accuracy=0.9)
+    _, bad, _ = lesion_data(np.random.default_rng(5), 300, 2, accuracy=0.5)  # same labels and lesions
+    paired = bootstrap_intervals(labels, good, lesions, baseline_probs=bad)
+    low, high = paired["intervals"]["balanced_accuracy"]
+    expected = (
+        classification_metrics(labels, good)["balanced_accuracy"]
+        - classification_metrics(labels, bad)["balanced_accuracy"]
+    )
+    assert paired["estimates"]["balanced_accuracy"] == pytest.approx(expected)
+    assert 0.2 < low < expected < high
+    same = bootstrap_intervals(labels, good, lesions, baseline_probs=good.copy())
+    assert all(interval == (0.0, 0.0) for interval in same["intervals"].values())
+
+
+def test_bootstrap_undefined_resamples_and_errors():
+    from hf_skin.metrics import bootstrap_intervals
+
+    labels = np.array([4, 5, 5, 5, 5, 5])  # a single melanoma: some resamples draw none
+    probs = one_hot_probs(labels)
+    result = bootstrap_intervals(labels, probs, num_resamples=300)
+    assert 0 < result["undefined"]["mel_sensitivity_at_spec90"] < 300 and result["undefined"]["accuracy"] == 0
+    assert result["intervals"]["mel_sensitivity_at_spec90"] == (1.0, 1.0)  # from the resamples that define it
+    no_mel = bootstrap_intervals(np.array([0, 1]), one_hot_probs(np.array([0, 1])), num_resamples=5)
+    assert no_mel["intervals"]["mel_sensitivity_at_spec90"] is None
+    with pytest.raises(ValueError, match="no bootstrap for \\['f1_macro'\\]"):
+        bootstrap_intervals(labels, probs, metrics=("f1_macro",))
+    with pytest.raises(ValueError, match="groups has 2 entries for 6 labels"):
+        bootstrap_intervals(labels, probs, ["a", "b"])
+    with pytest.raises(ValueError, match="baseline_probs must score the same rows"):
+        bootstrap_intervals(labels, probs, baseline_probs=probs[:3])
