@@ -1123,7 +1123,8 @@ def render_paired_differences(
         "\n## Paired differences, with 95% bootstrap intervals\n\n",
         "Each pair of runs scored on the same images (matched by image id in their `predictions.csv`), first minus "
         f"second: the test images' lesions are resampled with replacement {num_resamples:,} times (seed {seed}), all "
-        "the images of a drawn lesion together, both runs are scored on every resample, and the 2.5th and 97.5th "
+        "the images of a drawn lesion together (the images one by one where the files have no lesion ids, as said "
+        "below), both runs are scored on every resample, and the 2.5th and 97.5th "
         "percentiles of the difference are the interval. An interval that excludes 0 says the difference is not the "
         "luck of which lesions ended up in this test split; it says nothing about other data, nor about training "
         "the same recipe again with another seed. With several pairs and metrics, expect about one interval in "
