@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from .data import DEFAULT_DATASET, DX_NAMES, MALIGNANT_DX, SplitArguments, load_ham10000
 from .metrics import BOOTSTRAP_METRICS, BOOTSTRAP_RESAMPLES, bootstrap_intervals, classification_metrics
+from .model_card import markdown_table
 from .processing import load_image
 from .runs import RunFolder, RunFolderError
 
@@ -639,14 +640,6 @@ def _fmt(value, digits: int = 3) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "—"
     return f"{value:.{digits}f}"
-
-
-def markdown_table(header: list[str], rows: list[list], align: str | None = None) -> str:
-    """A markdown table; `align` is one letter a column, `l` or `r` (default: the first left, the rest right)."""
-    align = align or "l" + "r" * (len(header) - 1)
-    rule = ["---:" if a == "r" else "---" for a in align]
-    lines = [header, rule, *rows]
-    return "\n".join("| " + " | ".join(map(str, line)) + " |" for line in lines)
 
 
 def _interval_text(metrics: dict, key: str) -> str:
