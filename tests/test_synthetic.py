@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from hf_skin.cli import synthetic as main
 from hf_skin.data import DX_LABELS, DX_TYPE_LABELS, LOCALIZATION_LABELS, METADATA_COLUMNS, SEX_LABELS
-from hf_skin.synthetic import CLASS_COUNTS, FIRST_IMAGE_NUMBER, main, make_synthetic_ham10000
+from hf_skin.synthetic import CLASS_COUNTS, FIRST_IMAGE_NUMBER, make_synthetic_ham10000
 
 PARTS = ("HAM10000_images_part_1", "HAM10000_images_part_2")
 MASKS = "HAM10000_segmentations_lesion_tschandl"
