@@ -26,6 +26,15 @@ TOKEN_FLAGS = ("--hub_token", "--token")
 TOKEN_HELP = "set HF_TOKEN in the environment or run `hf auth login` instead"
 
 
+def _hub_errors() -> tuple[type[Exception], ...]:
+    from huggingface_hub.errors import HfHubHTTPError, LocalTokenNotFoundError
+
+    return LocalTokenNotFoundError, HfHubHTTPError, ConnectionError
+
+
+HUB_ERRORS = _hub_errors()  # a missing token, a refused or failed request, an unreachable Hub: one line, no traceback
+
+
 class CommandLineError(SystemExit):
     """A command-line mistake: one `error:` line, exit status 2, no traceback."""
 
@@ -80,7 +89,7 @@ def finetune(argv: list[str] | None = None) -> dict:
     try:
         model_args, data_args, training_args = parse_args(argv)
         results = run(model_args, data_args, training_args)
-    except (HubUnavailableError, RunFolderError) as err:  # what was asked for and the ways forward, no traceback
+    except (HubUnavailableError, RunFolderError, *HUB_ERRORS) as err:  # what was asked for, the ways forward
         raise CommandLineError(str(err)) from None
     if training_args.process_index == 0:
         out = Path(training_args.output_dir)
@@ -216,7 +225,7 @@ def push_to_hub(argv: list[str] | None = None):
             print(f"Dry run, nothing was changed.\n{plan.describe()}")
             return plan
         url = push_run_to_hub(args.run_dir, args.repo_id, private=args.private or None, **card_choice)
-    except (RunFolderError, FileNotFoundError) as err:  # no run, an unfinished one, a hand-edited card: no traceback
+    except (RunFolderError, FileNotFoundError, *HUB_ERRORS) as err:  # no run, no token, an edited card, no Hub
         raise CommandLineError(str(err)) from None
     print(f"pushed: {url}")
     return url

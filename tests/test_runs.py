@@ -165,3 +165,11 @@ def test_a_run_made_before_split_json_is_checked_from_its_arguments(seed7_run, s
         evaluate_checkpoint(old, synthetic_dir, "all", output_dir=tmp_path / "all")
     metrics = evaluate_checkpoint(old, synthetic_dir, "test", output_dir=tmp_path / "test")
     assert metrics["split_arguments"]["split_seed"] == 7
+
+
+def test_push_without_a_token_is_one_error_line(seed7_run, tmp_path, monkeypatch):
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))  # no `hf auth login` token there
+    for extra in ([], ["--dry_run"]):
+        with pytest.raises(SystemExit, match="^error: no Hugging Face token found: set HF_TOKEN"):
+            load_script("push_to_hub").main([str(seed7_run), "user/x", *extra])
