@@ -1,4 +1,5 @@
-"""HAM10000 as a `datasets.DatasetDict` (raw download folder, Hub repo, parquet, saved folder), lesion-grouped."""
+"""HAM10000 as a `datasets.DatasetDict` (raw download folder, ISIC 2018 layout, Hub repo, parquet, saved folder),
+lesion-grouped."""
 
 import contextlib
 import csv
@@ -63,6 +64,18 @@ DEFAULT_DATASET = "marmal88/skin_cancer"
 METADATA_FILENAME = "HAM10000_metadata.csv"
 MASK_FOLDER = "HAM10000_segmentations_lesion_tschandl"
 MASK_SUFFIX = "_segmentation.png"
+# The ISIC 2018 Task 3 download of HAM10000 (its training set): no age, sex or localization.
+ISIC_IMAGE_FOLDER = "ISIC2018_Task3_Training_Input"
+ISIC_GROUND_TRUTH = "ISIC2018_Task3_Training_GroundTruth.csv"
+ISIC_GROUPINGS = "ISIC2018_Task3_Training_LesionGroupings.csv"
+ISIC_DX_COLUMNS = {"MEL": "mel", "NV": "nv", "BCC": "bcc", "AKIEC": "akiec", "BKL": "bkl", "DF": "df", "VASC": "vasc"}
+# diagnosis_confirm_type -> dx_type: the ISIC files spell out what HAM10000_metadata.csv abbreviates.
+ISIC_DX_TYPES = {
+    "histopathology": "histo",
+    "serial imaging showing no change": "follow_up",
+    "single image expert consensus": "consensus",
+    "confocal microscopy with consensus dermoscopy": "confocal",
+}
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 SPLITS = ("train", "validation", "test")
 
@@ -145,6 +158,13 @@ def load_ham10000(
       decoded). Symbolic links are followed, each folder scanned once (a link loop is logged and not followed). An
       image id found in several folders (e.g. `full_resolution_sample/` beside the part folders) is taken from the
       folder holding most images; image files without a metadata row are ignored (logged).
+    - a folder in the ISIC 2018 Task 3 training download's layout: `ISIC2018_Task3_Training_GroundTruth.csv` (one-hot
+      `MEL,NV,BCC,AKIEC,BKL,DF,VASC` -> `dx`; a row that is not one-hot is an error naming its line) and
+      `ISIC2018_Task3_Training_LesionGroupings.csv` (`lesion_id`; `diagnosis_confirm_type` -> `dx_type`, an unknown
+      one `unknown`, logged), each in the folder or one folder down, images anywhere below it (e.g.
+      `ISIC2018_Task3_Training_Input/`). Built and cached like the raw folder. These files have no age, sex or
+      localization: age is `None` and sex and localization `unknown` on every row (a WARNING says so). Without the
+      groupings file it refuses: a split without lesion ids would leak views of one lesion across splits.
     - a `save_to_disk` folder (`Dataset` or `DatasetDict`), a parquet file or a folder of parquet files;
     - otherwise a Hub dataset id such as `marmal88/skin_cancer`.
 
@@ -183,9 +203,10 @@ def load_ham10000(
         raise ValueError(f"on_missing must be 'error' or 'skip', not {on_missing!r}")
     _check_split_sizes(test_size, validation_size)
     kind, location = _resolve_source(source)
-    if kind == "raw":
+    if kind in ("raw", "isic"):
+        raw_source = _ham10000_source(location) if kind == "raw" else _isic_source(location)
         dataset, summary = _load_raw_folder(
-            location, on_missing=on_missing, with_masks=with_masks, cache_dir=cache_dir
+            raw_source, on_missing=on_missing, with_masks=with_masks, cache_dir=cache_dir
         )
         given = {"all": dataset}
     else:
@@ -306,7 +327,7 @@ def class_counts(dataset: Dataset) -> dict[str, int]:
 
 
 def _resolve_source(source: str | os.PathLike) -> tuple[str, Path | str]:
-    """("raw" | "disk" | "parquet", path) for local sources, ("hub", id) otherwise."""
+    """("raw" | "isic" | "disk" | "parquet", path) for local sources, ("hub", id) otherwise."""
     path = Path(source).expanduser()
     if path.is_file():
         if path.name == METADATA_FILENAME:
@@ -315,11 +336,14 @@ def _resolve_source(source: str | os.PathLike) -> tuple[str, Path | str]:
             return "parquet", path
         raise ValueError(
             f"{path} is a file, but neither a parquet file nor {METADATA_FILENAME}: pass the HAM10000 download "
-            "folder, a save_to_disk folder, a parquet file/folder or a Hub dataset id"
+            f"folder (or the ISIC 2018 one, holding {ISIC_IMAGE_FOLDER}/), a save_to_disk folder, a parquet "
+            "file/folder or a Hub dataset id"
         )
     if path.is_dir():
         if (path / METADATA_FILENAME).is_file():
             return "raw", path
+        if _find_isic_file(path, ISIC_GROUND_TRUTH) is not None:
+            return "isic", path
         if any((path / name).is_file() for name in _SAVED_DATASET_FILES):
             return "disk", path
         if next(path.rglob("*.parquet"), None) is not None:
@@ -333,7 +357,8 @@ def _resolve_source(source: str | os.PathLike) -> tuple[str, Path | str]:
         nested = sorted(path.glob(f"*/{METADATA_FILENAME}"))
         hint = f"; did you mean {nested[0].parent}?" if nested else ""
         raise FileNotFoundError(
-            f"{path} has no {METADATA_FILENAME} (a HAM10000 download folder), no {'/'.join(_SAVED_DATASET_FILES)} "
+            f"{path} has no {METADATA_FILENAME} (a HAM10000 download folder), no {ISIC_GROUND_TRUTH} (an ISIC 2018 "
+            f"Task 3 download), no {'/'.join(_SAVED_DATASET_FILES)} "
             f"(a save_to_disk folder) and no *.parquet files; it holds {', '.join(entries[:5])}"
             f"{', ...' if len(entries) > 5 else ''}{hint}"
         )
@@ -566,18 +591,36 @@ def _decode_problem(data: bytes, full_decode: bool = False) -> str | None:
 # Raw download folder
 
 
-def _load_raw_folder(root: Path, *, on_missing: str, with_masks: bool, cache_dir) -> tuple[Dataset, str]:
-    """The raw folder as one `Dataset` (all rows) and a summary line, from the fingerprint-keyed cache or built."""
+@dataclass(frozen=True)
+class _RawSource:
+    """A download folder of image files and metadata CSV files: the files, and how their rows are read."""
+
+    kind: str  # "ham10000" (HAM10000_metadata.csv) or "isic2018": part of the cache key
+    root: Path  # images are searched anywhere below it
+    files: tuple[Path, ...]  # the metadata CSVs: their whole content keys the cache; files[0] lists the images
+    read: Callable[[list[bytes]], list[dict]]  # their contents -> rows with canonical label ids and age
+    note: str = ""  # appended to the summary line
+
+
+def _ham10000_source(root: Path) -> _RawSource:
     csv_path = root / METADATA_FILENAME
-    csv_bytes = csv_path.read_bytes()
+    return _RawSource("ham10000", root, (csv_path,), lambda contents: _read_metadata(csv_path, contents[0]))
+
+
+def _load_raw_folder(source: _RawSource, *, on_missing: str, with_masks: bool, cache_dir) -> tuple[Dataset, str]:
+    """The raw folder as one `Dataset` (all rows) and a summary line, from the fingerprint-keyed cache or built."""
+    root = source.root
+    contents = [path.read_bytes() for path in source.files]
     images, duplicates = _scan_images(root)
     mask_dir = root / MASK_FOLDER
     use_masks = with_masks and mask_dir.is_dir()
     masks = _scan_masks(mask_dir) if use_masks else {}
 
-    # The key: the whole CSV, and each file's name, size, mtime and head and tail bytes (see _KEY_BYTES).
-    digest = hashlib.sha256(f"hf_skin ham10000 v{_CACHE_VERSION} {use_masks} {on_missing}\n".encode())
-    digest.update(csv_bytes)
+    # The key: the whole CSV(s), and each file's name, size, mtime and head and tail bytes (see _KEY_BYTES).
+    digest = hashlib.sha256(f"hf_skin {source.kind} v{_CACHE_VERSION} {use_masks} {on_missing}\n".encode())
+    digest.update(contents[0])
+    for content in contents[1:]:  # delimited by their length, so that no byte can move from one file to the next
+        digest.update(f"\n\0{len(content)}\0".encode() + content)
     files = [file for image_id in sorted(images) for file in images[image_id]]
     files += [(MASK_FOLDER + os.sep + masks[image_id][0], *masks[image_id][1:]) for image_id in sorted(masks)]
     for relpath, size, mtime_ns in files:
@@ -601,7 +644,7 @@ def _load_raw_folder(root: Path, *, on_missing: str, with_masks: bool, cache_dir
             return dataset, report["summary"]
 
     dataset, report = _build_raw_dataset(
-        root, csv_bytes, images, duplicates, masks if use_masks else None, on_missing, cache_root, cached
+        source, contents, images, duplicates, masks if use_masks else None, on_missing, cache_root, cached
     )
     logger.info("%s: built %s", root, cached)
     _evict_cache(cache_root, cached)
@@ -663,8 +706,8 @@ def _evict_cache(cache_root: Path, current: Path) -> None:
 
 
 def _build_raw_dataset(
-    root: Path,
-    csv_bytes: bytes,
+    source: _RawSource,
+    contents: list[bytes],
     images: dict[str, list[tuple[str, int, int]]],
     duplicates: int,
     masks: dict[str, tuple[str, int, int]] | None,
@@ -673,14 +716,14 @@ def _build_raw_dataset(
     cached: Path,
 ) -> tuple[Dataset, dict]:
     """Validate the metadata against the files, write the Arrow dataset with `from_generator` and cache it."""
-    csv_path = root / METADATA_FILENAME
-    rows = _read_metadata(csv_path, csv_bytes)
+    root, csv_path = source.root, source.files[0]
+    rows = source.read(contents)
     rows_read = len(rows)
 
     listed = {row["image_id"] for row in rows}
     unreferenced = sum(1 for image_id in images if image_id not in listed)
     if unreferenced:
-        logger.info("%s: %d image file(s) have no row in %s and are ignored", root, unreferenced, METADATA_FILENAME)
+        logger.info("%s: %d image file(s) have no row in %s and are ignored", root, unreferenced, csv_path.name)
     if duplicates:
         logger.info(
             "%s: %d image id(s) have files in several folders; using the copy in the folder holding most images",
@@ -692,7 +735,7 @@ def _build_raw_dataset(
     if absent and on_missing == "error":
         found = "no image files at all" if not images else f"{len(images)} image files"
         raise FileNotFoundError(
-            f"{METADATA_FILENAME} lists {_first_ids(absent)} but no image file for it was found under {root} "
+            f"{csv_path.name} lists {_first_ids(absent)} but no image file for it was found under {root} "
             f"({len(absent)} such row(s) of {rows_read}; searched *.jpg/*.jpeg/*.png in all subfolders, found "
             f"{found}). Download the missing images, or pass on_missing='skip' to drop these rows"
         )
@@ -793,6 +836,7 @@ def _build_raw_dataset(
         )
         if masks is not None:
             summary += f"; masks for {mask_count[True]} images, none for {mask_count[False]}"
+        summary += source.note
         # Move from_generator's Arrow shards into the entry instead of save_to_disk: that would copy them once more
         # and, re-reading them in batches of 1,000 rows, hold ~1,000 images in memory at a time.
         shards = [cache_file["filename"] for cache_file in built.cache_files]
@@ -829,6 +873,16 @@ def _open_cached(cached: Path, report: dict) -> Dataset:
 
 def _read_metadata(csv_path: Path, csv_bytes: bytes) -> list[dict]:
     """Parse and check HAM10000_metadata.csv: one dict per row with canonical label ids and age."""
+    header, raw = _read_csv(csv_path, csv_bytes, METADATA_COLUMNS, "the HAM10000 columns")
+    extra = [column for column in header if column not in METADATA_COLUMNS]
+    if extra:
+        logger.info("%s: ignoring column(s) %s", csv_path, ", ".join(extra))
+    return _check_metadata_rows(csv_path, raw)
+
+
+def _read_csv(csv_path: Path, csv_bytes: bytes, columns: list[str], expected: str) -> tuple[list[str], list[dict]]:
+    """The header and the rows (`columns` only, stripped strings) of a UTF-8 CSV file that must have `columns` and
+    at least one row; errors name the file, the line and the fix."""
     try:
         text = csv_bytes.decode("utf-8-sig")
     except UnicodeDecodeError as err:
@@ -842,23 +896,26 @@ def _read_metadata(csv_path: Path, csv_bytes: bytes) -> list[dict]:
     try:
         header = [name.strip() for name in reader.fieldnames or []]
         reader.fieldnames = header
-        raw = [{column: (row.get(column) or "").strip() for column in METADATA_COLUMNS} for row in reader]
+        raw = [{column: (row.get(column) or "").strip() for column in columns} for row in reader]
     except csv.Error as err:  # e.g. a field over csv's size limit: an unclosed quote swallowing the rest of the file
         raise ValueError(
             f'{csv_path}, line {reader.line_num}: cannot parse it as CSV ({err}); look for an unbalanced quote (") '
             "there or above, and save the file as plain comma-separated values"
         ) from err
-    missing = [column for column in METADATA_COLUMNS if column not in header]
+    missing = [column for column in columns if column not in header]
     if missing:
         raise ValueError(
             f"{csv_path} lacks required column(s) {', '.join(missing)}; found: {', '.join(header) or 'no header'}. "
-            f"Expected the HAM10000 columns {', '.join(METADATA_COLUMNS)}"
+            f"Expected {expected} {', '.join(columns)}"
         )
-    extra = [column for column in header if column not in METADATA_COLUMNS]
-    if extra:
-        logger.info("%s: ignoring column(s) %s", csv_path, ", ".join(extra))
     if not raw:
         raise ValueError(f"{csv_path} has a header but no rows")
+    return header, raw
+
+
+def _check_metadata_rows(csv_path: Path, raw: list[dict]) -> list[dict]:
+    """Check rows of `METADATA_COLUMNS` strings (row i on line i + 2 of `csv_path`) and encode them: canonical label
+    ids and age."""
 
     def where(row: int) -> str:  # line 1 is the header
         return f"line {row + 2}" + (f" (image_id {raw[row]['image_id']})" if raw[row]["image_id"] else "")
@@ -963,6 +1020,137 @@ def _cache_root(cache_dir: str | os.PathLike | None) -> Path:
     if os.environ.get("HF_SKIN_CACHE"):
         return Path(os.environ["HF_SKIN_CACHE"]).expanduser()
     return Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser() / "hf_skin"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# ISIC 2018 Task 3 download (HAM10000's images, one-hot ground truth, lesion groupings; no age, sex or localization)
+
+
+def _find_isic_file(root: Path, name: str) -> Path | None:
+    """`root/name`, else `root/*/name` (the download's zips unpack into a folder of their own), else None."""
+    if (root / name).is_file():
+        return root / name
+    return next((path for path in sorted(root.glob(f"*/{name}")) if path.is_file()), None)
+
+
+def _isic_source(root: Path) -> _RawSource:
+    ground_truth = _find_isic_file(root, ISIC_GROUND_TRUTH)
+    groupings = _find_isic_file(root, ISIC_GROUPINGS)
+    if groupings is None:
+        raise FileNotFoundError(
+            f"{root} holds the ISIC 2018 Task 3 ground truth ({ground_truth.relative_to(root)}) but no "
+            f"{ISIC_GROUPINGS} (in it or one folder down): that file gives each image's lesion_id, and a split "
+            "without lesion ids would put views of one lesion in two splits (a leak). Download the Task 3 "
+            "'Training Lesion Groupings' from https://challenge.isic-archive.com/data/#2018 into this folder"
+        )
+    logger.warning(
+        "%s: the ISIC 2018 Task 3 files have no age, sex or localization: every row gets age None and sex and "
+        "localization 'unknown', so a multi-input model trained on this data gets no metadata",
+        root,
+    )
+    return _RawSource(
+        "isic2018",
+        root,
+        (ground_truth, groupings),
+        lambda contents: _read_isic(ground_truth, contents[0], groupings, contents[1]),
+        note="; no age, sex or localization (ISIC 2018 Task 3 files)",
+    )
+
+
+def _read_isic(truth_path: Path, truth_bytes: bytes, groupings_path: Path, groupings_bytes: bytes) -> list[dict]:
+    """The ISIC 2018 Task 3 ground truth (one-hot `dx`) joined with its lesion groupings (`lesion_id`, `dx_type`),
+    as rows of `_read_metadata`'s shape (age None, sex and localization "unknown"); row i is line i + 2 of the
+    ground truth file."""
+    _, truth = _read_csv(truth_path, truth_bytes, ["image", *ISIC_DX_COLUMNS], "the ISIC 2018 Task 3 columns")
+    group_columns = ["image", "lesion_id", "diagnosis_confirm_type"]
+    _, groups = _read_csv(groupings_path, groupings_bytes, group_columns, "the ISIC 2018 Task 3 columns")
+
+    def where_in(rows: list[dict]) -> Callable[[int], str]:
+        return lambda row: f"line {row + 2}" + (f" (image {rows[row]['image']})" if rows[row]["image"] else "")
+
+    _check_ids_present("image", [row["image"] for row in truth], where_in(truth), str(truth_path))
+    _check_ids_present("image", [row["image"] for row in groups], where_in(groups), str(groupings_path))
+    _check_ids_present("lesion_id", [row["lesion_id"] for row in groups], where_in(groups), str(groupings_path))
+
+    dx, not_one_hot = [], []
+    for i, row in enumerate(truth):
+        values = [_float_or_none(row[column]) for column in ISIC_DX_COLUMNS]
+        hot = [column for column, value in zip(ISIC_DX_COLUMNS, values) if value == 1.0]
+        if len(hot) == 1 and all(value in (0.0, 1.0) for value in values):
+            dx.append(ISIC_DX_COLUMNS[hot[0]])
+        else:
+            not_one_hot.append(i)
+            dx.append("")
+    if not_one_hot:
+        i = not_one_hot[0]
+        values = ", ".join(f"{column}={truth[i][column] or '(empty)'}" for column in ISIC_DX_COLUMNS)
+        raise ValueError(
+            f"{truth_path}, {where_in(truth)(i)}: the diagnosis is not one-hot ({values}; {len(not_one_hot)} such "
+            "row(s)): each row needs 1.0 in exactly one of the columns "
+            f"{', '.join(ISIC_DX_COLUMNS)} and 0.0 in the others. Fix the ground truth file"
+        )
+
+    lines: dict[str, list[int]] = {}
+    for line, row in enumerate(groups, start=2):
+        lines.setdefault(row["image"], []).append(line)
+    repeated = {image: at for image, at in lines.items() if len(at) > 1}
+    if repeated:
+        image, at = next(iter(repeated.items()))
+        raise ValueError(
+            f"{groupings_path} lists image {image} on lines {', '.join(map(str, at))} ({len(repeated)} duplicated "
+            "image(s)): each image must appear on exactly one row; remove the duplicate rows"
+        )
+    group_of = {row["image"]: row for row in groups}
+    ungrouped = [row for row in truth if row["image"] not in group_of]
+    if ungrouped:
+        shown = ", ".join(row["image"] for row in ungrouped[:3]) + (", ..." if len(ungrouped) > 3 else "")
+        raise ValueError(
+            f"{groupings_path} has no row for {shown}, listed in {truth_path.name} ({len(ungrouped)} such image(s)): "
+            "without their lesion_id these images cannot be split by lesion. Use the groupings file of the same "
+            "(training) download"
+        )
+    extra = len(group_of) - len({row["image"] for row in truth})
+    if extra > 0:
+        logger.info("%s: %d row(s) for images not in %s are ignored", groupings_path, extra, truth_path.name)
+
+    unknown: Counter = Counter()
+
+    def dx_type(confirm: str) -> str:
+        name = confirm.lower()
+        if _is_missing(name) or name in DX_TYPE_LABELS:
+            return name
+        if name not in ISIC_DX_TYPES:
+            unknown[confirm] += 1
+        return ISIC_DX_TYPES.get(name, "unknown")
+
+    raw = [
+        {
+            "image_id": row["image"],
+            "lesion_id": group_of[row["image"]]["lesion_id"],
+            "dx": dx[i],
+            "dx_type": dx_type(group_of[row["image"]]["diagnosis_confirm_type"]),
+            "age": "",
+            "sex": "",
+            "localization": "",
+        }
+        for i, row in enumerate(truth)
+    ]
+    if unknown:
+        logger.warning(
+            "%s: diagnosis_confirm_type %s is none of %s: dx_type 'unknown' for these %d row(s)",
+            groupings_path,
+            ", ".join(f"{name!r} ({count} row(s))" for name, count in unknown.most_common()),
+            ", ".join(map(repr, ISIC_DX_TYPES)),
+            sum(unknown.values()),
+        )
+    return _check_metadata_rows(truth_path, raw)
+
+
+def _float_or_none(value: str) -> float | None:
+    try:
+        return float(value)
+    except ValueError:
+        return None
 
 
 # ---------------------------------------------------------------------------------------------------------------
