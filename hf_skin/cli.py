@@ -184,6 +184,8 @@ def compare(argv: list[str] | None = None) -> list[dict]:
 def push_to_hub(argv: list[str] | None = None):
     """`scripts/push_to_hub.py`: publish a finished run as a Hub model repo (or, with `--dry_run`, say what a push
     would upload and delete); returns the repo URL, or the `PushPlan` of a dry run."""
+    from huggingface_hub.errors import HfHubHTTPError
+
     from .hub import check_repo_id, plan_run_push, push_run_to_hub
     from .runs import RunFolderError
 
@@ -225,6 +227,11 @@ def push_to_hub(argv: list[str] | None = None):
             print(f"Dry run, nothing was changed.\n{plan.describe()}")
             return plan
         url = push_run_to_hub(args.run_dir, args.repo_id, private=args.private or None, **card_choice)
+    except HfHubHTTPError as err:  # the log has already said that the run folder is intact
+        raise CommandLineError(
+            f"the Hub refused the push ({err}): check that the token has write access to {args.repo_id}, then push "
+            "again"
+        ) from None
     except (RunFolderError, FileNotFoundError, *HUB_ERRORS) as err:  # no run, no token, an edited card, no Hub
         raise CommandLineError(str(err)) from None
     print(f"pushed: {url}")
