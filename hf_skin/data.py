@@ -251,7 +251,8 @@ def load_ham10000(
             splits = DatasetDict({name: given[name] for name in SPLITS})
 
     sizes = ", ".join(
-        f"{name} {len(split)} images/{len(set(_column(split, 'lesion_id')))} lesions" for name, split in splits.items()
+        f"{name} {len(split)} images/{len(set(column_values(split, 'lesion_id')))} lesions"
+        for name, split in splits.items()
     )
     logger.info("HAM10000 from %s: %s; splits: %s", location, summary, sizes)
     return splits
@@ -280,8 +281,8 @@ def lesion_grouped_split(
         `DatasetDict`: `train`, `validation`, `test` (row selections of `dataset`, in its order).
     """
     _check_split_sizes(test_size, validation_size)
-    lesion_ids = _column(dataset, "lesion_id")
-    dx = _column(dataset, "dx")
+    lesion_ids = column_values(dataset, "lesion_id")
+    dx = column_values(dataset, "dx")
     dx_feature = dataset.features["dx"]
     if isinstance(dx_feature, ClassLabel):
         dx = [dx_feature.int2str(label) for label in dx]
@@ -314,7 +315,7 @@ def lesion_grouped_split(
 
 def class_counts(dataset: Dataset) -> dict[str, int]:
     """Images per diagnosis, in `DX_LABELS` order (zeros included), for cards and logs."""
-    dx = _column(dataset, "dx")
+    dx = column_values(dataset, "dx")
     dx_feature = dataset.features["dx"]
     if isinstance(dx_feature, ClassLabel):
         dx = [dx_feature.int2str(label) for label in dx]
@@ -437,7 +438,7 @@ def _to_canonical(dataset: Dataset, source: str, with_masks: bool, on_missing: s
         logger.info("%s: dropping column(s) not used by hf_skin: %s", source, ", ".join(extra))
         dataset = dataset.remove_columns(extra)
 
-    image_ids = _column(dataset, "image_id")
+    image_ids = column_values(dataset, "image_id")
 
     def where(row: int) -> str:
         return f"row {row}" + ("" if _is_missing(image_ids[row]) else f" (image_id {image_ids[row]})")
@@ -445,20 +446,20 @@ def _to_canonical(dataset: Dataset, source: str, with_masks: bool, on_missing: s
     new_columns: dict[str, list] = {}
     for column in _LABEL_VOCABULARIES:
         feature = dataset.features[column]
-        values = _column(dataset, column)
+        values = column_values(dataset, column)
         if feature == features[column] and all(value is not None and value >= 0 for value in values):
             continue  # already canonical ids
         if isinstance(feature, ClassLabel):
             values = [None if value is None or value < 0 else feature.int2str(value) for value in values]
         new_columns[column] = _encode_labels(column, values, where, source)
-    ages = _column(dataset, "age")
+    ages = column_values(dataset, "age")
     # NaN (pandas' missing) -> None; an age outside 0-120 (inf included) is an error. NaN fails both comparisons.
     if dataset.features["age"] != features["age"] or any(
         age is not None and not MIN_AGE <= age <= MAX_AGE for age in ages
     ):
         new_columns["age"] = _parse_ages(ages, where, source)
     for column in ("image_id", "lesion_id"):
-        _check_ids_present(column, _column(dataset, column), where, source)
+        _check_ids_present(column, column_values(dataset, column), where, source)
     if new_columns:
         dataset = dataset.remove_columns(list(new_columns))
         for column, values in new_columns.items():
@@ -478,7 +479,7 @@ def verify_images(dataset: Dataset, source: str, on_missing: str = "error") -> D
     crash training mid-epoch. Training calls this once before its first step (about 8 s for HAM10000's 8,584 small
     JPEGs on 2 cores)."""
     dataset = dataset.cast_column("image", Image(decode=False)) if "image" in dataset.column_names else dataset
-    image_ids = _column(dataset, "image_id") if "image_id" in dataset.column_names else None
+    image_ids = column_values(dataset, "image_id") if "image_id" in dataset.column_names else None
 
     def where(row: int) -> str:
         return f"row {row}" + ("" if image_ids is None else f" (image_id {image_ids[row]})")
@@ -518,7 +519,7 @@ def _check_dataset_images(
         dataset = dataset.remove_columns("mask").add_column("mask", masks, feature=Image())
     if not bad_images:
         return dataset, 0
-    image_ids = _column(dataset, "image_id")
+    image_ids = column_values(dataset, "image_id")
     skipped = [image_ids[row] for row, _ in bad_images]
     logger.warning(
         "%s: skipping %d row(s) whose image is null or unreadable (%s%s)",
@@ -923,16 +924,7 @@ def _check_metadata_rows(csv_path: Path, raw: list[dict]) -> list[dict]:
     source = str(csv_path)
     for column in ("image_id", "lesion_id"):
         _check_ids_present(column, [row[column] for row in raw], where, source)
-    lines: dict[str, list[int]] = {}
-    for line, row in enumerate(raw, start=2):
-        lines.setdefault(row["image_id"], []).append(line)
-    repeated = {image_id: at for image_id, at in lines.items() if len(at) > 1}
-    if repeated:
-        image_id, at = next(iter(repeated.items()))
-        raise ValueError(
-            f"{csv_path} lists image_id {image_id} on lines {', '.join(map(str, at))} ({len(repeated)} duplicated "
-            "image id(s)): each image must appear on exactly one row; remove the duplicate rows"
-        )
+    _refuse_repeated_rows(raw, "image_id", csv_path, "image id")
     labels = {
         column: _encode_labels(column, [row[column] for row in raw], where, source) for column in _LABEL_VOCABULARIES
     }
@@ -1090,16 +1082,7 @@ def _read_isic(truth_path: Path, truth_bytes: bytes, groupings_path: Path, group
             f"{', '.join(ISIC_DX_COLUMNS)} and 0.0 in the others. Fix the ground truth file"
         )
 
-    lines: dict[str, list[int]] = {}
-    for line, row in enumerate(groups, start=2):
-        lines.setdefault(row["image"], []).append(line)
-    repeated = {image: at for image, at in lines.items() if len(at) > 1}
-    if repeated:
-        image, at = next(iter(repeated.items()))
-        raise ValueError(
-            f"{groupings_path} lists image {image} on lines {', '.join(map(str, at))} ({len(repeated)} duplicated "
-            "image(s)): each image must appear on exactly one row; remove the duplicate rows"
-        )
+    _refuse_repeated_rows(groups, "image", groupings_path, "image")
     group_of = {row["image"]: row for row in groups}
     ungrouped = [row for row in truth if row["image"] not in group_of]
     if ungrouped:
@@ -1213,6 +1196,20 @@ def _parse_ages(values: list, where: Callable[[int], str], source: str) -> list[
     return ages
 
 
+def _refuse_repeated_rows(rows: list[dict], column: str, path: Path, what: str) -> None:
+    """A CSV (header on line 1) must name each `column` value on one row only: the first repeat is named."""
+    lines: dict[str, list[int]] = {}
+    for line, row in enumerate(rows, start=2):
+        lines.setdefault(row[column], []).append(line)
+    repeated = {value: at for value, at in lines.items() if len(at) > 1}
+    if repeated:
+        value, at = next(iter(repeated.items()))
+        raise ValueError(
+            f"{path} lists {column} {value} on lines {', '.join(map(str, at))} ({len(repeated)} duplicated "
+            f"{what}(s)): each image must appear on exactly one row; remove the duplicate rows"
+        )
+
+
 def _check_ids_present(column: str, values: list, where: Callable[[int], str], source: str) -> None:
     empty = [row for row, value in enumerate(values) if _is_missing(value)]
     if empty:
@@ -1222,7 +1219,7 @@ def _check_ids_present(column: str, values: list, where: Callable[[int], str], s
 def _check_unique_image_ids(given: dict[str, Dataset], source: str) -> None:
     seen: dict[str, str] = {}
     for name, split in given.items():
-        for image_id in _column(split, "image_id"):
+        for image_id in column_values(split, "image_id"):
             if image_id in seen:
                 raise ValueError(
                     f"{source}: image_id {image_id} appears twice (splits {seen[image_id]!r} and {name!r}); "
@@ -1235,7 +1232,7 @@ def _leaking_lesions(given: dict[str, Dataset]) -> set[str]:
     owner: dict[str, str] = {}
     leaks = set()
     for name, split in given.items():
-        for lesion in set(_column(split, "lesion_id")):
+        for lesion in set(column_values(split, "lesion_id")):
             if owner.setdefault(lesion, name) != name:
                 leaks.add(lesion)
     return leaks
@@ -1263,7 +1260,7 @@ def _check_split_sizes(test_size: float, validation_size: float) -> None:
         )
 
 
-def _column(dataset: Dataset, name: str) -> list:
+def column_values(dataset: Dataset, name: str) -> list:
     """One column as a list, honouring any row selection, without touching (or decoding) the other columns."""
     return dataset.select_columns([name]).with_format(None)[name][:]
 

@@ -25,7 +25,15 @@ from PIL import Image
 from sklearn.metrics import balanced_accuracy_score
 from tqdm.auto import tqdm
 
-from .data import DEFAULT_DATASET, DX_NAMES, MALIGNANT_DX, SplitArguments, load_ham10000
+from .data import (
+    DEFAULT_DATASET,
+    DX_NAMES,
+    ISIC_DX_COLUMNS,
+    MALIGNANT_DX,
+    SplitArguments,
+    column_values,
+    load_ham10000,
+)
 from .metrics import BOOTSTRAP_METRICS, BOOTSTRAP_RESAMPLES, bootstrap_intervals, classification_metrics
 from .model_card import markdown_table
 from .processing import load_image
@@ -56,16 +64,6 @@ FIGURES = {
     "roc_curves": "roc_curves.png",
     "reliability_diagram": "reliability_diagram.png",
     "subgroups": "subgroups.png",
-}
-# ISIC 2018 Task 3's submission format: its column for each HAM10000 diagnosis, in the challenge's column order.
-ISIC_2018_COLUMNS = {
-    "MEL": "mel",
-    "NV": "nv",
-    "BCC": "bcc",
-    "AKIEC": "akiec",
-    "BKL": "bkl",
-    "DF": "df",
-    "VASC": "vasc",
 }
 ISIC_FILES = {"predictions": "isic_predictions.csv", "ground_truth": "isic_ground_truth.csv"}
 # How the report names the metrics that get a bootstrap interval.
@@ -165,7 +163,8 @@ def run_split(model: str | os.PathLike, split: str, given: SplitArguments) -> tu
     Given arguments that contradict the run's recorded split are refused: that "test" split would hold the run's
     training lesions. Returns the filled arguments and the run folder (`None` for a Hub id or a bare checkpoint).
     """
-    folder = RunFolder(model) if Path(model).is_dir() and RunFolder(model).is_run() else None
+    folder = RunFolder(model)
+    folder = folder if folder.path.is_dir() and folder.is_run() else None
     recorded = folder.split_arguments() if folder is not None else None
     if recorded is not None and split != "all":
         conflicts = {
@@ -193,7 +192,7 @@ def check_no_training_lesions(data: datasets.Dataset, folder: RunFolder, split: 
     trained = folder.training_lesions()
     if split == "train" or trained is None:
         return
-    lesions = set(data.select_columns(["lesion_id"]).with_format(None)["lesion_id"][:])
+    lesions = set(column_values(data, "lesion_id"))
     seen = sorted(lesions & trained)
     if seen:
         hint = (
@@ -285,7 +284,7 @@ def _model_label_ids(dataset: datasets.Dataset, model_labels: list[str], model: 
     """The dataset's `dx` as the model's label ids (matched by name, whatever either's order)."""
     dx = dataset.features["dx"]
     names = dx.names if isinstance(dx, datasets.ClassLabel) else None
-    values = dataset.select_columns(["dx"]).with_format(None)["dx"][:]
+    values = column_values(dataset, "dx")
     values = [names[v] for v in values] if names else [str(v) for v in values]
     unknown = sorted(set(values) - set(model_labels))
     if unknown:
@@ -314,7 +313,7 @@ def subgroup_groups(dataset: datasets.Dataset) -> dict[str, tuple[list[str], lis
     for column, name in (("sex", "sex"), ("age", "age band"), ("localization", "localization")):
         if column not in dataset.column_names:
             continue
-        values = dataset.select_columns([column]).with_format(None)[column][:]
+        values = column_values(dataset, column)
         feature = dataset.features[column]
         if column == "age":
             groups, order = [age_band(v) for v in values], [b for b, *_ in AGE_BANDS] + [AGE_MISSING]
@@ -558,7 +557,7 @@ def bootstrap_summary(
 
 def _column(data: datasets.Dataset, name: str) -> list | None:
     """A column as a plain list, `None` when the dataset has no such column."""
-    return data.select_columns([name]).with_format(None)[name][:] if name in data.column_names else None
+    return column_values(data, name) if name in data.column_names else None
 
 
 def _float_text(value: float) -> str:
@@ -591,13 +590,13 @@ def write_isic_2018(
     class's probability at 0.5 where hf-skin's take the top class. Written only for a model of exactly HAM10000's
     seven diagnoses and data with unique image ids; returns whether the files were written.
     """
-    if sorted(label_names) != sorted(ISIC_2018_COLUMNS.values()):
+    if sorted(label_names) != sorted(ISIC_DX_COLUMNS.values()):
         logger.info("No ISIC 2018 files: the model's labels %s are not HAM10000's seven diagnoses", label_names)
         return False
     if image_ids is None or len(set(image_ids)) != len(image_ids):
         logger.info("No ISIC 2018 files: the data has no image_id column, or an image id appears twice")
         return False
-    columns = [label_names.index(dx) for dx in ISIC_2018_COLUMNS.values()]
+    columns = [label_names.index(dx) for dx in ISIC_DX_COLUMNS.values()]
     # float32 softmax can land a hair outside [0, 1]; the scorer refuses any such value.
     scores = np.clip(np.asarray(probs, dtype=np.float64)[:, columns], 0.0, 1.0)
     truth = np.asarray(labels)[:, None] == np.asarray(columns)[None, :]
@@ -605,7 +604,7 @@ def write_isic_2018(
     for name, table in (("predictions", scores), ("ground_truth", truth)):
         with (output_dir / ISIC_FILES[name]).open("w", newline="") as f:
             writer = csv.writer(f)
-            writer.writerow(["image", *ISIC_2018_COLUMNS])
+            writer.writerow(["image", *ISIC_DX_COLUMNS])
             for image_id, row in zip(image_ids, table):
                 writer.writerow([image_id, *(_float_text(float(v)) for v in row)])
     return True
@@ -838,8 +837,8 @@ def load_run(run_dir: str | os.PathLike) -> dict:
         `model_type`, `reference_accuracy` (validation accuracy of always answering the commonest class, when known).
     """
     run_dir = Path(run_dir)
-    read = RunFolder(run_dir).read_json
-    all_results, test_metrics, evaluation = read("all_results.json"), read("test_metrics.json"), read("metrics.json")
+    folder = RunFolder(run_dir)
+    all_results, test_metrics, evaluation = folder.all_results, folder.test_metrics, folder.read_json("metrics.json")
     if all_results is None and test_metrics is None and evaluation is None:
         raise FileNotFoundError(
             f"{run_dir} has no all_results.json / test_metrics.json (a scripts/finetune.py run) nor metrics.json "
@@ -853,9 +852,9 @@ def load_run(run_dir: str | os.PathLike) -> dict:
         {k.removeprefix("test_"): v for k, v in (all_results or {}).items() if k.startswith("test_") and v is not None}
     )
     run = {"name": run_dir.name, "path": run_dir, "metrics": metrics, "per_class": nested.get("per_class")}
-    config = read("config.json") or {}
+    config = folder.config or {}
     run["model_type"] = config.get("model_type")
-    state = read("trainer_state.json")
+    state = folder.trainer_state
     run["log_history"] = state.get("log_history") if state else None
     run["epochs"] = state.get("epoch") if state else None
     run["best_epoch"] = None
@@ -863,7 +862,7 @@ def load_run(run_dir: str | os.PathLike) -> dict:
         # The evaluation at the kept checkpoint's step (load_best_model_at_end reloads it for the test metrics).
         evals = [e for e in state["log_history"] if e.get("step") == state["best_global_step"] and "eval_loss" in e]
         run["best_epoch"] = evals[0]["epoch"] if evals else None
-    validation = read("validation_metrics.json")
+    validation = folder.validation_metrics
     if validation:
         support = [v["support"] for v in validation["per_class"].values()]
         run["reference_accuracy"] = max(support) / max(sum(support), 1)

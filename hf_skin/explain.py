@@ -103,7 +103,9 @@ def explain(
     with _LOCK:
         inputs = classifier.model_inputs(image, **metadata)
         if method == GRAD_CAM:
-            layer = _feature_map_layer(backbone_of(model), inputs["pixel_values"])
+            backbone = backbone_of(model)
+            if (layer := _FEATURE_LAYERS.get(backbone)) is None:  # found once per model, not per request
+                layer = _FEATURE_LAYERS[backbone] = _feature_map_layer(backbone, inputs["pixel_values"])
             target_id = None if target is None else model.config.label2id[target]
             cam, logits = _grad_cam(model, layer, inputs, target_id)
             target = target or classifier.labels[int(logits.argmax())]  # Grad-CAM's default: the most probable
@@ -131,6 +133,10 @@ def explain(
     return Explanation(
         method=method, target=target, heatmap=heatmap, image=shown, overlay=overlay, probabilities=probabilities
     )
+
+
+# backbone -> the module that outputs its feature map: it depends on the model alone; finding it costs a forward.
+_FEATURE_LAYERS: weakref.WeakKeyDictionary[nn.Module, nn.Module] = weakref.WeakKeyDictionary()
 
 
 def _feature_map_layer(backbone: nn.Module, pixel_values: torch.Tensor) -> nn.Module:

@@ -28,13 +28,13 @@ from huggingface_hub.errors import (
 from huggingface_hub.utils import validate_repo_id
 
 from .model_card import EditedCardError, card_is_edited, edited_card_message, model_card, save_model_card
+from .preparation import PLOTS_DIR, write_parquet
 from .runs import CARD_FILE, RunFolder
 
 logger = logging.getLogger(__name__)
 
 # The dataset repo's layout, as `datasets.DatasetDict.push_to_hub` writes it: data/{split}-{i:05d}-of-{n:05d}.parquet.
 DATA_DIR = "data"
-PLOTS_DIR = "plots"
 # Parquet shards of at most about this much Arrow data (datasets' own default).
 MAX_SHARD_BYTES = 500 * 2**20
 
@@ -311,7 +311,6 @@ def push_dataset_to_hub(
     Returns:
         `str`: the URL of the dataset repo.
     """
-    from .preparation import write_parquet
 
     api = HfApi(token=hub_token(token))
     repo_url = api.create_repo(check_repo_id(repo_id), repo_type="dataset", private=private, exist_ok=True)

@@ -16,7 +16,7 @@ from pathlib import Path
 from datasets import Dataset, DatasetDict
 from datasets.table import embed_table_storage
 
-from .data import SplitArguments
+from .data import SplitArguments, _resolve_source
 from .dataset_card import dataset_card
 from .runs import CARD_FILE
 
@@ -85,13 +85,18 @@ def write_parquet(dataset: Dataset, path: Path, desc: str | None = None) -> Path
 
 
 def _describe_source(source: str) -> str:
-    path = Path(source)
-    if (path / "HAM10000_metadata.csv").is_file():
+    kind, _ = _resolve_source(source)  # what load_ham10000 will read it as
+    if kind == "raw":
         return (
             "a local copy of the HAM10000 release as downloaded (`HAM10000_metadata.csv` and the image folders, "
             "Harvard Dataverse / Kaggle layout)."
         )
-    if path.exists():
+    if kind == "isic":
+        return (
+            "a local copy of the ISIC 2018 Task 3 training download (`ISIC2018_Task3_Training_Input/`, the ground "
+            "truth and lesion groupings CSVs; no age, sex or localization)."
+        )
+    if kind in ("disk", "parquet"):
         return "a previously prepared copy (parquet or `save_to_disk` folder)."
     return f"the Hub dataset [`{source}`](https://huggingface.co/datasets/{source})."
 

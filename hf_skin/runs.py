@@ -167,12 +167,12 @@ class RunFolder:
         source = (self.args or {}).get("dataset")
         if not source or not Path(source).exists():
             return None
-        from .data import SplitArguments, load_ham10000
+        from .data import SplitArguments, column_values, load_ham10000
 
         split = SplitArguments(**self.split_arguments())
         split.fill()
         train = load_ham10000(source, **split.load_kwargs())["train"]
-        return set(train.select_columns(["lesion_id"]).with_format(None)["lesion_id"][:])
+        return set(column_values(train, "lesion_id"))
 
     def require_finished(self) -> RunFolder:
         """Checks that the folder holds one finished run (saved model, test metrics) and returns it."""

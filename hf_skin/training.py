@@ -26,7 +26,7 @@ from transformers import (
     set_seed,
 )
 
-from .data import DEFAULT_DATASET, DX_LABELS, SplitArguments, load_ham10000, verify_images
+from .data import DEFAULT_DATASET, DX_LABELS, SplitArguments, column_values, load_ham10000, verify_images
 from .metrics import classification_metrics, compute_metrics, flatten_metrics, softmax
 from .models import (
     BACKBONE_NAMES,
@@ -330,7 +330,7 @@ def load_splits(data_args: DataArguments, columns: list[str]) -> datasets.Datase
         # Every image decoded once now: one damaged mid-file would otherwise stop training mid-epoch.
         split = verify_images(split, f"{data_args.dataset} ({name} split)", data_args.on_missing)
         # Decoding ourselves lets JPEGs decode at reduced size (see processing.load_image).
-        prepared[name] = split.select_columns(columns).cast_column("image", datasets.Image(decode=False))
+        prepared[name] = split.select_columns(columns)  # verify_images left the image undecoded (its bytes)
     return prepared
 
 
@@ -641,7 +641,7 @@ def _train_and_evaluate(model_args, data_args, training_args, folder: RunFolder,
         folder.record_split(
             data_args.dataset,
             data_args.split_arguments(),
-            {name: _column_values(split, "lesion_id") for name, split in splits.items()},
+            {name: column_values(split, "lesion_id") for name, split in splits.items()},
         )
     train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trainer.save_model()  # the best checkpoint (load_best_model_at_end), with its image processor
@@ -660,7 +660,3 @@ def _train_and_evaluate(model_args, data_args, training_args, folder: RunFolder,
             trainer.save_metrics(split, flat)
             results.update(flat)
     return results
-
-
-def _column_values(split: datasets.Dataset, name: str) -> list:
-    return split.select_columns([name]).with_format(None)[name][:]
