@@ -17,6 +17,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from unittest import mock
 
 import datasets
 import PIL.Image
@@ -382,16 +383,17 @@ def _load_dataset_source(kind: str, location: Path | str, cache_dir) -> Dataset 
         return datasets.load_dataset("parquet", data_dir=os.fspath(location), cache_dir=cache_dir)
     from .pretrained import HubUnavailableError, hub_reachable
 
-    # Unreachable, huggingface_hub retries for ~25 s: ask once, quickly (datasets' offline mode reads its cache).
+    # Unreachable, huggingface_hub retries for ~25 s: ask once, quickly, and if it does not answer load in datasets'
+    # offline mode, which reads the copy in its cache.
     offline = datasets.config.HF_HUB_OFFLINE or not hub_reachable()
     try:
-        if offline and not datasets.config.HF_HUB_OFFLINE:
-            raise ConnectionError("the Hugging Face Hub does not answer")
-        return datasets.load_dataset(location, cache_dir=cache_dir)
+        with mock.patch.object(datasets.config, "HF_HUB_OFFLINE", offline):
+            return datasets.load_dataset(location, cache_dir=cache_dir)
     except Exception as err:
         import httpx  # huggingface_hub's HTTP client: no network surfaces as its TransportError
 
-        if not isinstance(err, (ConnectionError, TimeoutError, httpx.TransportError)):
+        not_cached = offline and isinstance(err, FileNotFoundError)
+        if not (not_cached or isinstance(err, (ConnectionError, TimeoutError, httpx.TransportError))):
             raise
         reason = f"{type(err).__name__}: {err}" + (", HF_HUB_OFFLINE=1" if datasets.config.HF_HUB_OFFLINE else "")
         raise HubUnavailableError(

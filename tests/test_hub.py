@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import textwrap
@@ -71,25 +72,29 @@ def hub(tmp_path_factory):
         assert not fake.unhandled, f"the clients called routes the fake Hub does not serve: {fake.unhandled}"
 
 
-def client_env(hub: FakeHub, home: Path) -> dict[str, str]:
+def client_env(hub: FakeHub, home: Path, endpoint: str | None = None) -> dict[str, str]:
     """A download subprocess's environment: online, the fake Hub, a fresh HF_HOME, the token set as a user has it."""
     return {
         "PATH": os.environ["PATH"],
         "HOME": str(home),
         "HF_HOME": str(home / "hf_home"),
         "HF_SKIN_CACHE": str(home / "hf_skin_cache"),
-        "HF_ENDPOINT": hub.url,
+        "HF_ENDPOINT": endpoint or hub.url,
         "HF_TOKEN": TOKEN,
         "HF_HUB_OFFLINE": "0",
         "HF_HUB_DISABLE_TELEMETRY": "1",
     }
 
 
-def run_client(hub: FakeHub, home: Path, code: str, *args: str) -> tuple[dict, str]:
+def run_client(hub: FakeHub, home: Path, code: str, *args: str, endpoint: str | None = None) -> tuple[dict, str]:
     """Runs `code` in a fresh Python process against the fake Hub; returns (last stdout line as JSON, all output)."""
     home.mkdir(parents=True, exist_ok=True)
     result = subprocess.run(
-        [sys.executable, "-c", code, *args], cwd=home, env=client_env(hub, home), capture_output=True, text=True
+        [sys.executable, "-c", code, *args],
+        cwd=home,
+        env=client_env(hub, home, endpoint),
+        capture_output=True,
+        text=True,
     )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]
@@ -450,6 +455,13 @@ def test_pushed_dataset_loads_back_with_its_features_and_splits(hub, synthetic_d
         images = b"".join(row["bytes"] for row in split.cast_column("image", datasets.Image(decode=False))["image"])
         assert downloaded[name]["images"] == hashlib.sha256(images).hexdigest()
     assert_token_absent(paths=[out, tmp_path / "client"], texts=[printed.out, printed.err, output])
+
+    # The Hub gone (nothing listens at the endpoint, HF_HUB_OFFLINE unset): the copy in the cache still loads.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        gone = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    offline, output = run_client(hub, tmp_path / "client", LOAD_DATASET, f"{USER}/ham10000", endpoint=gone)
+    assert offline == downloaded, output[-2000:]
 
 
 def tiny_dataset(lesions: list[str], dx: list[int]) -> DatasetDict:
