@@ -69,10 +69,25 @@ class SkinClassifier:
         return {k: v.to(device) for k, v in inputs.items()}
 
     @torch.inference_mode()
+    def predict_logits(self, images, **metadata) -> torch.Tensor:
+        """(N, num_labels) logits, calibrated when the checkpoint is (`calibration`), for one image or a list."""
+        return self.model(**self.model_inputs(images, **metadata)).logits.float().cpu()
+
     def predict_proba(self, images, **metadata) -> torch.Tensor:
         """(N, num_labels) probabilities for one image or a list (paths, bytes or PIL images)."""
-        logits = self.model(**self.model_inputs(images, **metadata)).logits
-        return logits.float().softmax(dim=-1).cpu()
+        return self.predict_logits(images, **metadata).softmax(dim=-1)
+
+    @property
+    def calibration(self):
+        """The checkpoint's `hf_skin.calibration.Calibration` (already applied by its head), `None` if it has none."""
+        from .calibration import Calibration
+
+        return Calibration.from_config(self.model.config)
+
+    @property
+    def operating_point(self) -> dict | None:
+        """The referral threshold on the malignant probability chosen on validation (`config.operating_point`)."""
+        return getattr(self.model.config, "operating_point", None)
 
     def predict(self, images, **metadata) -> list[dict[str, float]]:
         """One `{label: probability}` dict per image, most probable first."""
@@ -94,14 +109,29 @@ def malignant_probability(probs: dict[str, float]) -> float:
     return sum(probs.get(dx, 0.0) for dx in MALIGNANT_DX)
 
 
-def summarize(probs: dict[str, float], uncertain_below: float = UNCERTAIN_BELOW) -> str:
+def percent(probability: float) -> str:
+    """A probability in whole percent as a person reads it, never "0%" or "100%": a model whose test accuracy is
+    far from 1 cannot be that sure, and rounding should not say it is. Under 0.5% is "<1%", from 99.5% ">99%"."""
+    if probability < 0.005:
+        return "<1%"
+    if probability >= 0.995:
+        return ">99%"
+    return f"{probability:.0%}"
+
+
+def summarize(
+    probs: dict[str, float], uncertain_below: float = UNCERTAIN_BELOW, operating_point: dict | None = None
+) -> str:
     """A plain summary (Markdown) of one `{label: probability}` dict: the most likely class, the probability of a
-    malignant class, and, when the most likely class is under `uncertain_below`, that the prediction is uncertain."""
+    malignant class, when the most likely class is under `uncertain_below` that the prediction is uncertain, and
+    with an `operating_point` (`SkinClassifier.operating_point`) whether the malignant probability reaches its
+    referral threshold, which was chosen on validation images for a target sensitivity."""
     top = max(probs, key=probs.get)
     malignant = ", ".join(DX_NAMES[dx][0].lower() + DX_NAMES[dx][1:] for dx in MALIGNANT_DX)
+    score = malignant_probability(probs)
     lines = [
-        f"**Most likely: {display_name(top)}, {probs[top]:.0%}.**",
-        f"Probability of a malignant class ({malignant}): **{malignant_probability(probs):.0%}**.",
+        f"**Most likely: {display_name(top)}, {percent(probs[top])}.**",
+        f"Probability of a malignant class ({malignant}): **{percent(score)}**.",
     ]
     if probs[top] < uncertain_below:
         lines.insert(
@@ -109,4 +139,30 @@ def summarize(probs: dict[str, float], uncertain_below: float = UNCERTAIN_BELOW)
             f"**Uncertain — this needs a dermatologist's eyes.** No class reaches {uncertain_below:.0%}: the model's "
             "best guess is less likely than all the others together.",
         )
+    if operating_point:
+        lines.append(referral_advice(score, operating_point))
     return "\n\n".join(lines)
+
+
+def referral_advice(malignant: float, operating_point: dict) -> str:
+    """The "see a dermatologist" sentence for a malignant probability, by the checkpoint's referral threshold."""
+    threshold = operating_point["threshold"]
+    why = (
+        f"The threshold, {threshold:.1%}, was chosen on validation images to flag at least "
+        f"{operating_point['target_sensitivity']:.0%} of malignant lesions"
+    )
+    test = operating_point.get("test")
+    if test and test.get("sensitivity") is not None and test.get("specificity") is not None:
+        why += (
+            f"; on test images it flagged {test['sensitivity']:.0%} of malignant lesions, and "
+            f"{1 - test['specificity']:.0%} of benign ones too"
+        )
+    if malignant >= threshold:
+        return (
+            "**See a dermatologist:** the probability of a malignant class is at or above this model's referral "
+            f"threshold. {why}."
+        )
+    return (
+        f"Below this model's referral threshold for a malignant class. {why}. A spot that changes, bleeds or itches "
+        "needs a doctor whatever this says."
+    )

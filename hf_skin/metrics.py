@@ -41,7 +41,8 @@ answers 'nv', the benign nevus, scores 67% accuracy on HAM10000): accuracy; bala
 recall, the ISIC 2018 challenge's ranking metric); macro and weighted F1; for each class precision, recall
 (= sensitivity), specificity, F1, support and one-vs-rest ROC-AUC; macro ROC-AUC; melanoma sensitivity at 80% and 90%
 specificity (the best threshold on the melanoma probability that keeps specificity at or above the level); the
-top-label expected calibration error (15 equal-width confidence bins); the confusion matrix (rows true, columns
+top-label expected calibration error (15 equal-width confidence bins), the negative log-likelihood (log loss, nats)
+and the multi-class Brier score; the confusion matrix (rows true, columns
 predicted). Metrics that the data leaves undefined (the AUC of a class absent from the references) are NaN.
 Computed with scikit-learn.
 """
@@ -90,7 +91,7 @@ Args:
         The class of each column; metrics about melanoma need a class named `mel`.
 
 Returns:
-    `dict`: `accuracy`, `balanced_accuracy`, `f1_macro`, `f1_weighted`, `auc_macro`, `ece`,
+    `dict`: `accuracy`, `balanced_accuracy`, `f1_macro`, `f1_weighted`, `auc_macro`, `ece`, `nll`, `brier`,
     `mel_sensitivity_at_spec80`, `mel_sensitivity_at_spec90` (floats), `per_class` (label -> precision, recall,
     specificity, f1, support, auc) and `confusion_matrix` (list of rows, true label by predicted label).
 
@@ -156,6 +157,20 @@ def expected_calibration_error(labels, probs, num_bins: int = ECE_BINS) -> float
     return float(np.sum(weights * np.abs(bins["accuracy"][filled] - bins["confidence"][filled])))
 
 
+def negative_log_likelihood(labels, probs) -> float:
+    """Mean -log p(true class) in nats (log loss): what temperature scaling minimises. A probability of 0 for the
+    true class counts as 1e-15 (the score stays finite)."""
+    labels, probs = np.asarray(labels), np.asarray(probs, dtype=np.float64)
+    return float(-np.mean(np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-15, None))))
+
+
+def brier_score(labels, probs) -> float:
+    """Multi-class Brier score: the mean over images of sum_k (p_k - [y = k])^2, from 0 (certain and right) to 2."""
+    labels, probs = np.asarray(labels), np.asarray(probs, dtype=np.float64)
+    onehot = np.eye(probs.shape[1])[labels]
+    return float(np.mean(np.sum((probs - onehot) ** 2, axis=1)))
+
+
 def sensitivity_at_specificity(is_positive: np.ndarray, scores: np.ndarray, specificity: float) -> float:
     """Best sensitivity reachable with a threshold whose specificity is at least `specificity`."""
     if is_positive.all() or not is_positive.any():
@@ -209,6 +224,8 @@ def classification_metrics(labels, probs, label_names: list[str] = HAM10000_LABE
         "f1_weighted": float(f1_score(labels, preds, labels=ids, average="weighted", zero_division=0)),
         "auc_macro": float(np.nanmean(auc)) if np.isfinite(auc).any() else float("nan"),
         "ece": expected_calibration_error(labels, probs),
+        "nll": negative_log_likelihood(labels, probs),
+        "brier": brier_score(labels, probs),
     }
     if mel is not None:
         out["mel_sensitivity_at_spec80"] = sensitivity_at_specificity(labels == mel, probs[:, mel], 0.80)
