@@ -9,13 +9,18 @@ import os
 import struct
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
-from transformers import ViTImageProcessor
-from transformers.image_utils import PILImageResampling
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import ViTImageProcessor
+
+# torch and transformers are imported where they are used: serving an exported model (hf_skin.inference over
+# onnxruntime) reads images and metadata through this module without importing either.
+PILImageResampling = Image.Resampling  # what transformers.image_utils.PILImageResampling is
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +37,8 @@ def build_image_processor(
 ) -> ViTImageProcessor:
     """A plain resize-rescale-normalise processor to `image_size` (a side, or `(height, width)`): the whole image,
     nothing cropped. Saved as `preprocessor_config.json`, it loads with `AutoImageProcessor` where hf_skin is not."""
+    from transformers import ViTImageProcessor
+
     height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
     return ViTImageProcessor(
         size={"height": height, "width": width}, image_mean=image_mean, image_std=image_std, resample=resample
@@ -188,6 +195,8 @@ def make_batch_transform(
     """
     skin = processor if isinstance(processor, SkinProcessor) else None
     image_processor = skin.image_processor if skin else processor
+    import torch
+
     target = input_size(processor)
     category_names = category_names or {}
 
@@ -280,9 +289,10 @@ class SkinProcessor:
             logger.warning("%s %r is not one of %s: treated as unknown", field, value, ", ".join(vocabulary))
         return index["unknown"]
 
-    def encode_metadata(self, batch_size: int, **metadata) -> dict[str, torch.Tensor]:
-        """Lists (or single values, for one image) of raw metadata -> the model's metadata tensors."""
-        out = {}
+    def encode_metadata(self, batch_size: int, return_tensors: str = "pt", **metadata) -> dict[str, torch.Tensor]:
+        """Lists (or single values, for one image) of raw metadata -> the model's metadata tensors (`return_tensors`
+        `"pt"`) or numpy arrays (`"np"`, what an exported model reads: float32 ages, int64 categories)."""
+        columns = {}
         for field in self.metadata_fields:
             values = metadata.get(field)
             if values is None or isinstance(values, (str, int, float)):
@@ -291,18 +301,25 @@ class SkinProcessor:
                 raise ValueError(f"{field} has {len(values)} values for {batch_size} images")
             if field == "age":
                 ages = [self.parse_age(v) for v in values]
-                out["age"] = torch.tensor([0.0 if a is None else (a - self.age_mean) / self.age_std for a in ages])
-                out["age_missing"] = torch.tensor([float(a is None) for a in ages])
+                columns["age"] = np.array([0.0 if a is None else (a - self.age_mean) / self.age_std for a in ages])
+                columns["age_missing"] = np.array([float(a is None) for a in ages])
             else:
-                out[field] = torch.tensor([self.parse_category(field, v) for v in values], dtype=torch.long)
-        return out
+                columns[field] = np.array([self.parse_category(field, v) for v in values], dtype=np.int64)
+        if return_tensors == "np":
+            return {k: v.astype(np.float32) if v.dtype == np.float64 else v for k, v in columns.items()}
+        import torch
+
+        # float64 -> torch's default float32, as torch.tensor(list of floats) made them
+        return {
+            k: torch.tensor(v.tolist()) if v.dtype == np.float64 else torch.from_numpy(v) for k, v in columns.items()
+        }
 
     def __call__(self, images, return_tensors: str = "pt", **metadata) -> dict[str, torch.Tensor]:
         images = images if isinstance(images, (list, tuple)) else [images]
         pixel_values = self.image_processor([load_image(image) for image in images], return_tensors=return_tensors)[
             "pixel_values"
         ]
-        return {"pixel_values": pixel_values, **self.encode_metadata(len(images), **metadata)}
+        return {"pixel_values": pixel_values, **self.encode_metadata(len(images), return_tensors, **metadata)}
 
     def to_dict(self) -> dict:
         return {
@@ -331,3 +348,156 @@ class SkinProcessor:
             name_or_path, image_processor_filename="preprocessor_config.json", **hub_kwargs
         )
         return cls(image_processor, **values)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The image processors' resize without torch: what an exported model's runtime (hf_skin.inference over onnxruntime,
+# the on-device page's JavaScript) does to reproduce the pixel values that the model was trained and evaluated on.
+
+# PIL's (and torchvision's antialiased) filters: the support in input pixels at scale 1, and the kernel.
+_FILTERS = {
+    "bilinear": (1.0, lambda x: np.clip(1.0 - np.abs(x), 0.0, None)),
+    "bicubic": (2.0, lambda x: _bicubic(np.abs(x))),
+}
+
+
+def _bicubic(x: np.ndarray, a: float = -0.5) -> np.ndarray:
+    # PIL's bicubic (a = -0.5; torch's non-antialiased bicubic uses -0.75)
+    return np.where(
+        x < 1.0,
+        ((a + 2.0) * x - (a + 3.0)) * x * x + 1.0,
+        np.where(x < 2.0, (((x - 5.0) * x + 8.0) * x - 4.0) * a, 0.0),
+    )
+
+
+def resample_weights(in_size: int, out_size: int, resample: str) -> np.ndarray:
+    """`(out_size, in_size)` weights of a separable resize along one axis, PIL's `ImagingResample` rule: output pixel
+    `i` is centred at `(i + 0.5) * scale` input pixels and, when shrinking, the filter's support grows by `scale` (so
+    every input pixel counts: antialiasing); each row sums to 1."""
+    if resample == "nearest":
+        weights = np.zeros((out_size, in_size))
+        weights[
+            np.arange(out_size),
+            np.minimum(((np.arange(out_size) + 0.5) * in_size / out_size).astype(int), in_size - 1),
+        ] = 1
+        return weights
+    support, kernel = _FILTERS[resample]
+    scale = in_size / out_size
+    filter_scale = max(scale, 1.0)
+    support *= filter_scale
+    centers = (np.arange(out_size) + 0.5) * scale
+    weights = np.zeros((out_size, in_size))
+    for i, center in enumerate(centers):
+        lo = max(int(center - support + 0.5), 0)
+        hi = min(int(center + support + 0.5), in_size)
+        taps = kernel((np.arange(lo, hi) - center + 0.5) / filter_scale)
+        weights[i, lo:hi] = taps / taps.sum()
+    return weights
+
+
+def _fixed_point(weights: np.ndarray) -> tuple[np.ndarray, int]:
+    """Float resize weights -> int16-range integers and their precision (bits, at most 22), as torch's uint8
+    antialiased kernel makes them: the most bits that keep the largest weight under 2**15, rounded half away from 0."""
+    precision = 0
+    while precision < 22 and int(0.5 + weights.max() * (1 << (precision + 1))) < (1 << 15):
+        precision += 1
+    scaled = weights * (1 << precision)
+    return np.where(scaled < 0, np.trunc(scaled - 0.5), np.trunc(scaled + 0.5)).astype(np.int64), precision
+
+
+def _resample_axis(pixels: np.ndarray, weights: np.ndarray, axis: int) -> np.ndarray:
+    ints, precision = _fixed_point(weights)
+    out = np.tensordot(pixels.astype(np.int64), ints, axes=([axis], [1]))  # the new axis comes last
+    out = np.moveaxis(out, -1, axis)
+    return np.clip((out + (1 << (precision - 1))) >> precision, 0, 255).astype(np.uint8)
+
+
+def resize_array(pixels: np.ndarray, height: int, width: int, resample: str) -> np.ndarray:
+    """An `(H, W, 3)` uint8 image resized to `(height, width)` the way the image processors hf-skin saves do it:
+    transformers 5 resizes with torchvision, whose uint8 antialiased kernel on x86 (AVX2) and ARM CPUs is PIL's
+    `ImagingResample` (the `resample_weights` rule; a horizontal pass, rounding to 8 bits, then a vertical pass) with
+    int16 fixed-point weights. The same integer arithmetic here gives torchvision's pixels exactly, without torch;
+    PIL's own `Image.resize` (22-bit weights) differs by a level on about 1% of the pixels."""
+    if pixels.shape[1] != width:
+        pixels = _resample_axis(pixels, resample_weights(pixels.shape[1], width, resample), 1)
+    if pixels.shape[0] != height:
+        pixels = _resample_axis(pixels, resample_weights(pixels.shape[0], height, resample), 0)
+    return pixels
+
+
+def image_spec(image_processor) -> dict:
+    """What a runtime needs to turn an RGB image into the model's `pixel_values`, read from a saved image processor:
+    `resize` (`{"height", "width"}`, or `{"shortest_edge", "crop_pct"}` for ConvNeXt's resize-then-centre-crop),
+    `resample`, `rescale_factor` and `image_mean`/`image_std` (channel order RGB, layout NCHW, float32)."""
+    names = {int(PILImageResampling.NEAREST): "nearest", int(PILImageResampling.BILINEAR): "bilinear"}
+    names[int(PILImageResampling.BICUBIC)] = "bicubic"
+    resample = getattr(image_processor, "resample", None)
+    resample = int(resample) if resample is not None else None
+    if resample not in names:
+        raise ValueError(
+            f"{type(image_processor).__name__} resamples with {resample!r}; an exported model's runtimes implement "
+            f"{', '.join(names.values())} only: save the checkpoint with one of those"
+        )
+    size = dict(image_processor.size or {})
+    if getattr(image_processor, "do_center_crop", False) and "crop_pct" not in image_processor.to_dict():
+        raise ValueError(f"{type(image_processor).__name__} crops the image: not supported by the exported runtimes")
+    if size.get("height") and size.get("width"):
+        resize = {"height": int(size["height"]), "width": int(size["width"])}
+    elif size.get("shortest_edge") and hasattr(image_processor, "crop_pct"):
+        resize = {"shortest_edge": int(size["shortest_edge"]), "crop_pct": float(image_processor.crop_pct)}
+    else:
+        raise ValueError(
+            f"{type(image_processor).__name__} with size {size} is not supported by the exported runtimes"
+        )
+    if not getattr(image_processor, "do_resize", True):
+        raise ValueError("the image processor does not resize: an exported model needs a fixed input size")
+    rescale = float(image_processor.rescale_factor) if image_processor.do_rescale else 1.0
+    mean = [float(v) for v in image_processor.image_mean] if image_processor.do_normalize else [0.0, 0.0, 0.0]
+    std = [float(v) for v in image_processor.image_std] if image_processor.do_normalize else [1.0, 1.0, 1.0]
+    return {
+        "resize": resize,
+        "resample": names[resample],
+        "rescale_factor": rescale,
+        "image_mean": mean,
+        "image_std": std,
+        "input_size": list(spec_input_size(resize)),
+        "channel_order": "RGB",
+        "layout": "NCHW",
+    }
+
+
+def spec_input_size(resize: dict) -> tuple[int, int]:
+    """`(height, width)` of the model's input for an `image_spec` `resize`."""
+    if "height" in resize:
+        return resize["height"], resize["width"]
+    return resize["shortest_edge"], resize["shortest_edge"]
+
+
+def pixel_values_from_spec(images: list[Image.Image], spec: dict) -> np.ndarray:
+    """RGB images -> `(N, 3, H, W)` float32 `pixel_values` as `spec` (an `image_spec`) says, without torch."""
+    resize, resample = spec["resize"], spec["resample"]
+    mean = np.asarray(spec["image_mean"], dtype=np.float32)
+    std = np.asarray(spec["image_std"], dtype=np.float32)
+    out = []
+    for image in images:
+        pixels = np.asarray(image.convert("RGB"))
+        if "height" in resize:
+            pixels = resize_array(pixels, resize["height"], resize["width"], resample)
+        else:
+            edge = resize["shortest_edge"]
+            if edge < 384:  # ConvNeXt's rule: the shortest edge to edge / crop_pct, then a centre crop
+                height, width = pixels.shape[:2]
+                target = int(edge / resize["crop_pct"])
+                short, long = sorted((height, width))
+                new_short, new_long = target, int(target * long / short)
+                new_h, new_w = (new_short, new_long) if height <= width else (new_long, new_short)
+                pixels = resize_array(pixels, new_h, new_w, resample)
+                top, left = int((new_h - edge) / 2.0), int((new_w - edge) / 2.0)
+                pixels = pixels[top : top + edge, left : left + edge]
+            else:
+                pixels = resize_array(pixels, edge, edge, resample)
+        # the processors' fused rescale + normalise: (x - mean / scale) / (std / scale), in float32
+        scale = np.float32(spec["rescale_factor"])
+        values = (pixels.astype(np.float32) - mean / scale) / (std / scale)
+        out.append(values.transpose(2, 0, 1))
+    return np.stack(out).astype(np.float32)
