@@ -282,3 +282,61 @@ def synthetic(argv: list[str] | None = None) -> Path:
     for dx in DX_LABELS:
         print(f"  {dx:6s} {lesions[dx]:5d} lesions {images[dx]:6d} images")
     return out_dir
+
+
+def export_onnx(argv: list[str] | None = None) -> dict:
+    """`scripts/export_onnx.py`: a finished run -> ONNX (+ int8) and its spec; prints the files and the parity."""
+    from .export import QUANTIZATION_CHOICES, ExportError, export_run
+    from .runs import RunFolderError
+
+    parser = argparse.ArgumentParser(
+        prog="export_onnx.py",
+        description="Export a finished training run to ONNX: model.onnx (fp32, dynamic batch axis), with --quantize "
+        "int8 also model_int8.onnx (onnxruntime's static and dynamic quantisation, measured against fp32 on the run's "
+        "validation images, the better kept), and hf_skin_export.json (inputs, preprocessing, labels, metadata "
+        "encoding, calibration and operating point). SkinClassifier.from_pretrained(OUT_DIR) serves it without torch.",
+    )
+    parser.add_argument("run_dir", help="The --output_dir of a finished scripts/finetune.py run.")
+    parser.add_argument("out_dir", help="A new or empty folder, or an earlier export's folder (replaced).")
+    parser.add_argument("--quantize", choices=QUANTIZATION_CHOICES, help="Also write an int8 model.")
+    parser.add_argument(
+        "--dataset", help="The HAM10000 folder the run trained on, if not where its run_args.json says."
+    )
+    parser.add_argument(
+        "--calibration_images", type=int, default=256, help="Training-split images that calibrate int8 (default 256)."
+    )
+    parser.add_argument(
+        "--validation_images",
+        type=int,
+        default=None,
+        help="Validation-split images for the parity check and the int8 choice (default: the whole split).",
+    )
+    args = parser.parse_args(_argv(argv))
+    for name in ("calibration_images", "validation_images"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            parser.error(f"--{name} must be at least 1, not {value}")
+    configure_logging()
+    try:
+        spec = export_run(
+            args.run_dir,
+            args.out_dir,
+            quantize=args.quantize,
+            dataset=args.dataset,
+            calibration_images=args.calibration_images,
+            validation_images=args.validation_images,
+        )
+    except (ExportError, RunFolderError, FileNotFoundError) as err:
+        raise CommandLineError(str(err)) from None
+    for precision, entry in spec["models"].items():
+        check = entry.get("parity") or entry.get("validation") or {}
+        against = "PyTorch" if precision == "fp32" else "fp32"
+        inputs = "validation" if check.get("balanced_accuracy") is not None else "random"
+        how = f" ({entry['method']}{', per channel' if entry.get('per_channel') else ''})" if "method" in entry else ""
+        print(
+            f"{precision}{how}: {Path(args.out_dir) / entry['file']} ({entry['bytes'] / 2**20:.1f} MiB); on "
+            f"{check.get('n')} {inputs} inputs, top-1 agreement with {against} {check.get('top1_agreement', 0):.4f}, "
+            f"max probability difference {check.get('max_probability_difference', 0):.2g}"
+        )
+    print(f"spec: {Path(args.out_dir) / 'hf_skin_export.json'}")
+    return spec

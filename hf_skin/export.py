@@ -1,0 +1,479 @@
+"""A checkpoint -> ONNX (+ int8), with the spec a runtime needs to feed it and read it (`hf_skin_export.json`).
+
+```python
+from hf_skin.export import export_run
+export_run("runs/efficientnet_lite0", "exports/lite0", quantize="int8")   # scripts/export_onnx.py does this
+SkinClassifier.from_pretrained("exports/lite0", precision="int8").predict("lesion.jpg")   # onnxruntime, no torch
+```
+
+Every family exports through `torch.onnx.export(dynamo=True)` (the TorchScript exporter gets timm's TF-"same"
+padding wrong: its logits differed by up to 3 on EfficientNet-Lite0), with a dynamic batch axis and a fixed image
+size; a multi-input model's metadata are named inputs (`age`, `age_missing`, `sex`, `localization`), encoded as
+`SkinProcessor` encodes them. The int8 model is made by onnxruntime's quantisation tools: static QDQ quantisation
+calibrated on training-split images (per channel and per tensor) and dynamic quantisation are measured against the
+fp32 model on validation images, and the kept one is recorded in the spec with its measurements.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .inference import EXPORT_SPEC, SkinClassifier, softmax
+from .processing import SkinProcessor, image_spec
+
+logger = logging.getLogger(__name__)
+
+SPEC_FORMAT = "hf-skin-onnx"
+SPEC_VERSION = 1
+FP32_FILE = "model.onnx"
+INT8_FILE = "model_int8.onnx"
+OPSET = 18
+# What the int8 model must keep of the fp32 model (issue 12): the same top-1 on 99% of images, balanced accuracy
+# within 0.01. Static quantisation (faster: integer convolutions) is kept when it meets both.
+MIN_AGREEMENT = 0.99
+MAX_BALANCED_ACCURACY_DROP = 0.01
+QUANTIZATION_CHOICES = ("int8",)
+
+
+class ExportError(ValueError):
+    """A checkpoint or output folder that cannot be exported as asked; the message says what to do."""
+
+
+def is_export(path: str | os.PathLike) -> bool:
+    """Whether `path` is a folder written by `export_onnx` (it holds `hf_skin_export.json`)."""
+    return (Path(path) / EXPORT_SPEC).is_file()
+
+
+def input_names(classifier: SkinClassifier) -> list[str]:
+    """The exported model's inputs, in order: `pixel_values`, then the metadata tensors `SkinProcessor` makes."""
+    if isinstance(classifier.processor, SkinProcessor):
+        return ["pixel_values", *classifier.processor.encode_metadata(1, return_tensors="np")]
+    return ["pixel_values"]
+
+
+def export_spec(classifier: SkinClassifier) -> dict[str, Any]:
+    """Everything a runtime needs besides the ONNX file: the preprocessing, the inputs, the labels, the metadata
+    encoding, and the calibration and operating point the model config carries (calibration is already folded into
+    the exported logits: a runtime only takes their softmax)."""
+    from . import __version__
+    from .data import DX_NAMES, MALIGNANT_DX
+
+    config = classifier.model.config
+    image = image_spec(classifier.image_processor)
+    height, width = image["input_size"]
+    inputs = [{"name": "pixel_values", "dtype": "float32", "shape": ["batch", 3, height, width]}]
+    metadata = None
+    if isinstance(classifier.processor, SkinProcessor):
+        processor = classifier.processor
+        encoded = processor.encode_metadata(1, return_tensors="np")
+        inputs += [{"name": name, "dtype": str(value.dtype), "shape": ["batch"]} for name, value in encoded.items()]
+        metadata = {
+            "fields": processor.metadata_fields,
+            "vocabularies": {
+                field: processor.vocabularies[field] for field in processor.metadata_fields if field != "age"
+            },
+            "unknown": "unknown",
+            "synonyms": SkinProcessor._SYNONYMS,
+        }
+        if "age" in processor.metadata_fields:
+            metadata["age"] = {
+                "mean": processor.age_mean,
+                "std": processor.age_std,
+                "range": [0, 120],
+                "encoding": "age = (years - mean) / std and age_missing = 0; unknown: age = 0, age_missing = 1",
+            }
+    labels = list(classifier.labels)
+    return {
+        "format": SPEC_FORMAT,
+        "format_version": SPEC_VERSION,
+        "hf_skin_version": __version__,
+        "exported": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "model_type": config.model_type,
+        "architecture": getattr(config, "architecture", None) or (config.architectures or [None])[0],
+        "labels": labels,
+        "label_names": {label: DX_NAMES.get(label, label) for label in labels},
+        "malignant": [dx for dx in MALIGNANT_DX if dx in labels],
+        "uncertain_below": _uncertain_below(),
+        "image": {
+            **image,
+            "exif_transpose": True,
+            "transparency": "composited over white",
+            "convert": "RGB (16-bit grey scaled to 8 bits)",
+        },
+        "inputs": inputs,
+        "outputs": [{"name": "logits", "dtype": "float32", "shape": ["batch", len(labels)]}],
+        "metadata": metadata,
+        "calibration": _plain(getattr(config, "calibration", None)),
+        "operating_point": _plain(getattr(config, "operating_point", None)),
+        "models": {},
+    }
+
+
+def _uncertain_below() -> float:
+    from .inference import UNCERTAIN_BELOW
+
+    return UNCERTAIN_BELOW
+
+
+def _plain(value):
+    return json.loads(json.dumps(value)) if value is not None else None
+
+
+def export_fp32(classifier: SkinClassifier, path: str | os.PathLike, opset: int = OPSET) -> Path:
+    """`classifier`'s PyTorch model as one ONNX file: inputs `input_names(classifier)`, output `logits`, batch axis
+    dynamic, image size fixed."""
+    import torch
+
+    names = input_names(classifier)
+    model = classifier.model.eval()
+
+    class Logits(torch.nn.Module):
+        """The model's logits alone, from its named inputs (the ONNX graph's input names)."""
+
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        def forward(self, pixel_values, age=None, age_missing=None, sex=None, localization=None, dx_type=None):
+            given = {"age": age, "age_missing": age_missing, "sex": sex, "localization": localization}
+            given["dx_type"] = dx_type
+            return self.model(pixel_values=pixel_values, **{k: v for k, v in given.items() if v is not None}).logits
+
+    unknown = {"age", "dx_type", "sex", "localization", "age_missing"} - set(Logits.forward.__code__.co_varnames)
+    extra = [name for name in names[1:] if name in unknown]
+    if extra:
+        raise ExportError(f"the model reads metadata {extra} that the exporter does not know")
+    height, width = image_spec(classifier.image_processor)["input_size"]
+    # An example batch of 2 (a batch of 1 would be specialised); metadata at valid values
+    example = {"pixel_values": torch.randn(2, 3, height, width)}
+    if len(names) > 1:
+        encoded = classifier.processor.encode_metadata(2, age=[40, None], return_tensors="pt")
+        example.update(encoded)
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    path = Path(path)
+    with torch.no_grad():
+        torch.onnx.export(
+            Logits().eval(),
+            (),
+            os.fspath(path),
+            kwargs=example,
+            input_names=names,
+            output_names=["logits"],
+            dynamic_shapes={name: {0: batch} for name in example},
+            opset_version=opset,
+            dynamo=True,
+            external_data=False,
+            verbose=False,
+        )
+    return path
+
+
+class _Reader:
+    """onnxruntime's `CalibrationDataReader` over a list of input dicts (one batch of 1 per call)."""
+
+    def __init__(self, batches: list[dict[str, np.ndarray]]):
+        self.rows = iter(
+            [
+                {name: value[i : i + 1] for name, value in batch.items()}
+                for batch in batches
+                for i in range(len(batch["pixel_values"]))
+            ]
+        )
+
+    def get_next(self):
+        return next(self.rows, None)
+
+
+def quantize(
+    fp32_path: str | os.PathLike,
+    out_path: str | os.PathLike,
+    method: str,
+    calibration: list[dict[str, np.ndarray]] | None = None,
+    per_channel: bool = True,
+) -> Path:
+    """An int8 copy of the fp32 ONNX model: `method` `"static"` (QDQ, uint8 activations and int8 weights, min-max
+    ranges from the `calibration` inputs) or `"dynamic"` (int8 weights, activation ranges computed per batch)."""
+    from onnxruntime.quantization import (
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quant_pre_process,
+        quantize_dynamic,
+        quantize_static,
+    )
+
+    out_path = Path(out_path)
+    with tempfile.TemporaryDirectory(prefix="hf_skin_quantize_") as tmp:
+        prepared = Path(tmp) / "prepared.onnx"
+        # shape inference + graph optimisation first: the quantiser's documented preparation
+        quant_pre_process(os.fspath(fp32_path), os.fspath(prepared), skip_symbolic_shape=True)
+        if method == "static":
+            if not calibration:
+                raise ExportError("static quantisation needs calibration images: pass some training-split images")
+            quantize_static(
+                os.fspath(prepared),
+                os.fspath(out_path),
+                _Reader(calibration),
+                quant_format=QuantFormat.QDQ,
+                per_channel=per_channel,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                calibrate_method=CalibrationMethod.MinMax,
+                extra_options={"CalibTensorRangeSymmetric": False},
+            )
+        elif method == "dynamic":
+            quantize_dynamic(
+                os.fspath(prepared), os.fspath(out_path), per_channel=per_channel, weight_type=QuantType.QInt8
+            )
+        else:
+            raise ValueError(f"quantisation method {method!r} is not static or dynamic")
+    return out_path
+
+
+def _run(path: Path, batches: list[dict[str, np.ndarray]]) -> np.ndarray:
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(os.fspath(path), providers=["CPUExecutionProvider"])
+    names = [i.name for i in session.get_inputs()]
+    return np.concatenate([session.run(["logits"], {n: b[n] for n in names})[0] for b in batches])
+
+
+def _balanced_accuracy(labels: np.ndarray, predicted: np.ndarray) -> float:
+    recalls = [np.mean(predicted[labels == k] == k) for k in np.unique(labels)]
+    return float(np.mean(recalls))
+
+
+def compare_predictions(
+    reference: np.ndarray, candidate: np.ndarray, labels: np.ndarray | None = None
+) -> dict[str, float]:
+    """How `candidate` logits agree with `reference` logits (same rows): top-1 agreement, the largest probability
+    difference, and (with true `labels`) both balanced accuracies."""
+    p_ref, p_new = softmax(reference), softmax(candidate)
+    out = {
+        "n": int(len(reference)),
+        "top1_agreement": float(np.mean(p_ref.argmax(1) == p_new.argmax(1))),
+        "max_probability_difference": float(np.abs(p_ref - p_new).max()),
+    }
+    if labels is not None:
+        out["balanced_accuracy_reference"] = _balanced_accuracy(labels, p_ref.argmax(1))
+        out["balanced_accuracy"] = _balanced_accuracy(labels, p_new.argmax(1))
+    return out
+
+
+def quantize_best(
+    fp32_path: Path,
+    out_path: Path,
+    calibration: list[dict[str, np.ndarray]],
+    validation: list[dict[str, np.ndarray]],
+    validation_labels: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """Static (per channel, per tensor) and dynamic int8 models, each measured against the fp32 model on the
+    `validation` inputs; the kept one is written to `out_path`. Static per channel is kept when it meets the targets
+    (`MIN_AGREEMENT`, `MAX_BALANCED_ACCURACY_DROP`), then static per tensor; otherwise the one that agrees most.
+    Returns the kept method and every candidate's measurements."""
+    reference = _run(fp32_path, validation)
+    candidates = [("static", True), ("static", False), ("dynamic", False)]
+    measured = []
+    with tempfile.TemporaryDirectory(prefix="hf_skin_int8_") as tmp:
+        for method, per_channel in candidates:
+            path = Path(tmp) / f"{method}_{'per_channel' if per_channel else 'per_tensor'}.onnx"
+            try:
+                quantize(fp32_path, path, method, calibration, per_channel=per_channel)
+                result = compare_predictions(reference, _run(path, validation), validation_labels)
+            except Exception as err:  # a quantiser that fails on some graph: recorded, the others still compete
+                logger.warning("int8 %s (per_channel=%s) failed: %s", method, per_channel, err)
+                measured.append({"method": method, "per_channel": per_channel, "error": str(err)})
+                continue
+            result.update(method=method, per_channel=per_channel, bytes=path.stat().st_size)
+            result["meets_targets"] = _meets_targets(result)
+            measured.append((result, path))
+            logger.info("int8 %s per_channel=%s: %s", method, per_channel, result)
+        ok = [(r, p) for r, p in (m for m in measured if isinstance(m, tuple))]
+        if not ok:
+            raise ExportError(f"every int8 quantisation failed: {measured}")
+        static_ok = [(r, p) for r, p in ok if r["method"] == "static" and r["meets_targets"]]
+        kept, path = static_ok[0] if static_ok else max(ok, key=lambda item: item[0]["top1_agreement"])
+        shutil.copyfile(path, out_path)
+    return {
+        "method": kept["method"],
+        "per_channel": kept["per_channel"],
+        "validation": {k: v for k, v in kept.items() if k not in ("method", "per_channel", "bytes")},
+        "candidates": [m if isinstance(m, dict) else m[0] for m in measured],
+        "calibration_images": sum(len(b["pixel_values"]) for b in calibration),
+    }
+
+
+def _meets_targets(result: dict) -> bool:
+    drop = result.get("balanced_accuracy_reference", 0.0) - result.get("balanced_accuracy", 0.0)
+    return result["top1_agreement"] >= MIN_AGREEMENT and drop <= MAX_BALANCED_ACCURACY_DROP
+
+
+def _file_entry(path: Path) -> dict[str, Any]:
+    return {"file": path.name, "bytes": path.stat().st_size, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+
+
+def check_output_dir(out_dir: str | os.PathLike) -> Path:
+    """`out_dir` if it is new, empty or an earlier export (which is replaced); anything else is refused."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ExportError(f"{out_dir} is a file: give a folder for the export")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not is_export(out_dir):
+        found = ", ".join(sorted(p.name for p in out_dir.iterdir())[:5])
+        raise ExportError(
+            f"{out_dir} exists and is not an hf-skin export (it holds {found}): give a new or empty folder, or an "
+            "earlier export's folder to replace it"
+        )
+    return out_dir
+
+
+def export_onnx(
+    checkpoint: str | os.PathLike | SkinClassifier,
+    out_dir: str | os.PathLike,
+    quantize: str | None = None,
+    calibration: list[dict[str, np.ndarray]] | None = None,
+    validation: list[dict[str, np.ndarray]] | None = None,
+    validation_labels: np.ndarray | None = None,
+    source: str | None = None,
+) -> dict[str, Any]:
+    """Exports a checkpoint folder (or a loaded PyTorch `SkinClassifier`) to `out_dir`: `model.onnx`, with
+    `quantize="int8"` also `model_int8.onnx` (calibrated on `calibration`, chosen on `validation`: lists of input
+    batches as `SkinClassifier.model_inputs` makes them for an exported model), and `hf_skin_export.json`.
+
+    The fp32 model is checked against PyTorch on the validation inputs (or on random ones without them). Returns
+    the spec."""
+    if quantize not in (None, *QUANTIZATION_CHOICES):
+        raise ExportError(f"quantize={quantize!r}: the choices are {', '.join(QUANTIZATION_CHOICES)} or none")
+    if quantize and not (calibration and validation):
+        raise ExportError("int8 quantisation needs calibration and validation images (export_run reads the run's)")
+    out_dir = check_output_dir(out_dir)
+    if isinstance(checkpoint, SkinClassifier):
+        classifier = checkpoint
+        source = source or "a SkinClassifier"
+    else:
+        path = Path(checkpoint)
+        if not (path / "config.json").is_file():
+            raise ExportError(f"{path} holds no config.json: give a checkpoint folder or a finished run's folder")
+        classifier = SkinClassifier.from_pretrained(path)
+        source = source or os.fspath(path)
+    if classifier.is_onnx:
+        raise ExportError(f"{source} is already an export: export the PyTorch checkpoint it came from")
+    try:
+        spec = export_spec(classifier)
+    except ValueError as err:
+        raise ExportError(f"{source} cannot be exported: {err}") from err
+    spec["source"] = source
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name in (EXPORT_SPEC, FP32_FILE, INT8_FILE):  # an earlier export: nothing of it may outlive this one
+        (out_dir / name).unlink(missing_ok=True)
+    fp32 = export_fp32(classifier, out_dir / FP32_FILE)
+    spec["models"]["fp32"] = {**_file_entry(fp32), "parity": _parity(classifier, fp32, validation, validation_labels)}
+    if quantize == "int8":
+        int8 = out_dir / INT8_FILE
+        report = quantize_best(fp32, int8, calibration, validation, validation_labels)
+        spec["models"]["int8"] = {**_file_entry(int8), **report}
+    (out_dir / EXPORT_SPEC).write_text(json.dumps(spec, indent=2) + "\n")
+    return spec
+
+
+def _parity(classifier, fp32: Path, validation, labels) -> dict[str, float]:
+    """fp32 ONNX against PyTorch on the same inputs: the validation batches, or 8 random images."""
+    import torch
+
+    if not validation:
+        rng = np.random.default_rng(0)
+        height, width = image_spec(classifier.image_processor)["input_size"]
+        batch = {"pixel_values": rng.normal(size=(8, 3, height, width)).astype(np.float32)}
+        if isinstance(classifier.processor, SkinProcessor):
+            batch.update(classifier.processor.encode_metadata(8, return_tensors="np"))
+        validation, labels = [batch], None
+    with torch.inference_mode():
+        reference = np.concatenate(
+            [
+                classifier.model(**{k: torch.from_numpy(v) for k, v in b.items()}).logits.float().numpy()
+                for b in validation
+            ]
+        )
+    return compare_predictions(reference, _run(fp32, validation), labels)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# A finished run: its own training split calibrates, its own validation split chooses and checks
+
+
+def run_inputs(
+    classifier: SkinClassifier, dataset, max_images: int | None = None, batch_size: int = 32, seed: int = 0
+) -> tuple[list[dict[str, np.ndarray]], np.ndarray]:
+    """Input batches (numpy, as the exported model's runtime makes them from the files) and the true label ids of
+    up to `max_images` rows of a HAM10000 `dataset` split (a seeded random choice when it has more)."""
+    import datasets
+
+    from .evaluation import _model_label_ids, metadata_words
+    from .inference import OnnxImageProcessor
+    from .processing import load_image
+
+    if max_images is not None and len(dataset) > max_images:
+        rows = np.sort(np.random.default_rng(seed).choice(len(dataset), max_images, replace=False))
+        dataset = dataset.select(rows)
+    labels = _model_label_ids(dataset, classifier.labels, "the model")
+    fields = list(classifier.metadata_fields)
+    data = dataset.select_columns(["image", *fields]).cast_column("image", datasets.Image(decode=False))
+    batches = []
+    spec_image = image_spec(classifier.image_processor)  # the export runtime's preprocessing (numpy, no torch)
+    for start in range(0, len(data), batch_size):
+        rows = data[start : start + batch_size]
+        images = [load_image(value) for value in rows["image"]]
+        batch = OnnxImageProcessor(spec_image)(images)
+        if isinstance(classifier.processor, SkinProcessor):
+            words = metadata_words(rows, fields, dataset.features)
+            batch.update(classifier.processor.encode_metadata(len(images), return_tensors="np", **words))
+        batches.append(batch)
+    return batches, labels
+
+
+def export_run(
+    run_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    quantize: str | None = None,
+    dataset: str | os.PathLike | None = None,
+    calibration_images: int = 256,
+    validation_images: int | None = None,
+) -> dict[str, Any]:
+    """Exports a finished run (`RunFolder.require_finished`) to `out_dir`; its fp32 parity and, with
+    `quantize="int8"`, the int8 choice are measured on `validation_images` of the run's own validation split (all of
+    it with `None`); int8 is calibrated on `calibration_images` of its training split. The data is the run's
+    dataset (`run_args.json`) unless `dataset` is given. Returns the spec."""
+    from .data import SplitArguments, load_ham10000
+    from .runs import RunFolder
+
+    folder = RunFolder(run_dir).require_finished()
+    check_output_dir(out_dir)
+    classifier = SkinClassifier.from_pretrained(folder.path)
+    source = dataset or (folder.args or {}).get("dataset")
+    calibration = validation = labels = None
+    if source and Path(source).exists():
+        split = SplitArguments(**(folder.split_arguments() or {}))
+        split.fill()
+        splits = load_ham10000(source, **split.load_kwargs())
+        validation, labels = run_inputs(classifier, splits["validation"], validation_images)
+        if quantize:
+            calibration, _ = run_inputs(classifier, splits["train"], calibration_images, seed=1)
+    elif quantize:
+        raise ExportError(
+            f"int8 quantisation calibrates on the run's training images, but its dataset {source!r} is not here: "
+            "pass --dataset DIR (the HAM10000 folder the run trained on)"
+        )
+    else:
+        logger.warning("the run's dataset %r is not here: fp32 parity is checked on random inputs only", source)
+    spec = export_onnx(classifier, out_dir, quantize, calibration, validation, labels, source=os.fspath(folder.path))
+    return spec
