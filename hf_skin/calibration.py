@@ -22,15 +22,18 @@ threshold of the "see a dermatologist" advice, chosen on the same validation ima
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+import os
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax
 
-from .data import MALIGNANT_DX
+from .data import DEFAULT_DATASET, MALIGNANT_DX, SPLIT_DEFAULTS, SplitArguments
 from .metrics import brier_score, expected_calibration_error, negative_log_likelihood
 
 logger = logging.getLogger(__name__)
@@ -163,10 +166,10 @@ class Calibration:
     method: str
     temperature: float
     logit_bias: list[float]
-    sampling_prior: list[float]
-    target_prior: list[float]
+    sampling_prior: list[float] | None
+    target_prior: list[float] | None
     target_prior_source: str
-    train_counts: list[int]
+    train_counts: list[int] | None
     balance: str = "none"
     balance_power: float = 1.0
     fitted_on: dict = field(default_factory=dict)
@@ -231,13 +234,16 @@ def fit_calibration(
         raise CalibrationError(f"--calibration {method!r} is not one of {', '.join(CALIBRATION_METHODS)}")
     logits, labels = np.asarray(logits, dtype=np.float64), np.asarray(labels, dtype=np.int64)
     num_labels = logits.shape[1]
-    counts = np.asarray(train_counts, dtype=np.int64)
-    if len(counts) != num_labels or counts.sum() == 0:
-        raise CalibrationError(f"train_counts must give {num_labels} class counts, not all 0; got {counts.tolist()}")
-    sampling = sampling_prior(counts, balance, balance_power)
-    target = class_mix(np.repeat(np.arange(num_labels), counts), num_labels) if target_prior is None else target_prior
-    target = np.asarray(target, dtype=np.float64)
     use_prior, use_temperature = method in ("prior", "prior+temperature"), "temperature" in method
+    sampling = target = counts = None
+    if train_counts is not None:
+        counts = np.asarray(train_counts, dtype=np.int64)
+        if len(counts) != num_labels or counts.sum() == 0:
+            raise CalibrationError(f"train_counts must give {num_labels} class counts, not all 0: {counts.tolist()}")
+        sampling = sampling_prior(counts, balance, balance_power)
+        target = counts / counts.sum() if target_prior is None else np.asarray(target_prior, dtype=np.float64)
+    elif use_prior:
+        raise CalibrationError(f"--calibration {method} needs the training's class counts (train_counts)")
     bias = prior_shift(target, sampling) if use_prior else np.zeros(num_labels)
     if use_temperature and len(labels) == 0:
         raise CalibrationError("no images to fit the temperature on: the calibration split is empty")
@@ -246,10 +252,10 @@ def fit_calibration(
         method=method,
         temperature=temperature,
         logit_bias=bias.tolist(),
-        sampling_prior=sampling.tolist(),
-        target_prior=target.tolist(),
+        sampling_prior=None if sampling is None else sampling.tolist(),
+        target_prior=None if target is None else target.tolist(),
         target_prior_source=target_prior_source if use_prior else "the training's sampling mix (no prior shift)",
-        train_counts=counts.tolist(),
+        train_counts=None if counts is None else counts.tolist(),
         balance=balance,
         balance_power=balance_power,
         fitted_on=dict(fitted_on or {}, n=len(labels)),
@@ -330,6 +336,58 @@ def fold(model, calibration: Calibration, operating_point: dict | None = None) -
     model.config.operating_point = operating_point
 
 
+def calibrate_model(
+    model,
+    logits,
+    labels,
+    *,
+    train_counts,
+    method: str = DEFAULT_CALIBRATION,
+    balance: str = "none",
+    balance_power: float = 1.0,
+    target_prior=None,
+    target_prior_source: str = "the class mix of the training images",
+    target_sensitivity: float = DEFAULT_TARGET_SENSITIVITY,
+    fitted_on: dict | None = None,
+) -> tuple[Calibration, dict | None]:
+    """Fits a calibration on `model`'s raw validation `logits` and `labels`, chooses the referral operating point on
+    the calibrated probabilities, and folds both into `model` (replacing any calibration it had: `logits` must be
+    the raw model's, `Calibration.undo` of a calibrated model's). Returns `(calibration, operating_point)`."""
+    calibration = fit_calibration(
+        logits,
+        labels,
+        train_counts=train_counts,
+        method=method,
+        balance=balance,
+        balance_power=balance_power,
+        target_prior=target_prior,
+        target_prior_source=target_prior_source,
+        fitted_on=fitted_on,
+    )
+    label_names = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    operating_point = choose_operating_point(
+        labels, softmax(calibration.apply(logits)), label_names, target_sensitivity, **(fitted_on or {})
+    )
+    unfold(model)
+    fold(model, calibration, operating_point)
+    scores = calibration.scores
+    logger.info(
+        "Calibration (%s) fitted on %d images: temperature %.3f; NLL %.4f -> %.4f, ECE %.4f -> %.4f%s",
+        method,
+        len(labels),
+        calibration.temperature,
+        scores.get("nll_before", math.nan),
+        scores.get("nll_after", math.nan),
+        scores.get("ece_before", math.nan),
+        scores.get("ece_after", math.nan),
+        f"; referral threshold {operating_point['threshold']:.4f} (sensitivity {operating_point['sensitivity']:.3f}, "
+        f"specificity {operating_point['specificity']:.3f})"
+        if operating_point
+        else "",
+    )
+    return calibration, operating_point
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # The operating point of the referral advice
 
@@ -388,3 +446,168 @@ def operating_point_scores(labels, probs, label_names: list[str], threshold: flo
         "true_positives": int(referred[is_malignant].sum()),
         "true_negatives": int((~referred[~is_malignant]).sum()),
     }
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Recalibrating a trained checkpoint (scripts/calibrate.py)
+
+CALIBRATION_FILE = "calibration.json"
+
+
+@dataclass(kw_only=True)
+class RecalibrationArguments(SplitArguments):
+    """Arguments of `scripts/calibrate.py` (and of `recalibrate`). The split's arguments default to the run's own
+    when `model` is a run folder."""
+
+    model: str = field(metadata={"help": "A checkpoint folder (e.g. runs/cnn) or a Hub model id."})
+    output_dir: str = field(metadata={"help": "A new folder for the recalibrated checkpoint (the original is kept)."})
+    dataset: str = field(
+        default=DEFAULT_DATASET,
+        metadata={
+            "help": "The labelled images to calibrate on: HAM10000-format data (raw folder, ISIC 2018 layout, "
+            "parquet/save_to_disk folder or Hub id), e.g. a clinic's own."
+        },
+    )
+    split: str = field(
+        default="validation",
+        metadata={
+            "help": "validation (the run's own lesion-grouped split) or all (every row: a clinic's own set). Never "
+            "test: the images that judge a model cannot also tune it.",
+            "choices": ["validation", "all"],
+        },
+    )
+    calibration: str = field(
+        default=DEFAULT_CALIBRATION,
+        metadata={"help": "What to fit.", "choices": list(CALIBRATION_METHODS)},
+    )
+    target_prior: str = field(
+        default="training",
+        metadata={
+            "help": "The class mix to calibrate for: 'training' (the training images' mix), 'data' (the mix of the "
+            "calibration images: a clinic's own), or the setting's mix stated per class, e.g. "
+            "'nv=0.8,mel=0.03,bkl=0.1,bcc=0.03,akiec=0.02,df=0.01,vasc=0.01'."
+        },
+    )
+    target_sensitivity: float = field(
+        default=DEFAULT_TARGET_SENSITIVITY,
+        metadata={"help": "Share of malignant calibration images the referral threshold must flag."},
+    )
+    batch_size: int = field(default=64, metadata={"help": "Images per forward pass."})
+    max_samples: int | None = field(default=None, metadata={"help": "Use only the first N rows (debugging)."})
+    device: str | None = field(default=None, metadata={"help": "cpu, cuda, ... (default: cuda when available)."})
+
+    def __post_init__(self):
+        if self.split not in ("validation", "all"):
+            hint = " (the images that judge a model cannot also tune it)" if self.split == "test" else ""
+            raise ValueError(f"--split {self.split!r}: calibrate on validation or all{hint}")
+        if self.calibration not in CALIBRATION_METHODS:
+            raise ValueError(f"--calibration {self.calibration!r} is not one of {', '.join(CALIBRATION_METHODS)}")
+        if not 0 < self.target_sensitivity <= 1:
+            raise ValueError(f"--target_sensitivity {self.target_sensitivity} must be in (0, 1], e.g. 0.9")
+
+
+def _training_balance(classifier, folder, label_names: list[str]) -> tuple[list[int], str, float]:
+    """The training's class counts and balancing of a checkpoint: from its calibration, else from its run folder
+    (the arguments in `run_args.json`, the counts from its training split)."""
+    from .evaluation import _model_label_ids, load_eval_split
+
+    stored = classifier.calibration
+    if stored is not None:
+        return stored.train_counts, stored.balance, stored.balance_power
+    args = folder.args if folder is not None else None
+    if not args or "dataset" not in args:
+        raise CalibrationError(
+            "this checkpoint records neither a calibration nor its training run (run_args.json), so the class mix "
+            "it was trained on is unknown: use --calibration temperature, or calibrate the run folder itself"
+        )
+    split_args = SplitArguments(**{k: v for k, v in (folder.split_arguments() or {}).items() if k in SPLIT_DEFAULTS})
+    split_args.fill()
+    try:
+        train = load_eval_split(args["dataset"], "train", **split_args.load_kwargs())
+    except (FileNotFoundError, ValueError) as err:
+        raise CalibrationError(
+            f"the run's training data {args['dataset']!r} (from run_args.json) is needed to count its classes and "
+            f"could not be loaded ({err}); run where it is, or use --calibration temperature"
+        ) from None
+    lesions = folder.training_lesions()
+    if lesions is not None:  # the lesions the run trained on (after any --max_train_samples)
+        train = train.filter(lambda ids: [i in lesions for i in ids], input_columns="lesion_id", batched=True)
+    labels = _model_label_ids(train, label_names, folder.path.name)
+    counts = np.bincount(labels, minlength=len(label_names)).tolist()
+    return counts, args.get("balance", "none"), float(args.get("balance_power", 1.0))
+
+
+def recalibrate(args: RecalibrationArguments) -> dict:
+    """Fits a new calibration and referral threshold for a trained checkpoint on labelled images (its own
+    validation split, or a clinic's images with `split="all"`), without retraining, and writes the recalibrated
+    checkpoint to `args.output_dir` (with the run's record, so evaluation keeps its split) and `calibration.json`.
+
+    Returns the `calibration.json` content: `calibration` and `operating_point` (as in the config), `model`,
+    `dataset`, `split`, `n`.
+    """
+    import torch
+
+    from .evaluation import _model_label_ids, check_no_training_lesions, load_eval_split, predict_dataset, run_split
+    from .inference import SkinClassifier
+    from .runs import RunFolder
+
+    split_args, folder = run_split(args.model, args.split, args)
+    data = load_eval_split(args.dataset, args.split, **split_args.load_kwargs(), max_samples=args.max_samples)
+    if folder is not None:
+        check_no_training_lesions(data, folder, args.split, args.dataset)
+    classifier = SkinClassifier.from_pretrained(args.model)
+    classifier.model.to(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    label_names = classifier.labels
+    labels = _model_label_ids(data, label_names, args.model)
+    stored = classifier.calibration
+    train_counts, balance, power = (
+        _training_balance(classifier, folder, label_names)
+        if args.calibration in ("prior", "prior+temperature")
+        else (stored.train_counts, stored.balance, stored.balance_power)
+        if stored is not None
+        else (None, "none", 1.0)
+    )
+    dataset_name = Path(os.fspath(args.dataset).rstrip("/")).name
+    if args.target_prior == "training":
+        target, source = None, "the class mix of the training images"
+    elif args.target_prior == "data":
+        target = class_mix(labels, len(label_names), PSEUDO_COUNT)
+        source = f"the class mix of {dataset_name} ({args.split}, {len(labels):,} images)"
+    else:
+        target, source = parse_prior(args.target_prior, label_names), "the class mix stated for this setting"
+    logits = predict_dataset(
+        classifier, data, batch_size=args.batch_size, desc=f"Calibrating on {len(data):,} images"
+    )[0]
+    raw = classifier.calibration.undo(logits) if classifier.calibration is not None else logits
+    calibration, operating_point = calibrate_model(
+        classifier.model.cpu(),
+        raw,
+        labels,
+        train_counts=train_counts,
+        method=args.calibration,
+        balance=balance,
+        balance_power=power,
+        target_prior=target,
+        target_prior_source=source,
+        target_sensitivity=args.target_sensitivity,
+        fitted_on={"dataset": dataset_name, "split": args.split},
+    )
+    source_folder = RunFolder(args.model) if Path(args.model).is_dir() else None
+    output = Path(args.output_dir)
+    if source_folder is not None:
+        source_folder.copy_checkpoint(output)
+    elif output.exists() and any(output.iterdir()):
+        raise CalibrationError(f"{output} exists and is not an empty folder: choose a new folder")
+    classifier.model.save_pretrained(output)
+    if source_folder is None:  # a Hub checkpoint: its processor too (a folder's was copied as it is)
+        classifier.processor.save_pretrained(output)
+    record = {
+        "model": os.fspath(args.model),
+        "dataset": dataset_name,
+        "split": args.split,
+        "n": len(labels),
+        "calibration": calibration.to_dict(),
+        "operating_point": operating_point,
+    }
+    (output / CALIBRATION_FILE).write_text(json.dumps(record, indent=2) + "\n")
+    return record

@@ -132,6 +132,34 @@ def evaluate(argv: list[str] | None = None) -> dict:
     return metrics
 
 
+def calibrate(argv: list[str] | None = None) -> dict:
+    """`scripts/calibrate.py`: a trained checkpoint recalibrated on labelled images, into a new folder."""
+    from .calibration import CalibrationError, RecalibrationArguments, recalibrate
+    from .runs import RunFolderError
+
+    argv = _argv(argv)
+    configure_logging()
+    try:
+        args = _dataclass_args(RecalibrationArguments, argv)
+        record = recalibrate(args)
+    except (CalibrationError, RunFolderError) as err:
+        raise CommandLineError(str(err)) from None
+    calibration, point = record["calibration"], record["operating_point"]
+    scores = calibration["scores"]
+    print(
+        f"Calibrated ({calibration['method']}) on {record['n']:,} images of {record['dataset']} ({record['split']}): "
+        f"temperature {calibration['temperature']:.3f}; NLL {scores['nll_before']:.4f} -> {scores['nll_after']:.4f}, "
+        f"ECE {scores['ece_before']:.4f} -> {scores['ece_after']:.4f} on these images"
+    )
+    if point:
+        print(
+            f"Referral threshold {point['threshold']:.2%} (sensitivity {point['sensitivity']:.3f}, specificity "
+            f"{point['specificity']:.3f} on these images)"
+        )
+    print(f"Recalibrated checkpoint: {args.output_dir} (evaluate it on test with scripts/evaluate.py)")
+    return record
+
+
 def compare(argv: list[str] | None = None) -> list[dict]:
     """`scripts/compare.py`: one table of several runs' test metrics, their training curves on one figure, and paired
     bootstrap intervals of the differences between runs scored on the same images."""

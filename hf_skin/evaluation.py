@@ -34,7 +34,7 @@ from .data import (
     column_values,
     load_ham10000,
 )
-from .metrics import BOOTSTRAP_METRICS, BOOTSTRAP_RESAMPLES, bootstrap_intervals, classification_metrics
+from .metrics import BOOTSTRAP_METRICS, BOOTSTRAP_RESAMPLES, bootstrap_intervals, classification_metrics, softmax
 from .model_card import markdown_table
 from .processing import load_image
 from .runs import RunFolder, RunFolderError
@@ -236,13 +236,6 @@ def tta_views(image: Image.Image, views: tuple[str, ...] | None = None) -> list[
     return [image if op is None else image.transpose(op) for op in transposes]
 
 
-def predict_proba_tta(classifier, images: list[Image.Image], views: tuple[str, ...] | None = None, **metadata):
-    """`(N, num_labels)` probabilities averaged over the test-time-augmentation views of each image."""
-    per_view = zip(*(tta_views(image, views) for image in images))  # one list of N images per view
-    probs = [classifier.predict_proba(list(batch), **metadata).numpy() for batch in per_view]
-    return np.mean(probs, axis=0)
-
-
 def metadata_words(batch: dict[str, list], fields: list[str], features: datasets.Features) -> dict[str, list]:
     """A batch's metadata as a person would type it (what `SkinProcessor` reads): `ClassLabel` ids -> names."""
     words = {}
@@ -260,10 +253,12 @@ def metadata_words(batch: dict[str, list], fields: list[str], features: datasets
 def predict_dataset(
     classifier, dataset: datasets.Dataset, batch_size: int = 64, tta: bool = False, desc: str | None = None
 ) -> np.ndarray:
-    """`(N, num_labels)` probabilities of `classifier` (a `SkinClassifier`) for every row of `dataset`.
+    """`(views, N, num_labels)` logits of `classifier` (a `SkinClassifier`) for every row of `dataset`: one view, or
+    the 8 of `TTA_VIEWS` with `tta`. `view_probabilities` turns them into the probabilities that are scored.
 
-    Images are decoded at full size, as `SkinClassifier.predict` decodes a file, and multi-input models get each
-    row's metadata.
+    Logits, not probabilities, so that a calibrated checkpoint's raw model can be scored beside it
+    (`Calibration.undo`). Images are decoded at full size, as `SkinClassifier.predict` decodes a file, and
+    multi-input models get each row's metadata.
     """
     fields = list(classifier.metadata_fields)
     data = dataset.select_columns(["image", *fields]).cast_column("image", datasets.Image(decode=False))
@@ -273,11 +268,14 @@ def predict_dataset(
         batch = data[start : start + batch_size]
         images = [load_image(value) for value in batch["image"]]
         metadata = metadata_words(batch, fields, dataset.features)
-        if tta:
-            out.append(predict_proba_tta(classifier, images, **metadata))
-        else:
-            out.append(classifier.predict_proba(images, **metadata).numpy())
-    return np.concatenate(out).astype(np.float64)
+        views = zip(*(tta_views(image) for image in images)) if tta else [images]
+        out.append(np.stack([np.asarray(classifier.predict_logits(list(view), **metadata)) for view in views]))
+    return np.concatenate(out, axis=1).astype(np.float64)
+
+
+def view_probabilities(logits: np.ndarray) -> np.ndarray:
+    """`(views, N, K)` logits -> `(N, K)` probabilities, averaged over the views (TTA averages probabilities)."""
+    return softmax(logits.reshape(-1, logits.shape[-1])).reshape(logits.shape).mean(axis=0)
 
 
 def _model_label_ids(dataset: datasets.Dataset, model_labels: list[str], model: str) -> np.ndarray:
@@ -443,9 +441,14 @@ def evaluate_checkpoint(
     label_names = classifier.labels
     labels = _model_label_ids(data, label_names, os.fspath(model))
     desc = f"Evaluating on {split} ({len(data):,} images{', 8-view TTA' if tta else ''})"
-    probs = predict_dataset(classifier, data, batch_size=batch_size, tta=tta, desc=desc)
+    logits = predict_dataset(classifier, data, batch_size=batch_size, tta=tta, desc=desc)
+    probs = view_probabilities(logits)
+    calibration = classifier.calibration
+    raw_probs = view_probabilities(calibration.undo(logits)) if calibration is not None else None
 
     metrics = classification_metrics(labels, probs, label_names)
+    metrics["calibration"] = calibration_summary(calibration, labels, raw_probs, probs, label_names)
+    metrics["operating_point"] = operating_point_summary(classifier.operating_point, labels, probs, label_names)
     lesion_ids = _column(data, "lesion_id")
     bootstrap = None
     if bootstrap_resamples:
@@ -495,7 +498,7 @@ def evaluate_checkpoint(
         title=f"Confusion matrix, row-normalised: the diagonal is each class's recall\n({where})",
     )
     plots.plot_roc_curves(labels, probs, label_names, output_dir / FIGURES["roc_curves"])
-    plots.plot_reliability_diagram(labels, probs, output_dir / FIGURES["reliability_diagram"])
+    plots.plot_reliability_diagram(labels, probs, output_dir / FIGURES["reliability_diagram"], before=raw_probs)
     overall = _group_scores(labels, preds, *_mel_and_malignant(label_names))
     plots.plot_subgroups(subgroups, overall, output_dir / FIGURES["subgroups"], min_n=MIN_SUBGROUP_SIZE)
     (output_dir / "report.md").write_text(render_report(metrics, overall))
@@ -553,6 +556,40 @@ def bootstrap_summary(
         "intervals": {name: None if v is None else list(v) for name, v in result["intervals"].items()},
         "undefined": result["undefined"],
     }
+
+
+def calibration_summary(calibration, labels, raw_probs, probs, label_names: list[str]) -> dict | None:
+    """What the report says of a calibrated checkpoint: the calibration and NLL / Brier / ECE before and after it
+    on the evaluated images (`None` for a checkpoint without one)."""
+    from .calibration import calibration_scores
+
+    if calibration is None:
+        return None
+    return {
+        "method": calibration.method,
+        "temperature": calibration.temperature,
+        "target_prior": dict(zip(label_names, calibration.target_prior)),
+        "target_prior_source": calibration.target_prior_source,
+        "fitted_on": calibration.fitted_on,
+        "description": calibration.describe(label_names),
+        "scores": calibration_scores(labels, raw_probs, probs),
+        "before": classification_metrics(labels, raw_probs, label_names),
+    }
+
+
+def operating_point_summary(operating_point: dict | None, labels, probs, label_names: list[str]) -> dict | None:
+    """The checkpoint's referral threshold (`config.operating_point`) scored on the evaluated images: sensitivity
+    and specificity with 95% Wilson intervals, beside what it reached on validation."""
+    from .calibration import operating_point_scores
+
+    if not operating_point:
+        return None
+    scores = operating_point_scores(labels, probs, label_names, operating_point["threshold"])
+    scores["sensitivity_interval"] = wilson_interval(scores["true_positives"], scores["n_malignant"])
+    scores["specificity_interval"] = wilson_interval(scores["true_negatives"], scores["n_benign"])
+    scores["validation"] = {key: operating_point.get(key) for key in ("sensitivity", "specificity")}
+    scores["target_sensitivity"] = operating_point.get("target_sensitivity")
+    return scores
 
 
 def _column(data: datasets.Dataset, name: str) -> list | None:
@@ -679,6 +716,79 @@ def bootstrap_note(bootstrap: dict | None) -> str:
     return note + "\n"
 
 
+def _fitted_on(fitted_on: dict | None) -> str:
+    fitted_on = fitted_on or {}
+    where = " ".join(f"`{fitted_on[key]}`" for key in ("dataset",) if fitted_on.get(key))
+    split = fitted_on.get("split")
+    n = f", {fitted_on['n']:,} images" if fitted_on.get("n") else ""
+    return f"the {split} split of {where}{n}" if split and where else f"validation images{n}"
+
+
+def calibration_section(metrics: dict) -> str:
+    """The report's calibration section: the checkpoint's calibration and its scores before and after."""
+    calibration = metrics.get("calibration")
+    if calibration is None:
+        return (
+            "\n## Calibration\n\nThis checkpoint is not calibrated: its probabilities are the raw model's (its ECE "
+            "is above, its reliability diagram below). `scripts/calibrate.py` fits a calibration on validation "
+            "images without retraining.\n"
+        )
+    scores, before = calibration["scores"], calibration["before"]
+    method = calibration["method"]
+    how = {
+        "prior": "the prior shift that undoes training's class rebalancing",
+        "temperature": f"a temperature of {calibration['temperature']:.3f}",
+        "prior+temperature": f"the prior shift that undoes training's class rebalancing and a temperature of "
+        f"{calibration['temperature']:.3f}",
+        "none": "nothing (method none)",
+    }[method]
+    rows = [
+        ["negative log-likelihood", _fmt(scores["nll_before"], 4), _fmt(scores["nll_after"], 4), "lower is better"],
+        ["Brier score", _fmt(scores["brier_before"], 4), _fmt(scores["brier_after"], 4), "lower is better"],
+        ["expected calibration error", _fmt(scores["ece_before"]), _fmt(scores["ece_after"]), "lower is better"],
+        ["accuracy", _fmt(before["accuracy"]), _fmt(metrics["accuracy"]), "top-class decisions change too"],
+        ["balanced accuracy", _fmt(before["balanced_accuracy"]), _fmt(metrics["balanced_accuracy"]), ""],
+    ]
+    return (
+        "\n## Calibration\n\n"
+        f"Every probability in this report is the calibrated checkpoint's: {how} (`{method}`), fitted on "
+        f"{_fitted_on(calibration['fitted_on'])}, never on test. {calibration['description']} The raw model "
+        "(calibration undone) on the same images:\n\n"
+        + markdown_table(["on these images", "raw model", "calibrated", ""], rows, align="lrrl")
+        + "\n\nUndoing the oversampling's shift moves probability back to the common classes: accuracy usually "
+        "rises and balanced accuracy, which weighs the rare classes as much as nevi, can fall. The reliability "
+        "diagram shows both models.\n"
+    )
+
+
+def referral_section(metrics: dict) -> str:
+    """The report's section on the checkpoint's referral threshold, scored on the evaluated images."""
+    point = metrics.get("operating_point")
+    if point is None:
+        return ""
+    validation = point["validation"]
+    sens_lo, sens_hi = point["sensitivity_interval"]
+    spec_lo, spec_hi = point["specificity_interval"]
+    rows = [
+        [
+            "these images",
+            f"{_fmt(point['sensitivity'])} ({_fmt(sens_lo)}–{_fmt(sens_hi)})",
+            f"{_fmt(point['specificity'])} ({_fmt(spec_lo)}–{_fmt(spec_hi)})",
+            f"{point['n_malignant']:,} / {point['n_benign']:,}",
+        ],
+        ["validation (where it was chosen)", _fmt(validation["sensitivity"]), _fmt(validation["specificity"]), ""],
+    ]
+    return (
+        '\n## Referral threshold: "see a dermatologist"\n\n'
+        f"The checkpoint advises a dermatologist when its probability of a malignant class (akiec, bcc, mel) is at "
+        f"least **{point['threshold']:.2%}**, the threshold chosen on validation images to flag at least "
+        f"{point['target_sensitivity']:.0%} of malignant lesions. Sensitivity: the share of malignant images it "
+        "flags; specificity: the share of benign ones it does not (95% Wilson intervals).\n\n"
+        + markdown_table(["", "sensitivity", "specificity", "malignant / benign images"], rows, align="lrrr")
+        + "\n"
+    )
+
+
 def render_report(metrics: dict, overall: dict | None = None) -> str:
     """`report.md` from the metrics `evaluate_checkpoint` returns."""
     per_class = metrics["per_class"]
@@ -744,6 +854,8 @@ def render_report(metrics: dict, overall: dict | None = None) -> str:
         )
         + "\n\n",
         bootstrap_note(metrics.get("bootstrap")),
+        calibration_section(metrics),
+        referral_section(metrics),
         "\n## Per class\n\n",
         "Sensitivity is the recall: the share of the class's images found. Intervals are 95% Wilson intervals; "
         "wide ones mean too few images to be sure.\n\n",

@@ -107,6 +107,18 @@ class SkinClassifier:
         """The metadata this model reads (empty for image-only models)."""
         return self.processor.metadata_fields if isinstance(self.processor, SkinProcessor) else []
 
+    @property
+    def calibration(self):
+        """The checkpoint's `hf_skin.calibration.Calibration` (already applied by its head), `None` if it has none."""
+        from .calibration import Calibration
+
+        return Calibration.from_config(self.model.config)
+
+    @property
+    def operating_point(self) -> dict | None:
+        """The referral threshold on the malignant probability chosen on validation (`config.operating_point`)."""
+        return getattr(self.model.config, "operating_point", None)
+
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike, **kwargs) -> SkinClassifier:
         """From a checkpoint folder or a Hub repo id (`kwargs` go to `from_pretrained`, e.g. `revision`), or from a
@@ -223,10 +235,10 @@ def malignant_probability(probs: dict[str, float]) -> float:
 
 def percent(probability: float) -> str:
     """A probability in whole percent as a person reads it, never "0%" or "100%": a model whose test accuracy is
-    far from 1 cannot be that sure, and rounding should not say it is. Under 0.5% is "<1%", from 99.5% ">99%"."""
-    if probability < 0.005:
+    far from 1 cannot be that sure, and rounding should not say it is. Under 1% is "<1%", over 99% ">99%"."""
+    if probability < 0.01:
         return "<1%"
-    if probability >= 0.995:
+    if probability > 0.99:
         return ">99%"
     return f"{probability:.0%}"
 

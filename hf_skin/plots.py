@@ -341,13 +341,17 @@ def plot_roc_curves(labels, probs, label_names: list[str], path: str | Path, tit
     return _save(roc_curves_figure(labels, probs, label_names, title=title), Path(path))
 
 
-def reliability_diagram_figure(labels, probs, num_bins: int | None = None, title: str | None = None) -> Figure:
+def reliability_diagram_figure(
+    labels, probs, num_bins: int | None = None, title: str | None = None, before=None
+) -> Figure:
     """Reliability diagram of the top label: accuracy per confidence bin against the diagonal of perfect calibration.
 
     Each bar is a bin of images whose top probability falls in it; its height is the share of them classified
     correctly, its count is written above it, and a black tick marks the bin's mean confidence: a bar below its tick
     (red box) is over-confident, a bar above it under-confident. The title
     gives the expected calibration error, computed over the same bins as `hf_skin.metrics.expected_calibration_error`.
+    With `before` (the raw model's probabilities of a calibrated checkpoint, `probs` being the calibrated ones), the
+    raw model's bins are drawn over the bars as orange points at (mean confidence, accuracy), with both ECEs.
     """
     from .metrics import ECE_BINS, expected_calibration_error, reliability_bins
 
@@ -392,6 +396,18 @@ def reliability_diagram_figure(labels, probs, num_bins: int | None = None, title
         linestyle="none",
         label="mean confidence in the bin",
     )
+    if before is not None:
+        raw = reliability_bins(labels, before, num_bins)
+        raw_filled = raw["count"] > 0
+        ax.plot(
+            raw["confidence"][raw_filled],
+            raw["accuracy"][raw_filled],
+            marker="o",
+            color="#DD8452",
+            linewidth=1.2,
+            label=f"before calibration (ECE {expected_calibration_error(labels, before, num_bins):.3f}): "
+            "accuracy at mean confidence",
+        )
     num_labels = np.asarray(probs).shape[1]
     for axis in (ax, hist):  # the top probability of K classes is never below 1/K
         axis.axvspan(0, 1 / num_labels, color="#EEEEEE", zorder=0)
@@ -404,8 +420,15 @@ def reliability_diagram_figure(labels, probs, num_bins: int | None = None, title
         ylim=(0, 1.12),
         ylabel="accuracy (share correct)",
         title=title
-        or f"Reliability of the top prediction: ECE = {ece:.3f}\n({num_bins} confidence bins, {int(count.sum()):,} "
-        "images; numbers above the bars: images per bin)",
+        or (
+            f"Reliability of the top prediction: ECE = {ece:.3f}"
+            + (
+                f" calibrated, {expected_calibration_error(labels, before, num_bins):.3f} before"
+                if before is not None
+                else ""
+            )
+            + f"\n({num_bins} confidence bins, {int(count.sum()):,} images; numbers above the bars: images per bin)"
+        ),
     )
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left", fontsize=8)
@@ -416,10 +439,11 @@ def reliability_diagram_figure(labels, probs, num_bins: int | None = None, title
 
 
 def plot_reliability_diagram(
-    labels, probs, path: str | Path, num_bins: int | None = None, title: str | None = None
+    labels, probs, path: str | Path, num_bins: int | None = None, title: str | None = None, before=None
 ) -> Path:
-    """Writes `reliability_diagram_figure(labels, probs, num_bins, title)` as a PNG to `path` and returns `path`."""
-    return _save(reliability_diagram_figure(labels, probs, num_bins=num_bins, title=title), Path(path))
+    """Writes `reliability_diagram_figure(labels, probs, num_bins, title, before)` as a PNG to `path`; returns it."""
+    figure = reliability_diagram_figure(labels, probs, num_bins=num_bins, title=title, before=before)
+    return _save(figure, Path(path))
 
 
 def subgroup_figure(tables: dict[str, list[dict]], overall: dict, min_n: int = 30) -> Figure:

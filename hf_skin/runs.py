@@ -35,7 +35,8 @@ RUNNING, FINISHED, FAILED = "running", "finished", "failed"
 # What a push publishes, by name: the checkpoint, its modeling code (for trust_remote_code), the run's record, its
 # metrics and figures, the card. Anything else in the folder (notes, checkpoint-*/, the pickled training_args.bin,
 # split.json's lesion ids, evaluation/) stays local.
-PUBLISHED_FILES = (
+# The checkpoint itself: what `from_pretrained` reads.
+CHECKPOINT_FILES = (
     "config.json",
     "model.safetensors",
     "model-*-of-*.safetensors",
@@ -44,6 +45,9 @@ PUBLISHED_FILES = (
     "metadata_processor.json",
     "configuration_*.py",
     "modeling_*.py",
+)
+PUBLISHED_FILES = (
+    *CHECKPOINT_FILES,
     STATE_FILE,
     RUN_ARGS_FILE,
     "all_results.json",
@@ -212,6 +216,22 @@ class RunFolder:
             for p in self.path.iterdir()
             if p.is_file() and any(fnmatch.fnmatchcase(p.name, pattern) for pattern in PUBLISHED_FILES)
         )
+
+    def copy_checkpoint(self, destination: str | os.PathLike) -> Path:
+        """Copies the checkpoint (`CHECKPOINT_FILES`) and the run's record (state, arguments, split) into the new
+        folder `destination`, for a derived checkpoint (a recalibrated one) that evaluation still knows the split
+        of. Metrics, figures and the card stay behind: they describe the original checkpoint."""
+        destination = Path(destination)
+        if destination.exists() and (not destination.is_dir() or any(destination.iterdir())):
+            raise RunFolderError(f"{destination} exists and is not an empty folder: choose a new folder")
+        if destination.resolve() == self.path.resolve():
+            raise RunFolderError(f"{destination} is the checkpoint itself: choose a new folder")
+        destination.mkdir(parents=True, exist_ok=True)
+        patterns = (*CHECKPOINT_FILES, STATE_FILE, RUN_ARGS_FILE, SPLIT_FILE)
+        for path in sorted(self.path.iterdir()):
+            if path.is_file() and any(fnmatch.fnmatchcase(path.name, pattern) for pattern in patterns):
+                shutil.copy2(path, destination / path.name)
+        return destination
 
     # ------------------------------------------------------------------------------------------------------------
     # Writing

@@ -26,6 +26,13 @@ from transformers import (
     set_seed,
 )
 
+from .calibration import (
+    CALIBRATION_METHODS,
+    DEFAULT_CALIBRATION,
+    DEFAULT_TARGET_SENSITIVITY,
+    Calibration,
+    calibrate_model,
+)
 from .data import DEFAULT_DATASET, DX_LABELS, SplitArguments, column_values, load_ham10000, verify_images
 from .metrics import classification_metrics, compute_metrics, flatten_metrics, softmax
 from .models import (
@@ -212,6 +219,21 @@ class SkinTrainingArguments(TrainingArguments):
             "under --bf16 on CPUs with AVX-512 BF16 / AMX (oneDNN) and on GPUs; saved weights are unchanged."
         },
     )
+    calibration: str = field(
+        default=DEFAULT_CALIBRATION,
+        metadata={
+            "help": "Calibration fitted on the validation split after training and folded into the checkpoint: "
+            "prior (undo --balance's shift towards rare classes), temperature (minimum validation NLL), both or none.",
+            "choices": list(CALIBRATION_METHODS),
+        },
+    )
+    target_sensitivity: float = field(
+        default=DEFAULT_TARGET_SENSITIVITY,
+        metadata={
+            "help": "The share of malignant validation lesions that the referral threshold (the 'see a "
+            "dermatologist' advice, stored with the checkpoint) must flag."
+        },
+    )
     train_metrics_samples: int = field(
         default=1000,
         metadata={
@@ -225,6 +247,10 @@ class SkinTrainingArguments(TrainingArguments):
             raise ValueError(f"--balance {self.balance!r} is not one of {', '.join(BALANCE_MODES)}")
         if self.augment not in AUGMENTATIONS:
             raise ValueError(f"--augment {self.augment!r} is not one of {', '.join(AUGMENTATIONS)}")
+        if self.calibration not in CALIBRATION_METHODS:
+            raise ValueError(f"--calibration {self.calibration!r} is not one of {', '.join(CALIBRATION_METHODS)}")
+        if not 0 < self.target_sensitivity <= 1:
+            raise ValueError(f"--target_sensitivity {self.target_sensitivity} must be in (0, 1], e.g. 0.9")
         if self.early_stopping_patience is not None and self.eval_strategy == "no":
             raise ValueError("--early_stopping_patience needs evaluation: set --eval_strategy epoch or steps")
         if self.eval_strategy == "no":
@@ -571,12 +597,25 @@ class TrainSampleMetrics(TrainerCallback):
         self.trainer.log({k: v for k, v in metrics.items() if not k.endswith(("_runtime", "_per_second"))})
 
 
-def evaluate_split(trainer: Trainer, dataset, split: str, output_dir: Path) -> dict:
-    """Full metrics of the trained model on one split: `{split}_metrics.json` and confusion-matrix PNGs."""
+def evaluate_split(trainer: Trainer, dataset, split: str, output_dir: Path, calibration=None) -> tuple[dict, object]:
+    """Full metrics of the trained model on one split: `{split}_metrics.json` and confusion-matrix PNGs; returns
+    `(metrics, prediction)` (the Trainer's `PredictionOutput`). With the model's `calibration` (folded into it), the
+    metrics also hold `calibration`: NLL, Brier and ECE before and after it, and `operating_point`: the referral
+    threshold's sensitivity and specificity on this split."""
+    from .calibration import calibration_scores, operating_point_scores
     from .plots import plot_confusion_matrix
 
     prediction = trainer.predict(dataset, metric_key_prefix=split)
-    metrics = classification_metrics(prediction.label_ids, softmax(prediction.predictions))
+    probs = softmax(prediction.predictions)
+    metrics = classification_metrics(prediction.label_ids, probs)
+    if calibration is not None:
+        raw = softmax(calibration.undo(prediction.predictions))
+        metrics["calibration"] = calibration_scores(prediction.label_ids, raw, probs)
+        operating_point = getattr(trainer.model.config, "operating_point", None)
+        if operating_point:
+            metrics["operating_point"] = operating_point_scores(
+                prediction.label_ids, probs, DX_LABELS, operating_point["threshold"]
+            )
     if trainer.is_world_process_zero():
         output_dir.mkdir(parents=True, exist_ok=True)
         (output_dir / f"{split}_metrics.json").write_text(json.dumps(metrics, indent=2))
@@ -589,7 +628,7 @@ def evaluate_split(trainer: Trainer, dataset, split: str, output_dir: Path) -> d
                 normalize=normalize,
                 title=f"{split} split, {len(dataset)} images" + (" (row-normalised: recall)" if normalize else ""),
             )
-    return metrics
+    return metrics, prediction
 
 
 def run(model_args: ModelArguments, data_args: DataArguments, training_args: SkinTrainingArguments) -> dict:
@@ -652,11 +691,48 @@ def _train_and_evaluate(model_args, data_args, training_args, folder: RunFolder,
     results = dict(train_result.metrics)
     trainer.mixed_precision_off()  # validation and test metrics from fp32 arithmetic, whatever trained the model
     trainer.share_main_process_buffers()  # ... and from the checkpoint that was saved, on every process
+    calibration = None
     for split in ("validation", "test"):
         if split in splits and len(splits[split]):
-            metrics = evaluate_split(trainer, splits[split], split, folder.path)
+            metrics, prediction = evaluate_split(trainer, splits[split], split, folder.path, calibration)
             flat = {f"{split}_{key}": value for key, value in flatten_metrics(metrics).items()}
+            if "calibration" in metrics:  # NLL / Brier / ECE before and after calibration, as test_nll_before, ...
+                flat.update({f"{split}_{key}": value for key, value in metrics["calibration"].items()})
+            if "operating_point" in metrics:
+                point = metrics["operating_point"]
+                flat.update({f"{split}_referral_{key}": point[key] for key in ("sensitivity", "specificity")})
             trainer.log_metrics(split, flat)
             trainer.save_metrics(split, flat)
             results.update(flat)
+            if split == "validation":
+                # Fitted on validation (the metrics above are the raw model's: what chose the checkpoint), applied
+                # to test and to everything the checkpoint serves.
+                calibration = calibrate_checkpoint(trainer, prediction, data_args, training_args)
+            elif calibration is not None and "operating_point" in metrics:
+                trainer.model.config.operating_point["test"] = metrics["operating_point"]
+                if main:
+                    trainer.model.config.save_pretrained(folder.path)
+    if calibration is None:
+        logger.warning("No calibration: the run has no validation images to fit it on (or --calibration none).")
     return results
+
+
+def calibrate_checkpoint(trainer: Trainer, prediction, data_args: DataArguments, training_args) -> Calibration | None:
+    """Fits `--calibration` on the validation split's raw predictions, folds it and the referral operating point
+    into the trained model and saves the checkpoint again (see `hf_skin.calibration`)."""
+    if training_args.calibration == "none":
+        return None
+    calibration, _ = calibrate_model(
+        trainer.model,
+        prediction.predictions,
+        prediction.label_ids,
+        train_counts=np.bincount(trainer.train_labels, minlength=trainer.model.config.num_labels),
+        method=training_args.calibration,
+        balance=training_args.balance,
+        balance_power=training_args.balance_power,
+        target_prior_source=f"the class mix of the training images ({Path(str(data_args.dataset)).name})",
+        target_sensitivity=training_args.target_sensitivity,
+        fitted_on={"dataset": Path(str(data_args.dataset)).name, "split": "validation"},
+    )
+    trainer.save_model()
+    return calibration
