@@ -10,6 +10,7 @@ The work is done by hf_skin (`SkinClassifier`, `summarize`, `explain`); this fil
 
 import csv
 import hashlib
+import html
 import io
 import logging
 import math
@@ -28,7 +29,7 @@ from starlette.exceptions import HTTPException
 
 from hf_skin.data import LOCALIZATION_LABELS, SEX_LABELS
 from hf_skin.explain import explain
-from hf_skin.inference import SkinClassifier, display_name, summarize
+from hf_skin.inference import SkinClassifier, display_name, percent, summarize
 from hf_skin.processing import load_image
 from hf_skin.synthetic import make_synthetic_ham10000
 
@@ -157,13 +158,43 @@ def read_upload(upload) -> Image.Image:
         ) from None
 
 
-def predict(classifier: SkinClassifier, upload, **metadata) -> tuple[dict[str, float], str, Image.Image]:
-    """One upload + metadata -> the `gr.Label` value (full names), the summary (Markdown) and the heatmap."""
+NO_HEATMAP = (
+    "*No heatmap: this Space serves an exported (ONNX) model, and the heatmap needs the PyTorch model's gradients. "
+    "Serve the PyTorch checkpoint to see one.*"
+)
+
+
+def predict(classifier: SkinClassifier, upload, **metadata) -> tuple[dict[str, float], str, Image.Image | None]:
+    """One upload + metadata -> the probabilities by full name, the summary (Markdown) and the heatmap (`None` for
+    an exported model, which has no gradients to explain it with)."""
     image = read_upload(upload)
-    explanation = explain(classifier, image, **metadata)  # its forward pass gives the prediction too
-    probs = explanation.probabilities
+    if classifier.is_onnx:
+        [probs] = classifier.predict(image, **metadata)
+        caption, overlay = NO_HEATMAP, None
+    else:
+        explanation = explain(classifier, image, **metadata)  # its forward pass gives the prediction too
+        probs, caption, overlay = explanation.probabilities, f"*Heatmap — {explanation.caption}*", explanation.overlay
     label = {display_name(dx): p for dx, p in probs.items()}
-    return label, f"{summarize(probs)}\n\n*Heatmap — {explanation.caption}*", explanation.overlay
+    return label, f"{summarize(probs, operating_point=classifier.operating_point)}\n\n{caption}", overlay
+
+
+def probabilities_html(label: dict[str, float] | None) -> str:
+    """The probabilities as a person reads them: one bar per diagnosis, most probable first, in whole percent that
+    never say "0%" or "100%" (`hf_skin.inference.percent`). Styled inline: the page needs no stylesheet for it."""
+    if not label:
+        return ""
+    rows = "".join(
+        f'<div style="{_ROW}"><span>{html.escape(name)}</span>'
+        f'<span style="{_BAR}"><span style="{_FILL}width:{100 * p:.1f}%"></span></span>'
+        f'<span style="text-align:right;font-variant-numeric:tabular-nums">{percent(p)}</span></div>'
+        for name, p in sorted(label.items(), key=lambda item: -item[1])
+    )
+    return f'<div class="hf-skin-probabilities" role="list" aria-label="Diagnosis probabilities">{rows}</div>'
+
+
+_ROW = "display:grid;grid-template-columns:minmax(7em,15em) 1fr 3.2em;gap:.5em;align-items:center;margin:.35em 0"
+_BAR = "background:#e5e7eb;border-radius:4px;height:.9em;overflow:hidden"
+_FILL = "display:block;height:100%;background:#f97316;"
 
 
 def save_heatmap(image: Image.Image, directory: Path) -> str:
@@ -186,6 +217,17 @@ def save_heatmap(image: Image.Image, directory: Path) -> str:
         staging.write_bytes(data)
         os.replace(staging, path)  # atomic: readers see no file or the whole file
     return str(path)
+
+
+def calibration_note(classifier: SkinClassifier) -> str:
+    """The page's plain sentence on what the probabilities are calibrated for (`Calibration.describe`)."""
+    calibration = classifier.calibration
+    if calibration is None:
+        return (
+            "*These probabilities are the model's raw outputs, not calibrated: they may be more or less sure than "
+            "the model's record justifies.*"
+        )
+    return f"*{calibration.describe(classifier.labels)}*"
 
 
 def example_rows(classifier: SkinClassifier, directory: Path, classes=("mel", "nv", "bcc", "bkl")) -> list[list]:
@@ -247,10 +289,13 @@ def build_demo(classifier: SkinClassifier, model_name: str = "", settings: Setti
                 )
             with gr.Column():
                 summary = gr.Markdown(WAITING)
-                # No headline with the top class: at 19% it would read as a diagnosis; the summary says it plainly.
-                label = gr.Label(
-                    num_top_classes=len(classifier.labels), label="Diagnosis probabilities", show_heading=False
-                )
+                # Not gr.Label: it rounds to "100%" and "0%", which a model this far from perfect cannot mean; and
+                # no headline with the top class: at 19% it would read as a diagnosis, the summary says it plainly.
+                gr.Markdown("**Diagnosis probabilities**")
+                shown = gr.HTML(probabilities_html(None))
+                gr.Markdown(calibration_note(classifier))
+                # The exact probabilities, for API clients (`/predict`'s first output); the page shows `shown`.
+                label = gr.Label(num_top_classes=len(classifier.labels), visible=False)
                 heatmap = gr.Image(label="Explanation heatmap", type="filepath", interactive=False)
         if model_name:
             # Any checkpoint can be served (make demo's is trained on synthetic lesions): its card says on what.
@@ -267,15 +312,15 @@ def build_demo(classifier: SkinClassifier, model_name: str = "", settings: Setti
             if "age" in metadata:
                 metadata["age"] = parse_age(metadata["age"])
             label_value, summary_text, overlay = predict(classifier, path, **metadata)
-            return label_value, summary_text, save_heatmap(overlay, heatmaps)
+            heatmap_file = save_heatmap(overlay, heatmaps) if overlay is not None else None
+            return label_value, summary_text, heatmap_file, probabilities_html(label_value)
 
         # preprocess=False: the file reaches read_upload as uploaded, so a bad one gets a clear message instead of
         # Gradio's own decoding error; uploaded_file does the path check that Gradio leaves out then.
-        submit.click(run, inputs, [label, summary, heatmap], api_name="predict", preprocess=False)
+        outputs = [label, summary, heatmap, shown]
+        submit.click(run, inputs, outputs, api_name="predict", preprocess=False)
         # A new photo clears the last result, so that no result ever shows beside a photo it is not about.
-        image.change(
-            lambda: (None, WAITING, None), None, [label, summary, heatmap], api_visibility="private", queue=False
-        )
+        image.change(lambda: (None, WAITING, None, ""), None, outputs, api_visibility="private", queue=False)
     return demo.queue(default_concurrency_limit=CONCURRENCY, max_size=settings.max_queue)
 
 

@@ -368,6 +368,7 @@ def predictions(name_or_path: str, side: str, metadata: str) -> dict:
     from PIL import Image
     from transformers import AutoModelForImageClassification
 
+    import hf_skin.models  # noqa: F401  (registers hf-skin's families with the Auto classes)
     from hf_skin.inference import SkinClassifier
 
     model = AutoModelForImageClassification.from_pretrained(name_or_path).eval()

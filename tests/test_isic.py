@@ -87,7 +87,7 @@ def test_isic_scorer_agrees_with_hf_skin_on_every_metric(synthetic_dir, checkpoi
     def predict(classifier, data, **kwargs):
         dx = data.features["dx"]
         labels = np.array([classifier.labels.index(dx.int2str(v)) for v in data["dx"]])
-        return confident_predictions(labels)
+        return np.log(confident_predictions(labels))[None]  # (views, N, K) logits whose softmax is these probabilities
 
     monkeypatch.setattr(evaluation, "predict_dataset", predict)
     metrics = evaluate_checkpoint(checkpoint, synthetic_dir, "all", output_dir=tmp_path)

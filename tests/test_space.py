@@ -2,6 +2,7 @@
 it, and through raw HTTP where a client can send what gradio_client never would."""
 
 import configparser
+import html
 import io
 import json
 import os
@@ -22,7 +23,7 @@ from packaging.requirements import Requirement
 from PIL import Image
 
 from hf_skin.data import DX_LABELS, MALIGNANT_DX
-from hf_skin.inference import SkinClassifier, display_name
+from hf_skin.inference import SkinClassifier, display_name, percent
 
 SPACE = Path(__file__).resolve().parents[1] / "spaces"
 
@@ -74,12 +75,16 @@ def probabilities(label: dict) -> dict[str, float]:
 
 def check_result(result, size: tuple[int, int]) -> dict[str, float]:
     """7 classes by full name summing to 1, a summary naming the malignant probability, a heatmap of `size`."""
-    label, summary, heatmap = result
+    label, summary, heatmap, shown = result
     probs = probabilities(label)
     assert set(probs) == {display_name(dx) for dx in DX_LABELS}
     assert sum(probs.values()) == pytest.approx(1.0, abs=1e-5)
     malignant = sum(probs[display_name(dx)] for dx in MALIGNANT_DX)
-    assert "Probability of a malignant class" in summary and f"**{malignant:.0%}**" in summary
+    assert "Probability of a malignant class" in summary and f"**{percent(malignant)}**" in summary
+    # What the page shows: every class with its percentage as a person reads it, never 0% or 100%
+    for name, p in probs.items():
+        assert f"<span>{html.escape(name)}</span>" in shown and f">{html.escape(percent(p))}</span>" in shown
+    assert ">0%<" not in shown and ">100%<" not in shown
     assert ("Uncertain — this needs a dermatologist's eyes" in summary) == (max(probs.values()) < 0.5)
     with Image.open(heatmap) as image:
         assert image.size == size
@@ -428,3 +433,44 @@ def test_settings_come_from_the_spaces_variables(monkeypatch):
         monkeypatch.setenv("HF_SKIN_MAX_QUEUE", bad)
         with pytest.raises(ValueError, match=f"HF_SKIN_MAX_QUEUE='{bad}' is not a positive number"):
             app.Settings.from_env()
+
+
+@pytest.fixture(scope="module")
+def calibrated_checkpoint(image_only_checkpoint, tmp_path_factory):
+    """The image-only checkpoint with a calibration (fully oversampled training undone) and a referral threshold."""
+    import shutil
+
+    from hf_skin import calibration
+
+    path = tmp_path_factory.mktemp("calibrated_space") / "model"
+    shutil.copytree(image_only_checkpoint, path)
+    classifier = SkinClassifier.from_pretrained(path)
+    counts = [327, 514, 1099, 115, 1113, 6705, 142]
+    fitted = calibration.fit_calibration(
+        np.zeros((1, 7)), np.array([5]), train_counts=counts, method="prior", balance="oversample"
+    )
+    point = {"threshold": 0.02, "target_sensitivity": 0.9, "sensitivity": 0.91, "specificity": 0.4}
+    calibration.fold(classifier.model, fitted, point | {"test": {"sensitivity": 0.88, "specificity": 0.42}})
+    classifier.model.save_pretrained(path)
+    return path
+
+
+def test_a_calibrated_checkpoint_says_what_for_and_gives_the_validated_referral_advice(
+    calibrated_checkpoint, tmp_path
+):
+    with serve_space(calibrated_checkpoint) as space:
+        result = Client(space.url, verbose=False).predict(save(photo(), tmp_path / "lesion.jpg"), api_name="/predict")
+        page = json.dumps(space.demo.config)
+    probs = check_result(result, (300, 200))
+    [expected] = SkinClassifier.from_pretrained(calibrated_checkpoint).predict(tmp_path / "lesion.jpg")
+    assert probs == pytest.approx({display_name(dx): p for dx, p in expected.items()}, abs=1e-5)
+    malignant = sum(probs[display_name(dx)] for dx in MALIGNANT_DX)
+    advice = "**See a dermatologist:**" if malignant >= 0.02 else "Below this model's referral threshold"
+    assert advice in result[1] and "The threshold, 2.0%, was chosen on validation images" in result[1]
+    assert "on test images it flagged 88% of malignant lesions, and 58% of benign ones too" in result[1]
+    # The page says, once, in one sentence, for which population the probabilities hold.
+    assert "Probabilities are calibrated for the class mix of the training images (67% moles (nevi)" in page
+
+
+def test_an_uncalibrated_checkpoint_says_so(image_only_space):
+    assert "not calibrated" in json.dumps(image_only_space.demo.config)
