@@ -9,7 +9,7 @@ DEMO_OUT ?= runs/demo
 SYNTHETIC_DIR ?= data/synthetic_ham10000
 DEMO_ARGS ?= --num_train_epochs 20 --config_overrides '{"hidden_sizes": [32, 64, 128], "downsample": true, "normalization": "batch", "dropout": 0.2, "head": "avg"}'
 
-.PHONY: demo test install lint format clean
+.PHONY: demo test install lint format clean ondevice ondevice-deps
 
 install: $(STAMP)
 
@@ -42,3 +42,28 @@ format: $(STAMP)
 
 clean:
 	rm -rf $(DEMO_OUT) $(SYNTHETIC_DIR)
+
+# The on-device page (spaces/ondevice/, a static Space) over an exported model: onnxruntime-web from npm and the
+# export's int8 model + spec copied into the folder (all git-ignored). EXPORT=DIR, a scripts/export_onnx.py folder,
+# or RUN=DIR, a finished run exported (with int8) to exports/<run name> first.
+RUN ?=
+EXPORT ?= $(if $(RUN),exports/$(notdir $(patsubst %/,%,$(RUN))),)
+ONDEVICE := spaces/ondevice
+ORT_DIST := $(ONDEVICE)/node_modules/onnxruntime-web/dist
+
+ondevice-deps:
+	cd $(ONDEVICE) && npm ci --no-audit --no-fund
+
+ondevice: ondevice-deps
+	@test -n "$(EXPORT)" || { echo "make ondevice needs EXPORT=DIR (an export_onnx.py folder) or RUN=DIR (a finished run)" >&2; exit 2; }
+	@if [ -n "$(RUN)" ] && [ ! -f "$(EXPORT)/hf_skin_export.json" ]; then \
+		$(MAKE) --no-print-directory install && $(PY) scripts/export_onnx.py "$(RUN)" "$(EXPORT)" --quantize int8; fi
+	@test -f "$(EXPORT)/hf_skin_export.json" || { echo "$(EXPORT) is not an export: run scripts/export_onnx.py first" >&2; exit 2; }
+	mkdir -p $(ONDEVICE)/vendor $(ONDEVICE)/model
+	cp $(ORT_DIST)/ort.wasm.min.mjs $(ORT_DIST)/ort-wasm-simd-threaded.mjs $(ORT_DIST)/ort-wasm-simd-threaded.wasm $(ONDEVICE)/vendor/
+	rm -f $(ONDEVICE)/model/*
+	cp "$(EXPORT)/hf_skin_export.json" $(ONDEVICE)/model/
+	@if [ -f "$(EXPORT)/model_int8.onnx" ]; then cp "$(EXPORT)/model_int8.onnx" $(ONDEVICE)/model/; \
+	else echo "warning: $(EXPORT) has no int8 model (export with --quantize int8): the page serves fp32" >&2; \
+		cp "$(EXPORT)/model.onnx" $(ONDEVICE)/model/; fi
+	@echo "The page is in $(ONDEVICE)/: python -m http.server -d $(ONDEVICE) 8000, then open http://localhost:8000"

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import PIL.Image
 
 from .inference import EXPORT_SPEC, SkinClassifier, softmax
 from .processing import SkinProcessor, image_spec
@@ -107,6 +108,8 @@ def export_spec(classifier: SkinClassifier) -> dict[str, Any]:
         "image": {
             **image,
             "exif_transpose": True,
+            # hf_skin.processing.load_image refuses larger images (PIL's decompression-bomb error)
+            "max_pixels": 2 * PIL.Image.MAX_IMAGE_PIXELS,
             "transparency": "composited over white",
             "convert": "RGB (16-bit grey scaled to 8 bits)",
         },
