@@ -272,6 +272,45 @@ def _metrics_table(test_metrics: dict, validation_metrics: dict | None) -> str:
     return markdown_table(header, rows)
 
 
+def _calibration_text(config: dict, test_metrics: dict) -> str:
+    """The card's paragraph on the checkpoint's calibration and referral threshold (see `hf_skin.calibration`)."""
+    calibration, point = config.get("calibration"), config.get("operating_point")
+    if not calibration:
+        return (
+            "**Calibration.** None: the probabilities are the raw model's. If it was trained with oversampling or "
+            "class weights they over-call the rare classes; `scripts/calibrate.py` calibrates it without retraining."
+        )
+    parts = [
+        f"**Calibration.** `{calibration['method']}`, fitted on the validation split and folded into the classifier "
+        f"head (every runtime applies it): temperature {calibration['temperature']:.3f}"
+        + (
+            f", and the prior shift from the training's sampling mix back to {calibration['target_prior_source']}"
+            if "prior" in calibration["method"]
+            else ""
+        )
+        + ". The validation column above is the raw model's, before the calibration that was fitted on it."
+    ]
+    scores = test_metrics.get("calibration")
+    if scores:
+        parts.append(
+            f"On test, negative log-likelihood {scores['nll_before']:.3f} → {scores['nll_after']:.3f}, Brier score "
+            f"{scores['brier_before']:.3f} → {scores['brier_after']:.3f}, expected calibration error "
+            f"{scores['ece_before']:.3f} → {scores['ece_after']:.3f} (raw → calibrated)."
+        )
+    if point:
+        text = (
+            f"**Referral threshold.** The advice to see a dermatologist is given when the probability of a malignant "
+            f"class (akiec, bcc, mel) is at least {point['threshold']:.2%}, chosen on validation to flag at least "
+            f"{point['target_sensitivity']:.0%} of malignant lesions (sensitivity {point['sensitivity']:.3f}, "
+            f"specificity {point['specificity']:.3f} there)"
+        )
+        test = test_metrics.get("operating_point")
+        if test and test.get("sensitivity") is not None:
+            text += f"; on test, sensitivity {test['sensitivity']:.3f} and specificity {test['specificity']:.3f}"
+        parts.append(text + ".")
+    return "\n\n".join(parts)
+
+
 def _per_class_table(test_metrics: dict) -> str:
     keys = ("precision", "recall", "specificity", "f1", "auc")
     rows = [
@@ -456,6 +495,7 @@ def model_card(run_dir: str | os.PathLike, *, repo_id: str | None = None) -> Mod
         best_metric_text=best_metric_text,
         metrics_table=_metrics_table(run.test_metrics, run.validation_metrics),
         per_class_table=_per_class_table(run.test_metrics),
+        calibration_text=_calibration_text(run.config, run.test_metrics),
         figures=figures,
         citation=HAM10000_CITATION,
     )

@@ -340,3 +340,16 @@ def test_calibration_sentence_names_the_mix():
     )
     sentence = calibration.describe(DX_LABELS)
     assert "67% moles (nevi)" in sentence and "11% melanomas" in sentence and "lower" in sentence
+
+
+def test_the_model_card_states_the_calibration_and_the_threshold(oversampled_run, image_only_checkpoint):
+    from hf_skin.model_card import _calibration_text, model_card
+
+    text = model_card(oversampled_run).text
+    config = json.loads((oversampled_run / "config.json").read_text())
+    test = json.loads((oversampled_run / "test_metrics.json").read_text())
+    assert "**Calibration.** `prior+temperature`, fitted on the validation split" in text
+    assert f"expected calibration error {test['calibration']['ece_before']:.3f} → " in text
+    assert f"at least {config['operating_point']['threshold']:.2%}" in text
+    assert f"on test, sensitivity {test['operating_point']['sensitivity']:.3f}" in text
+    assert _calibration_text({}, {}).startswith("**Calibration.** None")
