@@ -49,21 +49,28 @@ clean:
 RUN ?=
 EXPORT ?= $(if $(RUN),exports/$(notdir $(patsubst %/,%,$(RUN))),)
 ONDEVICE := spaces/ondevice
+# where the built page goes (the folder itself by default; the tests build a copy elsewhere)
+ONDEVICE_OUT ?= $(ONDEVICE)
+ONDEVICE_PAGE := index.html app.js skin.js style.css sw.js manifest.webmanifest README.md
 ORT_DIST := $(ONDEVICE)/node_modules/onnxruntime-web/dist
 
-ondevice-deps:
+# npm ci when the lock file is newer than the installed packages (npm writes node_modules/.package-lock.json)
+ondevice-deps: $(ONDEVICE)/node_modules/.package-lock.json
+$(ONDEVICE)/node_modules/.package-lock.json: $(ONDEVICE)/package-lock.json $(ONDEVICE)/package.json
 	cd $(ONDEVICE) && npm ci --no-audit --no-fund
+	touch $@
 
 ondevice: ondevice-deps
 	@test -n "$(EXPORT)" || { echo "make ondevice needs EXPORT=DIR (an export_onnx.py folder) or RUN=DIR (a finished run)" >&2; exit 2; }
 	@if [ -n "$(RUN)" ] && [ ! -f "$(EXPORT)/hf_skin_export.json" ]; then \
 		$(MAKE) --no-print-directory install && $(PY) scripts/export_onnx.py "$(RUN)" "$(EXPORT)" --quantize int8; fi
 	@test -f "$(EXPORT)/hf_skin_export.json" || { echo "$(EXPORT) is not an export: run scripts/export_onnx.py first" >&2; exit 2; }
-	mkdir -p $(ONDEVICE)/vendor $(ONDEVICE)/model
-	cp $(ORT_DIST)/ort.wasm.min.mjs $(ORT_DIST)/ort-wasm-simd-threaded.mjs $(ORT_DIST)/ort-wasm-simd-threaded.wasm $(ONDEVICE)/vendor/
-	rm -f $(ONDEVICE)/model/*
-	cp "$(EXPORT)/hf_skin_export.json" $(ONDEVICE)/model/
-	@if [ -f "$(EXPORT)/model_int8.onnx" ]; then cp "$(EXPORT)/model_int8.onnx" $(ONDEVICE)/model/; \
+	mkdir -p $(ONDEVICE_OUT)/vendor $(ONDEVICE_OUT)/model
+	@if [ "$(abspath $(ONDEVICE_OUT))" != "$(abspath $(ONDEVICE))" ]; then cd $(ONDEVICE) && cp $(ONDEVICE_PAGE) $(abspath $(ONDEVICE_OUT))/; fi
+	cp $(ORT_DIST)/ort.wasm.min.mjs $(ORT_DIST)/ort-wasm-simd-threaded.mjs $(ORT_DIST)/ort-wasm-simd-threaded.wasm $(ONDEVICE_OUT)/vendor/
+	rm -f $(ONDEVICE_OUT)/model/*
+	cp "$(EXPORT)/hf_skin_export.json" $(ONDEVICE_OUT)/model/
+	@if [ -f "$(EXPORT)/model_int8.onnx" ]; then cp "$(EXPORT)/model_int8.onnx" $(ONDEVICE_OUT)/model/; \
 	else echo "warning: $(EXPORT) has no int8 model (export with --quantize int8): the page serves fp32" >&2; \
-		cp "$(EXPORT)/model.onnx" $(ONDEVICE)/model/; fi
-	@echo "The page is in $(ONDEVICE)/: python -m http.server -d $(ONDEVICE) 8000, then open http://localhost:8000"
+		cp "$(EXPORT)/model.onnx" $(ONDEVICE_OUT)/model/; fi
+	@echo "The page is in $(ONDEVICE_OUT)/: python -m http.server -d $(ONDEVICE_OUT) 8000, then open http://localhost:8000"

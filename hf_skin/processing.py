@@ -385,13 +385,16 @@ def resample_weights(in_size: int, out_size: int, resample: str) -> np.ndarray:
     scale = in_size / out_size
     filter_scale = max(scale, 1.0)
     support *= filter_scale
-    centers = (np.arange(out_size) + 0.5) * scale
     weights = np.zeros((out_size, in_size))
-    for i, center in enumerate(centers):
+    for i in range(out_size):
+        center = (i + 0.5) * scale
         lo = max(int(center - support + 0.5), 0)
         hi = min(int(center + support + 0.5), in_size)
-        taps = kernel((np.arange(lo, hi) - center + 0.5) / filter_scale)
-        weights[i, lo:hi] = taps / taps.sum()
+        taps = kernel((np.arange(lo, hi) - center + 0.5) * (1.0 / filter_scale))
+        total = 0.0
+        for tap in taps.tolist():  # summed in order, as torch does (numpy's sum is pairwise)
+            total += tap
+        weights[i, lo:hi] = taps / total
     return weights
 
 

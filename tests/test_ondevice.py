@@ -1,0 +1,305 @@
+"""The on-device page (spaces/ondevice/) in a real browser: headless Chromium (Debian's package) driven by
+Playwright, every request that is not for the page's own files aborted and recorded. The page's probabilities are
+compared with Python onnxruntime's over the same int8 model, its messages with the Gradio Space's."""
+
+import functools
+import http.server
+import io
+import json
+import shutil
+import struct
+import subprocess
+import threading
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import load_space_app
+from PIL import Image
+
+pytest.importorskip("onnxruntime", reason="the onnx extra is not installed: pip install -e '.[onnx]'")
+
+ROOT = Path(__file__).resolve().parents[1]
+ONDEVICE = ROOT / "spaces" / "ondevice"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+ORT = ONDEVICE / "node_modules" / "onnxruntime-web" / "dist" / "ort.wasm.min.mjs"
+pytestmark = [
+    pytest.mark.skipif(
+        CHROMIUM is None,
+        reason="chromium is not installed (apt-get install -y chromium; .ci/run installs it when it runs as root)",
+    ),
+    pytest.mark.skipif(
+        shutil.which("npm") is None and not ORT.is_file(),
+        reason="node/npm are not installed, so onnxruntime-web cannot be (apt-get install -y nodejs npm; .ci/run "
+        "installs them when it runs as root)",
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def int8_export(multi_input_checkpoint, synthetic_dir, tmp_path_factory):
+    """The tiny multi-input checkpoint exported with int8, calibrated and chosen on the synthetic data."""
+    from hf_skin.data import load_ham10000
+    from hf_skin.export import export_onnx, run_inputs
+    from hf_skin.inference import SkinClassifier
+
+    classifier = SkinClassifier.from_pretrained(multi_input_checkpoint)
+    splits = load_ham10000(synthetic_dir)
+    calibration, _ = run_inputs(classifier, splits["train"], 64)
+    validation, labels = run_inputs(classifier, splits["validation"])
+    out = tmp_path_factory.mktemp("ondevice_export") / "export"
+    export_onnx(classifier, out, "int8", calibration, validation, labels)
+    return out
+
+
+@pytest.fixture(scope="module")
+def page_dir(int8_export, tmp_path_factory):
+    """The page built by `make ondevice` (npm ci only when node_modules is missing or stale) into a fresh folder."""
+    if not ORT.is_file() and shutil.which("npm") is None:
+        pytest.skip("onnxruntime-web is not installed and npm is missing: run make ondevice-deps")
+    out = tmp_path_factory.mktemp("ondevice_page")
+    result = subprocess.run(
+        ["make", "--no-print-directory", "ondevice", f"EXPORT={int8_export}", f"ONDEVICE_OUT={out}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert (out / "model" / "model_int8.onnx").is_file() and (out / "vendor" / "ort-wasm-simd-threaded.wasm").is_file()
+    return out
+
+
+@pytest.fixture(scope="module")
+def server(page_dir):
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(page_dir)))
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_port}/"
+    httpd.shutdown()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--no-first-run",
+                # belt and braces with the routes below: no host name resolves but the local server's
+                "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+            ],
+        )
+        yield browser
+        browser.close()
+
+
+class Page:
+    """A browser context on the page, whose requests are recorded and allowed only to the local server."""
+
+    def __init__(self, browser, url, viewport=(1280, 900)):
+        self.url, self.requests, self.refused = url, [], []
+        self.context = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]})
+        self.context.route("**/*", self._route)
+        self.page = self.context.new_page()
+        self.errors = []
+        self.page.on("pageerror", lambda err: self.errors.append(str(err)))
+
+    def _route(self, route):
+        request_url = route.request.url
+        self.requests.append(request_url)
+        if request_url.startswith(self.url) or request_url.startswith("data:") or request_url.startswith("blob:"):
+            route.continue_()
+        else:
+            self.refused.append(request_url)
+            route.abort()
+
+    def open(self):
+        self.page.goto(self.url)
+        self.page.wait_for_selector("body[data-ready=true]", timeout=60_000)
+        return self
+
+    def classify(self, photo, **metadata) -> dict:
+        page = self.page
+        page.set_input_files("#photo", str(photo))
+        for field, value in metadata.items():
+            if field == "age":
+                page.fill("#age", value)
+            else:
+                page.select_option(f"#{field}", value)
+        page.evaluate("window.hfSkinResult = null")
+        page.click("#classify")
+        page.wait_for_function("window.hfSkinResult", timeout=60_000)
+        return page.evaluate("window.hfSkinResult")
+
+    def close(self):
+        self.context.close()
+
+
+@pytest.fixture
+def page(browser, server):
+    page = Page(browser, server).open()
+    yield page
+    page.close()
+    assert not page.errors, page.errors
+
+
+def lesion(path, width=400, height=300, seed=0, **save):
+    rng = np.random.default_rng(seed)
+    rows, cols = np.mgrid[0:height, 0:width]
+    blob = np.exp(-(((cols - width / 2.5) / 80.0) ** 2 + ((rows - height / 2) / 60.0) ** 2))[..., None]
+    pixels = np.array([215, 165, 150]) * (1 - 0.65 * blob) + rng.normal(0, 12, (height, width, 3))
+    Image.fromarray(pixels.clip(0, 255).astype(np.uint8)).save(path, **save)
+    return path
+
+
+def python_probabilities(export, photo, **metadata) -> dict:
+    from hf_skin.inference import SkinClassifier
+
+    classifier = SkinClassifier.from_pretrained(export, precision="int8")
+    return classifier.predict(photo, **metadata)[0]
+
+
+def test_the_page_classifies_a_photo_in_the_browser_as_python_onnxruntime_does(
+    page, int8_export, synthetic_dir, tmp_path
+):
+    from hf_skin.inference import display_name, summarize
+
+    # a synthetic lesion from the data, a big photo (strong downscale), an EXIF-rotated JPEG and a transparent PNG
+    rotated = Image.open(lesion(tmp_path / "plain.jpg", 300, 200, seed=3))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90° clockwise to display
+    rotated.save(tmp_path / "rotated.jpg", exif=exif, quality=92)
+    rgba = Image.open(lesion(tmp_path / "opaque.png", 160, 120, seed=4)).convert("RGBA")
+    alpha = np.full((120, 160), 255, np.uint8)
+    alpha[:40] = 0
+    alpha[40:60] = 128
+    rgba.putalpha(Image.fromarray(alpha))
+    rgba.save(tmp_path / "transparent.png")
+    photos = [
+        (sorted(synthetic_dir.glob("HAM10000_images_part_*/*.jpg"))[0], {}),
+        (lesion(tmp_path / "big.jpg", 1600, 1200, seed=1, quality=90), {"age": "45", "sex": "female"}),
+        (tmp_path / "rotated.jpg", {"age": "0", "localization": "back"}),
+        (tmp_path / "transparent.png", {"sex": "male", "localization": "lower extremity"}),
+    ]
+    for photo, metadata in photos:
+        result = page.classify(photo, **metadata)
+        assert "error" not in result, result
+        given = {"age": None, "sex": "unknown", "localization": "unknown", **metadata}
+        expected = python_probabilities(int8_export, photo, **given)
+        assert result["probs"].keys() == expected.keys()
+        difference = max(abs(result["probs"][k] - expected[k]) for k in expected)
+        assert difference <= 1e-3, (photo.name, difference)
+        page.page.fill("#age", "")
+        for field in ("sex", "localization"):
+            page.page.select_option(f"#{field}", "unknown")
+
+    # what the page shows: the Space's summary (summarize's words, without the Markdown) and every class by name
+    summary = page.page.inner_text("#summary")
+    assert summary.split() == summarize(result["probs"]).replace("**", "").split()
+    names = page.page.locator("#probabilities .name").all_inner_texts()
+    assert names == [display_name(label) for label in sorted(result["probs"], key=lambda k: -result["probs"][k])]
+    assert "Your photo never leaves this device." in page.page.inner_text("#private")
+    # nothing but the page's own files was requested
+    assert page.refused == []
+    assert page.requests and all(url.startswith(page.url) for url in page.requests if url.startswith("http"))
+
+
+def space_message(app, path) -> str:
+    import gradio as gr
+
+    try:
+        app.read_upload(str(path))
+    except gr.Error as err:
+        return err.message
+    raise AssertionError(f"the Space accepted {path}")
+
+
+def huge_png(path, width=20_000, height=10_000):
+    """A valid PNG of 200 megapixels in a few hundred KB: what a decompression bomb looks like."""
+    raw = zlib.compressobj(9)
+    row = b"\x00" + b"\x00" * width
+    data = b"".join(raw.compress(row) for _ in range(height)) + raw.flush()
+
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit grey
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b""))
+    return path
+
+
+def test_bad_files_get_the_same_messages_as_the_space(page, tmp_path):
+    pytest.importorskip("gradio", reason="the space extra is not installed")
+    app = load_space_app()
+    not_image = tmp_path / "notes.jpg"
+    not_image.write_text("these are my notes, not a photo")
+    good = io.BytesIO()
+    Image.new("RGB", (64, 48), "brown").save(good, "JPEG")
+    corrupt = tmp_path / "corrupt.jpg"
+    corrupt.write_bytes(good.getvalue()[:200] + bytes(np.random.default_rng(0).integers(0, 256, 2000, dtype=np.uint8)))
+    huge = huge_png(tmp_path / "huge.png")
+    for bad in (not_image, corrupt, huge):
+        result = page.classify(bad)
+        assert result == {"error": space_message(app, bad)}, bad.name
+        assert page.page.inner_text("#error") == result["error"]
+        assert page.page.locator("#probabilities li").count() == 0  # no result beside a bad photo
+    assert "too large to open safely (over 179 megapixels)" in space_message(app, huge)
+
+    # an age that is not one: the Space's parse_age words
+    import gradio as gr
+
+    result = page.classify(lesion(tmp_path / "ok.jpg"), age="forty")
+    with pytest.raises(gr.Error) as refused:
+        app.parse_age("forty")
+    assert result == {"error": refused.value.message}
+
+
+def test_the_page_works_offline_once_loaded(browser, server, tmp_path):
+    page = Page(browser, server).open()
+    try:
+        page.page.evaluate("navigator.serviceWorker.ready.then(() => true)")
+        page.page.reload()  # now controlled by the service worker, which has cached every file
+        page.page.wait_for_selector("body[data-ready=true]", timeout=60_000)
+        online = page.classify(lesion(tmp_path / "a.jpg"))
+        page.context.set_offline(True)
+        page.page.reload()
+        page.page.wait_for_selector("body[data-ready=true]", timeout=60_000)
+        offline = page.classify(tmp_path / "a.jpg")
+        assert "error" not in offline and offline["probs"] == pytest.approx(online["probs"], abs=1e-7)
+        assert page.refused == []
+    finally:
+        page.context.set_offline(False)
+        page.close()
+
+
+def test_the_page_fits_a_phone_screen(browser, server, tmp_path):
+    page = Page(browser, server, viewport=(390, 844)).open()
+    try:
+        result = page.classify(lesion(tmp_path / "a.jpg"), age="30")
+        assert "error" not in result
+        # no sideways scrolling, and the button and every probability row within the screen's width
+        assert page.page.evaluate("document.documentElement.scrollWidth") <= 390
+        for selector in ("#classify", "#probabilities li", "#summary", "#photo"):
+            box = page.page.locator(selector).first.bounding_box()
+            assert box["x"] >= 0 and box["x"] + box["width"] <= 390, selector
+        page.page.screenshot(path=str(tmp_path / "phone.png"), full_page=True)
+        print(f"screenshot: {tmp_path / 'phone.png'}")
+    finally:
+        page.close()
+
+
+def test_the_page_reads_the_spec_it_is_built_with(page_dir, int8_export):
+    spec = json.loads((page_dir / "model" / "hf_skin_export.json").read_text())
+    assert spec == json.loads((int8_export / "hf_skin_export.json").read_text())
+    assert spec["models"]["int8"]["file"] == "model_int8.onnx" and spec["metadata"]["fields"]
