@@ -345,6 +345,8 @@ def export_onnx(argv: list[str] | None = None) -> dict:
         if value is not None and value < 1:
             parser.error(f"--{name} must be at least 1, not {value}")
     configure_logging()
+    for name in ("onnx_ir", "onnxscript"):  # the exporter's passes log every rewrite at INFO
+        logging.getLogger(name).setLevel(logging.WARNING)
     try:
         spec = export_run(
             args.run_dir,
