@@ -117,6 +117,8 @@ def export_spec(classifier: SkinClassifier) -> dict[str, Any]:
         "outputs": [{"name": "logits", "dtype": "float32", "shape": ["batch", len(labels)]}],
         "metadata": metadata,
         "calibration": _plain(getattr(config, "calibration", None)),
+        # what the Space says about the probabilities (Calibration.describe), None for a raw model
+        "calibration_note": classifier.calibration.describe(labels) if classifier.calibration else None,
         "operating_point": _plain(getattr(config, "operating_point", None)),
         "models": {},
     }
@@ -452,14 +454,18 @@ def export_run(
     calibration_images: int = 256,
     validation_images: int | None = None,
 ) -> dict[str, Any]:
-    """Exports a finished run (`RunFolder.require_finished`) to `out_dir`; its fp32 parity and, with
-    `quantize="int8"`, the int8 choice are measured on `validation_images` of the run's own validation split (all of
-    it with `None`); int8 is calibrated on `calibration_images` of its training split. The data is the run's
-    dataset (`run_args.json`) unless `dataset` is given. Returns the spec."""
+    """Exports a finished run, or a checkpoint derived from one (e.g. recalibrated), to `out_dir`. Its fp32 parity
+    and, with `quantize="int8"`, the int8 choice are measured on `validation_images` of the run's own validation
+    split (all of it with `None`); int8 is calibrated on `calibration_images` of its training split. The data is the
+    run's dataset (`run_args.json`) unless `dataset` is given. Returns the spec."""
     from .data import SplitArguments, load_ham10000
-    from .runs import RunFolder
+    from .runs import FAILED, RUNNING, RunFolder
 
-    folder = RunFolder(run_dir).require_finished()
+    folder = RunFolder(run_dir)
+    has_model = (folder.path / "config.json").is_file() and any(folder.path.glob("*.safetensors"))
+    if not folder.path.is_dir() or folder.status in (RUNNING, FAILED) or not has_model:
+        folder.require_finished()  # says what is wrong: no folder, still running, failed, no saved model
+    # A finished run, or a checkpoint derived from one (scripts/calibrate.py's copy has no test metrics of its own)
     check_output_dir(out_dir)
     classifier = SkinClassifier.from_pretrained(folder.path)
     source = dataset or (folder.args or {}).get("dataset")

@@ -136,13 +136,25 @@ def test_a_config_calibration_and_operating_point_are_carried_into_the_spec(chec
     from hf_skin.inference import SkinClassifier as Classifier
 
     classifier = Classifier.from_pretrained(checkpoints["cnn"])
-    classifier.model.config.calibration = {"method": "temperature", "temperature": 1.7}
-    classifier.model.config.operating_point = {"threshold": 0.12, "class": "mel"}
+    calibration = {
+        "method": "temperature",
+        "temperature": 1.7,
+        "logit_bias": [0.0] * 7,
+        "sampling_prior": None,
+        "target_prior": None,
+        "target_prior_source": "the training split's mix",
+        "train_counts": None,
+    }
+    point = {"threshold": 0.12, "target_sensitivity": 0.9}
+    classifier.model.config.calibration = calibration
+    classifier.model.config.operating_point = point
     spec = export_onnx(classifier, tmp_path / "export")
-    assert spec["calibration"] == {"method": "temperature", "temperature": 1.7}
-    assert spec["operating_point"]["threshold"] == 0.12
+    assert spec["calibration"] == calibration and spec["operating_point"] == point
+    assert spec["calibration_note"] == classifier.calibration.describe(classifier.labels)
+    assert "calibrated by temperature" in spec["calibration_note"]
     onnx_classifier = SkinClassifier.from_pretrained(tmp_path / "export")
-    assert onnx_classifier.model.config.operating_point == {"threshold": 0.12, "class": "mel"}
+    assert onnx_classifier.operating_point == point
+    assert onnx_classifier.calibration.temperature == 1.7  # read back from the spec, as from a PyTorch config
 
 
 @pytest.fixture(scope="module")
@@ -223,6 +235,11 @@ def test_bad_requests_are_refused_with_what_to_do(checkpoints, finished_run, tmp
     (unfinished / "run_state.json").write_text(json.dumps({"status": "running", "started": "today"}))
     with pytest.raises(SystemExit, match="has not finished"):
         script.main([str(unfinished), str(tmp_path / "out")])
+    # a checkpoint derived from a run (scripts/calibrate.py's copy: model and run record, no test metrics) exports
+    derived = tmp_path / "derived"
+    shutil.copytree(finished_run, derived)
+    (derived / "test_metrics.json").unlink()
+    assert script.main([str(derived), str(tmp_path / "derived_export")])["models"]["fp32"]["parity"]["n"] > 0
     occupied = tmp_path / "occupied"
     occupied.mkdir()
     (occupied / "notes.txt").write_text("mine")

@@ -30,11 +30,26 @@ pytestmark = [
         reason="chromium is not installed (apt-get install -y chromium; .ci/run installs it when it runs as root)",
     ),
     pytest.mark.skipif(
-        shutil.which("npm") is None and not ORT.is_file(),
-        reason="node/npm are not installed, so onnxruntime-web cannot be (apt-get install -y nodejs npm; .ci/run "
+        not ORT.is_file(),
+        reason="onnxruntime-web is not installed: run make ondevice-deps (npm ci; needs node and npm: apt-get install "
+        "-y nodejs npm, which .ci/run does when it runs as root)"
+        if shutil.which("npm")
+        else "node/npm are not installed, so onnxruntime-web cannot be (apt-get install -y nodejs npm; .ci/run "
         "installs them when it runs as root)",
     ),
 ]
+
+
+IDENTITY_CALIBRATION = {
+    "method": "temperature",
+    "temperature": 1.0,
+    "logit_bias": [0.0] * 7,
+    "sampling_prior": None,
+    "target_prior": None,
+    "target_prior_source": "the training split's mix",
+    "train_counts": None,
+}
+OPERATING_POINT = {"threshold": 0.3, "target_sensitivity": 0.9, "test": {"sensitivity": 0.875, "specificity": 0.71}}
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +60,10 @@ def int8_export(multi_input_checkpoint, synthetic_dir, tmp_path_factory):
     from hf_skin.inference import SkinClassifier
 
     classifier = SkinClassifier.from_pretrained(multi_input_checkpoint)
+    # an identity calibration (T = 1, no bias: the logits stay as trained) and a referral threshold, so that the page
+    # has the Space's calibration sentence and referral advice to show
+    classifier.model.config.calibration = IDENTITY_CALIBRATION
+    classifier.model.config.operating_point = OPERATING_POINT
     splits = load_ham10000(synthetic_dir)
     calibration, _ = run_inputs(classifier, splits["train"], 64)
     validation, labels = run_inputs(classifier, splits["validation"])
@@ -55,12 +74,12 @@ def int8_export(multi_input_checkpoint, synthetic_dir, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def page_dir(int8_export, tmp_path_factory):
-    """The page built by `make ondevice` (npm ci only when node_modules is missing or stale) into a fresh folder."""
-    if not ORT.is_file() and shutil.which("npm") is None:
-        pytest.skip("onnxruntime-web is not installed and npm is missing: run make ondevice-deps")
+    """The page built by `make ondevice` into a fresh folder, from the installed onnxruntime-web (`-o`: no npm, no
+    network, whatever the lock file's date)."""
     out = tmp_path_factory.mktemp("ondevice_page")
+    installed = "spaces/ondevice/node_modules/.package-lock.json"
     result = subprocess.run(
-        ["make", "--no-print-directory", "ondevice", f"EXPORT={int8_export}", f"ONDEVICE_OUT={out}"],
+        ["make", "--no-print-directory", "-o", installed, "ondevice", f"EXPORT={int8_export}", f"ONDEVICE_OUT={out}"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -173,7 +192,7 @@ def python_probabilities(export, photo, **metadata) -> dict:
 def test_the_page_classifies_a_photo_in_the_browser_as_python_onnxruntime_does(
     page, int8_export, synthetic_dir, tmp_path
 ):
-    from hf_skin.inference import display_name, summarize
+    from hf_skin.inference import SkinClassifier, display_name, summarize
 
     # a synthetic lesion from the data, a big photo (strong downscale), an EXIF-rotated JPEG and a transparent PNG
     rotated = Image.open(lesion(tmp_path / "plain.jpg", 300, 200, seed=3))
@@ -206,7 +225,12 @@ def test_the_page_classifies_a_photo_in_the_browser_as_python_onnxruntime_does(
 
     # what the page shows: the Space's summary (summarize's words, without the Markdown) and every class by name
     summary = page.page.inner_text("#summary")
-    assert summary.split() == summarize(result["probs"]).replace("**", "").split()
+    expected_summary = summarize(result["probs"], operating_point=OPERATING_POINT).replace("**", "")
+    assert summary.split() == expected_summary.split()
+    assert "referral threshold" in summary and "88% of malignant lesions" in summary
+    pytest.importorskip("gradio", reason="the space extra is not installed")
+    note = load_space_app().calibration_note(SkinClassifier.from_pretrained(int8_export))
+    assert page.page.inner_text("#calibration") == note.strip("*")
     names = page.page.locator("#probabilities .name").all_inner_texts()
     assert names == [display_name(label) for label in sorted(result["probs"], key=lambda k: -result["probs"][k])]
     assert "Your photo never leaves this device." in page.page.inner_text("#private")

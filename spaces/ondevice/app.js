@@ -17,6 +17,10 @@ import {
 const NO_PHOTO = "Add a photo of the skin lesion first (upload one or take one with the webcam).";
 const NOT_AN_IMAGE = "This file could not be read as an image. Please upload a photo (JPEG, PNG, WebP, TIFF or BMP).";
 const WAITING = "Add a photo of the lesion, then press Classify.";
+// spaces/app.py calibration_note for a model without calibration; a calibrated export carries its own sentence
+const RAW_NOTE =
+  "These probabilities are the model's raw outputs, not calibrated: they may be more or less sure than the " +
+  "model's record justifies.";
 const $ = (id) => document.getElementById(id);
 
 ort.env.wasm.wasmPaths = new URL("vendor/", import.meta.url).href;
@@ -64,6 +68,7 @@ async function load() {
   $("model").textContent =
     `Model: ${spec.architecture ?? spec.model_type}, ${entry === spec.models.int8 ? "int8" : "fp32"} ` +
     `(${(entry.bytes / 2 ** 20).toFixed(1)} MB), exported by hf-skin ${spec.hf_skin_version}.`;
+  $("calibration").textContent = spec.calibration_note ?? RAW_NOTE;
   $("status").textContent = WAITING;
   $("classify").disabled = false;
   document.body.dataset.ready = "true";

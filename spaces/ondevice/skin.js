@@ -187,15 +187,46 @@ export function displayName(label, spec) {
   return name && name !== label ? `${name} (${label})` : label;
 }
 
-// Python's f"{p:.0%}" (rounds half to even at exactly .5)
-export function percent(p) {
-  const x = p * 100;
-  let r = Math.round(x);
-  if (Math.abs(x - Math.trunc(x)) === 0.5 && r % 2 !== 0) r -= 1;
-  return `${r}%`;
+// Python's f"{p:.Nf%}": toFixed rounds the exact binary value, as Python does (they differ only on exact ties)
+export function pyPercent(p, digits = 0) {
+  return `${(p * 100).toFixed(digits)}%`;
 }
 
-// hf_skin.inference.summarize, as Markdown-free HTML-safe parts: [{strong: bool, text}] per paragraph.
+// hf_skin.inference.percent: whole percent, never "0%" or "100%"
+export function percent(p) {
+  if (p < 0.01) return "<1%";
+  if (p > 0.99) return ">99%";
+  return pyPercent(p);
+}
+
+// hf_skin.inference.referral_advice: the "see a dermatologist" sentence by the model's referral threshold.
+export function referralAdvice(malignant, point) {
+  let why =
+    `The threshold, ${pyPercent(point.threshold, 1)}, was chosen on validation images to flag at least ` +
+    `${pyPercent(point.target_sensitivity)} of malignant lesions`;
+  const test = point.test;
+  if (test && test.sensitivity != null && test.specificity != null) {
+    why +=
+      `; on test images it flagged ${pyPercent(test.sensitivity)} of malignant lesions, and ` +
+      `${pyPercent(1 - test.specificity)} of benign ones too`;
+  }
+  if (malignant >= point.threshold) {
+    return [
+      { strong: true, text: "See a dermatologist:" },
+      { strong: false, text: ` the probability of a malignant class is at or above this model's referral threshold. ${why}.` },
+    ];
+  }
+  return [
+    {
+      strong: false,
+      text:
+        `Below this model's referral threshold for a malignant class. ${why}. A spot that changes, bleeds or itches ` +
+        "needs a doctor whatever this says.",
+    },
+  ];
+}
+
+// hf_skin.inference.summarize, as paragraphs of [{strong, text}] (Markdown's ** as <strong>).
 export function summarize(probs, spec) {
   const labels = Object.keys(probs);
   const top = labels.reduce((a, b) => (probs[b] > probs[a] ? b : a));
@@ -218,11 +249,12 @@ export function summarize(probs, spec) {
       {
         strong: false,
         text:
-          ` No class reaches ${percent(spec.uncertain_below)}: the model's best guess is less likely than all ` +
+          ` No class reaches ${pyPercent(spec.uncertain_below)}: the model's best guess is less likely than all ` +
           "the others together.",
       },
     ]);
   }
+  if (spec.operating_point) paragraphs.push(referralAdvice(malignant, spec.operating_point));
   return paragraphs;
 }
 

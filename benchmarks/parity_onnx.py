@@ -1,0 +1,69 @@
+"""Parity of an export with its run, end to end: the run's validation split through `SkinClassifier` on PyTorch
+(transformers' image processor, torchvision resize) and on the export's ONNX models (onnxruntime, hf-skin's numpy
+resize), each image decoded from its file, with its metadata for multi-input models.
+
+    python benchmarks/parity_onnx.py runs/efficientnet_lite0 exports/lite0 [--split validation]
+
+Prints, for fp32 and int8: top-1 agreement with PyTorch, the largest probability difference, and both balanced
+accuracies (against the true labels).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import datasets
+import numpy as np
+from tqdm.auto import tqdm
+
+from hf_skin.data import SplitArguments, load_ham10000
+from hf_skin.evaluation import _model_label_ids, metadata_words
+from hf_skin.export import _balanced_accuracy
+from hf_skin.inference import EXPORT_SPEC, SkinClassifier
+from hf_skin.processing import load_image
+from hf_skin.runs import RunFolder
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("run_dir")
+    parser.add_argument("export_dir")
+    parser.add_argument("--split", default="validation")
+    parser.add_argument("--dataset", default=None, help="default: the run's own (run_args.json)")
+    parser.add_argument("--batch_size", type=int, default=32)
+    args = parser.parse_args()
+    folder = RunFolder(args.run_dir).require_finished()
+    split = SplitArguments(**folder.split_arguments())
+    split.fill()
+    data = load_ham10000(args.dataset or folder.args["dataset"], **split.load_kwargs())[args.split]
+    reference = SkinClassifier.from_pretrained(args.run_dir)
+    spec = json.loads((Path(args.export_dir) / EXPORT_SPEC).read_text())
+    exports = {precision: SkinClassifier.from_export(args.export_dir, precision) for precision in spec["models"]}
+    labels = _model_label_ids(data, reference.labels, args.run_dir)
+    fields = reference.metadata_fields
+    rows = data.select_columns(["image", *fields]).cast_column("image", datasets.Image(decode=False))
+    probs = {"pytorch": [], **{k: [] for k in exports}}
+    for start in tqdm(range(0, len(rows), args.batch_size), desc="Predicting", unit="batch"):
+        batch = rows[start : start + args.batch_size]
+        images = [load_image(value) for value in batch["image"]]
+        metadata = metadata_words(batch, fields, data.features)
+        probs["pytorch"].append(reference.predict_proba(images, **metadata).numpy())
+        for precision, classifier in exports.items():
+            probs[precision].append(classifier.predict_proba(images, **metadata))
+    probs = {k: np.concatenate(v) for k, v in probs.items()}
+    ref = probs["pytorch"]
+    out = {"split": args.split, "n": len(ref), "pytorch_balanced_accuracy": _balanced_accuracy(labels, ref.argmax(1))}
+    for precision in exports:
+        p = probs[precision]
+        out[precision] = {
+            "top1_agreement": float(np.mean(p.argmax(1) == ref.argmax(1))),
+            "max_probability_difference": float(np.abs(p - ref).max()),
+            "balanced_accuracy": _balanced_accuracy(labels, p.argmax(1)),
+        }
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()
