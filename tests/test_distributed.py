@@ -51,8 +51,8 @@ def test_resume_reaches_the_same_step_and_weights(synthetic_dir, tmp_path):
     assert resumed.state.global_step == straight.state.global_step == 8
     for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
-    a = evaluate_split(straight, splits["test"], "test", tmp_path / "a")
-    b = evaluate_split(resumed, splits["test"], "test", tmp_path / "b")
+    a, _ = evaluate_split(straight, splits["test"], "test", tmp_path / "a")
+    b, _ = evaluate_split(resumed, splits["test"], "test", tmp_path / "b")
     assert a["confusion_matrix"] == b["confusion_matrix"]
 
 
@@ -98,7 +98,7 @@ def test_two_process_run_evaluates_like_one_process(synthetic_dir, tmp_path):
     from transformers import AutoModelForImageClassification
 
     trainer.model = AutoModelForImageClassification.from_pretrained(out)
-    single = evaluate_split(trainer, splits["test"], "test", tmp_path / "single")
+    single, _ = evaluate_split(trainer, splits["test"], "test", tmp_path / "single")
     assert np.asarray(distributed["confusion_matrix"]).sum() == len(splits["test"])
     assert distributed["confusion_matrix"] == single["confusion_matrix"]
     assert distributed["balanced_accuracy"] == pytest.approx(single["balanced_accuracy"])
