@@ -34,7 +34,7 @@ from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax
 
 from .data import DEFAULT_DATASET, MALIGNANT_DX, SPLIT_DEFAULTS, SplitArguments
-from .metrics import brier_score, expected_calibration_error, negative_log_likelihood
+from .metrics import brier_score, expected_calibration_error, negative_log_likelihood, softmax
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +45,8 @@ DEFAULT_CALIBRATION = "prior+temperature"
 DEFAULT_TARGET_SENSITIVITY = 0.9
 # Temperatures searched (log-uniform bounds): far beyond what a trained network needs either way.
 _TEMPERATURE_BOUNDS = (0.05, 20.0)
+# The referral threshold sits this far (relative) below the malignant score it is chosen at (`choose_operating_point`).
+THRESHOLD_MARGIN = 1e-5
 # A class that the calibration images lack still gets a prior: counts + this (Jeffreys' pseudo-count).
 PSEUDO_COUNT = 0.5
 # HAM10000's diagnoses as a sentence counts them.
@@ -253,7 +255,7 @@ def fit_calibration(
         temperature=temperature,
         logit_bias=bias.tolist(),
         sampling_prior=None if sampling is None else sampling.tolist(),
-        target_prior=None if target is None else target.tolist(),
+        target_prior=None if target is None or not use_prior else target.tolist(),
         target_prior_source=target_prior_source if use_prior else "the training's sampling mix (no prior shift)",
         train_counts=None if counts is None else counts.tolist(),
         balance=balance,
@@ -263,10 +265,6 @@ def fit_calibration(
     if len(labels):
         calibration.scores = calibration_scores(labels, softmax(logits), softmax(calibration.apply(logits)))
     return calibration
-
-
-def softmax(logits) -> np.ndarray:
-    return np.exp(log_softmax(np.asarray(logits, dtype=np.float64), axis=1))
 
 
 def calibration_scores(labels, before, after) -> dict:
@@ -306,7 +304,7 @@ def _set_head(model, temperature: float, bias, inverse: bool = False) -> None:
     import torch
 
     head = classifier_head(model)
-    bias = torch.as_tensor(np.asarray(bias), dtype=torch.float64)
+    bias = torch.as_tensor(np.asarray(bias), dtype=torch.float64, device=head.weight.device)
     with torch.no_grad():
         weight, offset = head.weight.double(), head.bias.double()
         if inverse:
@@ -418,7 +416,8 @@ def choose_operating_point(
     positives = np.sort(score[is_malignant])[::-1]
     # The k-th highest malignant score, k = ceil(target × n): a threshold there catches k of n.
     k = max(1, math.ceil(target_sensitivity * len(positives) - 1e-9))
-    threshold = float(positives[k - 1])
+    # A hair below that score: the same image must still count after float32 or ONNX rounding of its probabilities.
+    threshold = float(positives[k - 1]) * (1 - THRESHOLD_MARGIN)
     referred = score >= threshold
     return {
         "threshold": threshold,
@@ -461,11 +460,12 @@ class RecalibrationArguments(SplitArguments):
 
     model: str = field(metadata={"help": "A checkpoint folder (e.g. runs/cnn) or a Hub model id."})
     output_dir: str = field(metadata={"help": "A new folder for the recalibrated checkpoint (the original is kept)."})
-    dataset: str = field(
-        default=DEFAULT_DATASET,
+    dataset: str | None = field(
+        default=None,
         metadata={
             "help": "The labelled images to calibrate on: HAM10000-format data (raw folder, ISIC 2018 layout, "
-            "parquet/save_to_disk folder or Hub id), e.g. a clinic's own."
+            "parquet/save_to_disk folder or Hub id), e.g. a clinic's own. Default: a run folder's own training data "
+            f"(its validation split), else {DEFAULT_DATASET}."
         },
     )
     split: str = field(
@@ -504,12 +504,17 @@ class RecalibrationArguments(SplitArguments):
             raise ValueError(f"--calibration {self.calibration!r} is not one of {', '.join(CALIBRATION_METHODS)}")
         if not 0 < self.target_sensitivity <= 1:
             raise ValueError(f"--target_sensitivity {self.target_sensitivity} must be in (0, 1], e.g. 0.9")
+        if self.target_prior != "training" and "prior" not in self.calibration:
+            raise ValueError(
+                f"--target_prior {self.target_prior!r} needs a prior shift: use --calibration prior+temperature or "
+                f"prior (--calibration {self.calibration} would ignore it)"
+            )
 
 
 def _training_balance(classifier, folder, label_names: list[str]) -> tuple[list[int], str, float]:
     """The training's class counts and balancing of a checkpoint: from its calibration, else from its run folder
     (the arguments in `run_args.json`, the counts from its training split)."""
-    from .evaluation import _model_label_ids, load_eval_split
+    from .evaluation import load_eval_split, model_label_ids
 
     stored = classifier.calibration
     if stored is not None:
@@ -532,7 +537,7 @@ def _training_balance(classifier, folder, label_names: list[str]) -> tuple[list[
     lesions = folder.training_lesions()
     if lesions is not None:  # the lesions the run trained on (after any --max_train_samples)
         train = train.filter(lambda ids: [i in lesions for i in ids], input_columns="lesion_id", batched=True)
-    labels = _model_label_ids(train, label_names, folder.path.name)
+    labels = model_label_ids(train, label_names, folder.path.name)
     counts = np.bincount(labels, minlength=len(label_names)).tolist()
     return counts, args.get("balance", "none"), float(args.get("balance_power", 1.0))
 
@@ -547,18 +552,23 @@ def recalibrate(args: RecalibrationArguments) -> dict:
     """
     import torch
 
-    from .evaluation import _model_label_ids, check_no_training_lesions, load_eval_split, predict_dataset, run_split
+    from .evaluation import check_no_training_lesions, load_eval_split, model_label_ids, predict_dataset, run_split
     from .inference import SkinClassifier
     from .runs import RunFolder
 
+    output = Path(args.output_dir)
+    if output.exists() and (not output.is_dir() or any(output.iterdir())):  # before the forward pass, not after
+        raise CalibrationError(f"{output} exists and is not an empty folder: choose a new folder")
     split_args, folder = run_split(args.model, args.split, args)
+    if args.dataset is None:
+        args.dataset = ((folder.args if folder is not None else None) or {}).get("dataset") or DEFAULT_DATASET
     data = load_eval_split(args.dataset, args.split, **split_args.load_kwargs(), max_samples=args.max_samples)
     if folder is not None:
         check_no_training_lesions(data, folder, args.split, args.dataset)
     classifier = SkinClassifier.from_pretrained(args.model)
     classifier.model.to(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     label_names = classifier.labels
-    labels = _model_label_ids(data, label_names, args.model)
+    labels = model_label_ids(data, label_names, args.model)
     stored = classifier.calibration
     train_counts, balance, power = (
         _training_balance(classifier, folder, label_names)
@@ -592,14 +602,10 @@ def recalibrate(args: RecalibrationArguments) -> dict:
         target_sensitivity=args.target_sensitivity,
         fitted_on={"dataset": dataset_name, "split": args.split},
     )
-    source_folder = RunFolder(args.model) if Path(args.model).is_dir() else None
-    output = Path(args.output_dir)
-    if source_folder is not None:
-        source_folder.copy_checkpoint(output)
-    elif output.exists() and any(output.iterdir()):
-        raise CalibrationError(f"{output} exists and is not an empty folder: choose a new folder")
+    if Path(args.model).is_dir():
+        RunFolder(args.model).copy_checkpoint(output)
     classifier.model.save_pretrained(output)
-    if source_folder is None:  # a Hub checkpoint: its processor too (a folder's was copied as it is)
+    if not Path(args.model).is_dir():  # a Hub checkpoint: its processor too (a folder's was copied as it is)
         classifier.processor.save_pretrained(output)
     record = {
         "model": os.fspath(args.model),

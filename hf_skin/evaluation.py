@@ -278,7 +278,7 @@ def view_probabilities(logits: np.ndarray) -> np.ndarray:
     return softmax(logits.reshape(-1, logits.shape[-1])).reshape(logits.shape).mean(axis=0)
 
 
-def _model_label_ids(dataset: datasets.Dataset, model_labels: list[str], model: str) -> np.ndarray:
+def model_label_ids(dataset: datasets.Dataset, model_labels: list[str], model: str) -> np.ndarray:
     """The dataset's `dx` as the model's label ids (matched by name, whatever either's order)."""
     dx = dataset.features["dx"]
     names = dx.names if isinstance(dx, datasets.ClassLabel) else None
@@ -439,7 +439,7 @@ def evaluate_checkpoint(
     classifier = SkinClassifier.from_pretrained(model)
     classifier.model.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     label_names = classifier.labels
-    labels = _model_label_ids(data, label_names, os.fspath(model))
+    labels = model_label_ids(data, label_names, os.fspath(model))
     desc = f"Evaluating on {split} ({len(data):,} images{', 8-view TTA' if tta else ''})"
     logits = predict_dataset(classifier, data, batch_size=batch_size, tta=tta, desc=desc)
     probs = view_probabilities(logits)
@@ -568,7 +568,8 @@ def calibration_summary(calibration, labels, raw_probs, probs, label_names: list
     return {
         "method": calibration.method,
         "temperature": calibration.temperature,
-        "target_prior": dict(zip(label_names, calibration.target_prior)),
+        "target_prior": None if calibration.target_prior is None else dict(zip(label_names, calibration.target_prior)),
+        "balance": calibration.balance,
         "target_prior_source": calibration.target_prior_source,
         "fitted_on": calibration.fitted_on,
         "description": calibration.describe(label_names),
@@ -735,6 +736,9 @@ def calibration_section(metrics: dict) -> str:
         )
     scores, before = calibration["scores"], calibration["before"]
     method = calibration["method"]
+    fitted_on = calibration.get("fitted_on") or {}
+    dataset_name = Path(os.fspath(metrics.get("dataset", "")).rstrip("/")).name
+    in_sample = fitted_on.get("split") == metrics.get("split") and fitted_on.get("dataset") == dataset_name
     how = {
         "prior": "the prior shift that undoes training's class rebalancing",
         "temperature": f"a temperature of {calibration['temperature']:.3f}",
@@ -755,9 +759,26 @@ def calibration_section(metrics: dict) -> str:
         f"{_fitted_on(calibration['fitted_on'])}, never on test. {calibration['description']} The raw model "
         "(calibration undone) on the same images:\n\n"
         + markdown_table(["on these images", "raw model", "calibrated", ""], rows, align="lrrl")
-        + "\n\nUndoing the oversampling's shift moves probability back to the common classes: accuracy usually "
-        "rises and balanced accuracy, which weighs the rare classes as much as nevi, can fall. The reliability "
-        "diagram shows both models.\n"
+        + "\n\n"
+        + (
+            "Undoing the rebalancing's shift moves probability back to the common classes: accuracy usually rises "
+            "and balanced accuracy, which weighs the rare classes as much as nevi, can fall. "
+            if "prior" in method and calibration.get("balance", "none") != "none"
+            else ""
+        )
+        + (
+            "The temperature and the threshold were fitted on single images; here they apply to probabilities "
+            "averaged over the 8 TTA views, which are less sure, so the calibration holds less exactly. "
+            if metrics.get("tta")
+            else ""
+        )
+        + (
+            "**These are the images the calibration was fitted on**: the calibrated scores are in-sample and "
+            "flatter than they would be on new images. "
+            if in_sample
+            else ""
+        )
+        + "The reliability diagram shows both models.\n"
     )
 
 

@@ -423,14 +423,14 @@ def run_inputs(
     up to `max_images` rows of a HAM10000 `dataset` split (a seeded random choice when it has more)."""
     import datasets
 
-    from .evaluation import _model_label_ids, metadata_words
+    from .evaluation import metadata_words, model_label_ids
     from .inference import OnnxImageProcessor
     from .processing import load_image
 
     if max_images is not None and len(dataset) > max_images:
         rows = np.sort(np.random.default_rng(seed).choice(len(dataset), max_images, replace=False))
         dataset = dataset.select(rows)
-    labels = _model_label_ids(dataset, classifier.labels, "the model")
+    labels = model_label_ids(dataset, classifier.labels, "the model")
     fields = list(classifier.metadata_fields)
     data = dataset.select_columns(["image", *fields]).cast_column("image", datasets.Image(decode=False))
     batches = []

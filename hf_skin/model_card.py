@@ -290,6 +290,13 @@ def _calibration_text(config: dict, test_metrics: dict) -> str:
         )
         + ". The validation column above is the raw model's, before the calibration that was fitted on it."
     ]
+    raw = test_metrics.get("raw")
+    if raw:
+        parts.append(
+            f"The metrics above are the calibrated model's; the prior shift moves some decisions to the common "
+            f"classes, and the raw model scored test accuracy {raw['accuracy']:.3f}, balanced accuracy "
+            f"{raw['balanced_accuracy']:.3f}."
+        )
     scores = test_metrics.get("calibration")
     if scores:
         parts.append(

@@ -600,8 +600,8 @@ class TrainSampleMetrics(TrainerCallback):
 def evaluate_split(trainer: Trainer, dataset, split: str, output_dir: Path, calibration=None) -> tuple[dict, object]:
     """Full metrics of the trained model on one split: `{split}_metrics.json` and confusion-matrix PNGs; returns
     `(metrics, prediction)` (the Trainer's `PredictionOutput`). With the model's `calibration` (folded into it), the
-    metrics also hold `calibration`: NLL, Brier and ECE before and after it, and `operating_point`: the referral
-    threshold's sensitivity and specificity on this split."""
+    metrics also hold `calibration`: NLL, Brier and ECE before and after it, `raw`: the raw model's headline
+    metrics, and `operating_point`: the referral threshold's sensitivity and specificity on this split."""
     from .calibration import calibration_scores, operating_point_scores
     from .plots import plot_confusion_matrix
 
@@ -611,6 +611,8 @@ def evaluate_split(trainer: Trainer, dataset, split: str, output_dir: Path, cali
     if calibration is not None:
         raw = softmax(calibration.undo(prediction.predictions))
         metrics["calibration"] = calibration_scores(prediction.label_ids, raw, probs)
+        raw_metrics = classification_metrics(prediction.label_ids, raw)
+        metrics["raw"] = {key: raw_metrics[key] for key in ("accuracy", "balanced_accuracy", "f1_macro", "auc_macro")}
         operating_point = getattr(trainer.model.config, "operating_point", None)
         if operating_point:
             metrics["operating_point"] = operating_point_scores(
@@ -698,9 +700,18 @@ def _train_and_evaluate(model_args, data_args, training_args, folder: RunFolder,
             flat = {f"{split}_{key}": value for key, value in flatten_metrics(metrics).items()}
             if "calibration" in metrics:  # NLL / Brier / ECE before and after calibration, as test_nll_before, ...
                 flat.update({f"{split}_{key}": value for key, value in metrics["calibration"].items()})
+                # The calibrated model's decisions differ from the raw one's (the prior shift moves the argmax):
+                # the raw model's, for comparing with validation (raw) and with runs made before calibration.
+                flat.update({f"{split}_raw_{key}": metrics["raw"][key] for key in ("accuracy", "balanced_accuracy")})
             if "operating_point" in metrics:
                 point = metrics["operating_point"]
-                flat.update({f"{split}_referral_{key}": point[key] for key in ("sensitivity", "specificity")})
+                flat.update(
+                    {
+                        f"{split}_referral_{key}": point[key]
+                        for key in ("sensitivity", "specificity")
+                        if point[key] is not None  # a split without malignant (or benign) images
+                    }
+                )
             trainer.log_metrics(split, flat)
             trainer.save_metrics(split, flat)
             results.update(flat)

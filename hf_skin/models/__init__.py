@@ -58,6 +58,9 @@ def load_pretrained_classifier(model_name_or_path: str, **config_kwargs) -> PreT
         **label_maps(),
         **config_kwargs,
     )
+    # Fine-tuning an hf-skin checkpoint: its head holds its calibration folded in, and that is only where this run
+    # starts; the run fits its own calibration and referral threshold (hf_skin.calibration), never unfolds the old.
+    model.config.calibration = model.config.operating_point = None
     logger.info(
         "Loaded %s (%s); its classification head was replaced by a freshly initialised %d-class HAM10000 head.",
         model_name_or_path,
