@@ -5,7 +5,8 @@ resize), each image decoded from its file, with its metadata for multi-input mod
     python benchmarks/parity_onnx.py runs/efficientnet_lite0 exports/lite0 [--split validation]
 
 Prints, for fp32 and int8: top-1 agreement with PyTorch, the largest probability difference, and both balanced
-accuracies (against the true labels).
+accuracies (against the true labels). With `--browser N`, also the on-device page (built from the export by `make
+ondevice`, in headless Chromium) on the split's first N images, against Python onnxruntime's int8 probabilities.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from hf_skin.data import SplitArguments, load_ham10000
-from hf_skin.evaluation import _model_label_ids, metadata_words
+from hf_skin.evaluation import metadata_words, model_label_ids
 from hf_skin.export import _balanced_accuracy
 from hf_skin.inference import EXPORT_SPEC, SkinClassifier
 from hf_skin.processing import load_image
@@ -33,6 +34,7 @@ def main():
     parser.add_argument("--split", default="validation")
     parser.add_argument("--dataset", default=None, help="default: the run's own (run_args.json)")
     parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument("--browser", type=int, default=0, help="images to classify in the page too (0: none)")
     args = parser.parse_args()
     folder = RunFolder(args.run_dir).require_finished()
     split = SplitArguments(**folder.split_arguments())
@@ -41,7 +43,7 @@ def main():
     reference = SkinClassifier.from_pretrained(args.run_dir)
     spec = json.loads((Path(args.export_dir) / EXPORT_SPEC).read_text())
     exports = {precision: SkinClassifier.from_export(args.export_dir, precision) for precision in spec["models"]}
-    labels = _model_label_ids(data, reference.labels, args.run_dir)
+    labels = model_label_ids(data, reference.labels, args.run_dir)
     fields = reference.metadata_fields
     rows = data.select_columns(["image", *fields]).cast_column("image", datasets.Image(decode=False))
     probs = {"pytorch": [], **{k: [] for k in exports}}
@@ -62,7 +64,77 @@ def main():
             "max_probability_difference": float(np.abs(p - ref).max()),
             "balanced_accuracy": _balanced_accuracy(labels, p.argmax(1)),
         }
+    if args.browser:
+        out["browser_int8"] = browser_parity(args.export_dir, rows, fields, data.features, probs["int8"], args.browser)
     print(json.dumps(out, indent=2))
+
+
+def browser_parity(export_dir, rows, fields, features, expected: np.ndarray, n: int) -> dict:
+    """The page's probabilities for the first `n` rows (the photo file and its metadata typed in) against
+    `expected` (Python onnxruntime, int8)."""
+    import functools
+    import http.server
+    import shutil
+    import subprocess
+    import tempfile
+    import threading
+
+    from playwright.sync_api import sync_playwright
+
+    root = Path(__file__).resolve().parents[1]
+    work = Path(tempfile.mkdtemp(prefix="hf_skin_parity_page_"))
+    subprocess.run(
+        ["make", "--no-print-directory", "-o", "spaces/ondevice/node_modules/.package-lock.json", "ondevice"]
+        + [f"EXPORT={export_dir}", f"ONDEVICE_OUT={work / 'page'}"],
+        cwd=root,
+        check=True,
+        capture_output=True,
+    )
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(work / "page")))
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    differences, agree = [], []
+    labels = json.loads((Path(export_dir) / EXPORT_SPEC).read_text())["labels"]
+    try:
+        with sync_playwright() as playwright:
+            chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+            browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu"])
+            page = browser.new_page()
+            page.goto(f"http://127.0.0.1:{httpd.server_port}/")
+            page.wait_for_selector("body[data-ready=true]", timeout=120_000)
+            batch = rows[:n]
+            words = metadata_words(batch, fields, features)
+            for i, value in enumerate(tqdm(batch["image"], desc="In the browser", unit="image")):
+                photo = work / f"{i}.jpg"
+                photo.write_bytes(value["bytes"] or Path(value["path"]).read_bytes())
+                page.set_input_files("#photo", str(photo))
+                if "age" in fields:
+                    page.fill("#age", "" if words["age"][i] is None else f"{words['age'][i]:g}")
+                for field in ("sex", "localization"):
+                    if field in fields:
+                        page.select_option(f"#{field}", words[field][i] or "unknown")
+                page.evaluate("window.hfSkinResult = null")
+                page.click("#classify")
+                page.wait_for_function("window.hfSkinResult", timeout=60_000)
+                result = page.evaluate("window.hfSkinResult")
+                got = np.array([result["probs"][label] for label in labels])
+                differences.append(float(np.abs(got - expected[i]).max()))
+                agree.append(bool(got.argmax() == expected[i].argmax()))
+            browser.close()
+    finally:
+        httpd.shutdown()
+        shutil.rmtree(work, ignore_errors=True)
+    return {
+        "n": len(differences),
+        "max_probability_difference": max(differences),
+        "median_max_probability_difference": float(np.median(differences)),
+        "images_over_1e-3": int(np.sum(np.asarray(differences) > 1e-3)),
+        "top1_agreement": float(np.mean(agree)),
+    }
 
 
 if __name__ == "__main__":
