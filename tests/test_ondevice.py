@@ -327,3 +327,34 @@ def test_the_page_reads_the_spec_it_is_built_with(page_dir, int8_export):
     spec = json.loads((page_dir / "model" / "hf_skin_export.json").read_text())
     assert spec == json.loads((int8_export / "hf_skin_export.json").read_text())
     assert spec["models"]["int8"]["file"] == "model_int8.onnx" and spec["metadata"]["fields"]
+
+
+def test_the_pages_resize_gives_pythons_pixel_values(page):
+    """skin.js's pixelValues against hf_skin.processing.pixel_values_from_spec, on the same RGB pixels, for every
+    resize rule an export can name: the page's model inputs are Python's, not a canvas's rescaling."""
+    from hf_skin.processing import pixel_values_from_spec
+
+    rng = np.random.default_rng(0)
+    specs = [
+        {"resize": {"height": 32, "width": 32}, "resample": "bilinear"},
+        {"resize": {"height": 132, "width": 176}, "resample": "bicubic"},
+        {"resize": {"height": 64, "width": 48}, "resample": "nearest"},
+        {"resize": {"height": 90, "width": 120}, "resample": "bicubic"},  # upscaling the 60x80 image
+        {"resize": {"shortest_edge": 32, "crop_pct": 0.875}, "resample": "bicubic"},
+    ]
+    for height, width in [(450, 600), (60, 80), (97, 41)]:
+        pixels = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+        for spec in specs:
+            spec = {**spec, "rescale_factor": 1 / 255, "image_mean": [0.5, 0.4, 0.3], "image_std": [0.2, 0.25, 0.3]}
+            expected = pixel_values_from_spec([Image.fromarray(pixels)], spec)[0]
+            got = page.page.evaluate(
+                """async ([data, width, height, spec]) => {
+                    const skin = await import("./skin.js");
+                    const image = { width, height, data: Uint8ClampedArray.from(data) };
+                    const out = skin.pixelValues(image, spec);
+                    return { dims: out.dims, data: Array.from(out.data) };
+                }""",
+                [pixels.ravel().tolist(), width, height, spec],
+            )
+            assert got["dims"] == [1, *expected.shape], spec
+            assert np.abs(np.asarray(got["data"], dtype=np.float32).reshape(expected.shape) - expected).max() < 1e-5
