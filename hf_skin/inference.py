@@ -49,7 +49,13 @@ class OnnxModel:
     `calibration`, `operating_point`)."""
 
     def __init__(self, path: str | os.PathLike, spec: dict, session_options=None, providers=None):
-        import onnxruntime
+        try:
+            import onnxruntime
+        except ImportError as err:
+            raise ImportError(
+                f"{Path(path).parent} is an exported (ONNX) model: serving it needs onnxruntime (pip install "
+                "'hf-skin[onnx]', or pip install onnxruntime)"
+            ) from err
 
         self.path, self.spec = Path(path), spec
         self.session = onnxruntime.InferenceSession(

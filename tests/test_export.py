@@ -284,3 +284,21 @@ def test_the_numpy_resize_gives_the_saved_processors_pixels(checkpoints, synthet
         got = pixel_values_from_spec(images, image_spec(processor))
         assert got.shape == expected.shape and got.dtype == np.float32
         assert np.abs(got - expected).max() < 1e-5, processor
+
+
+def test_serving_an_export_without_onnxruntime_says_what_to_install(checkpoints, tmp_path):
+    export_onnx(checkpoints["cnn"], tmp_path / "export")
+    code = textwrap.dedent(
+        f"""
+        import sys
+        sys.modules["onnxruntime"] = None  # not installed
+        from hf_skin.inference import SkinClassifier
+        try:
+            SkinClassifier.from_pretrained({str(tmp_path / "export")!r})
+        except ImportError as err:
+            print(err)
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "is an exported (ONNX) model: serving it needs onnxruntime (pip install 'hf-skin[onnx]'" in result.stdout
