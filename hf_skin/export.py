@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import PIL.Image
 
-from .inference import EXPORT_SPEC, SkinClassifier, softmax
+from .inference import EXPORT_SPEC, UNCERTAIN_BELOW, SkinClassifier, softmax
 from .processing import SkinProcessor, image_spec
 
 logger = logging.getLogger(__name__)
@@ -44,6 +44,8 @@ OPSET = 18
 MIN_AGREEMENT = 0.99
 MAX_BALANCED_ACCURACY_DROP = 0.01
 QUANTIZATION_CHOICES = ("int8",)
+# The metadata inputs of the multi-input model (SkinProcessor.encode_metadata's names)
+METADATA_INPUTS = ("age", "age_missing", "sex", "localization", "dx_type")
 
 
 class ExportError(ValueError):
@@ -104,7 +106,7 @@ def export_spec(classifier: SkinClassifier) -> dict[str, Any]:
         "labels": labels,
         "label_names": {label: DX_NAMES.get(label, label) for label in labels},
         "malignant": [dx for dx in MALIGNANT_DX if dx in labels],
-        "uncertain_below": _uncertain_below(),
+        "uncertain_below": UNCERTAIN_BELOW,
         "image": {
             **image,
             "exif_transpose": True,
@@ -124,12 +126,6 @@ def export_spec(classifier: SkinClassifier) -> dict[str, Any]:
     }
 
 
-def _uncertain_below() -> float:
-    from .inference import UNCERTAIN_BELOW
-
-    return UNCERTAIN_BELOW
-
-
 def _plain(value):
     return json.loads(json.dumps(value)) if value is not None else None
 
@@ -142,6 +138,10 @@ def export_fp32(classifier: SkinClassifier, path: str | os.PathLike, opset: int 
     names = input_names(classifier)
     model = classifier.model.eval()
 
+    unknown = [name for name in names[1:] if name not in METADATA_INPUTS]
+    if unknown:
+        raise ExportError(f"the model reads metadata inputs {unknown} that the exporter does not know")
+
     class Logits(torch.nn.Module):
         """The model's logits alone, from its named inputs (the ONNX graph's input names)."""
 
@@ -150,14 +150,10 @@ def export_fp32(classifier: SkinClassifier, path: str | os.PathLike, opset: int 
             self.model = model
 
         def forward(self, pixel_values, age=None, age_missing=None, sex=None, localization=None, dx_type=None):
-            given = {"age": age, "age_missing": age_missing, "sex": sex, "localization": localization}
-            given["dx_type"] = dx_type
-            return self.model(pixel_values=pixel_values, **{k: v for k, v in given.items() if v is not None}).logits
+            metadata = dict(age=age, age_missing=age_missing, sex=sex, localization=localization, dx_type=dx_type)
+            given = {name: value for name, value in metadata.items() if value is not None}
+            return self.model(pixel_values=pixel_values, **given).logits
 
-    unknown = {"age", "dx_type", "sex", "localization", "age_missing"} - set(Logits.forward.__code__.co_varnames)
-    extra = [name for name in names[1:] if name in unknown]
-    if extra:
-        raise ExportError(f"the model reads metadata {extra} that the exporter does not know")
     height, width = image_spec(classifier.image_processor)["input_size"]
     # An example batch of 2 (a batch of 1 would be specialised); metadata at valid values
     example = {"pixel_values": torch.randn(2, 3, height, width)}
@@ -287,33 +283,31 @@ def quantize_best(
     (`MIN_AGREEMENT`, `MAX_BALANCED_ACCURACY_DROP`), then static per tensor; otherwise the one that agrees most.
     Returns the kept method and every candidate's measurements."""
     reference = _run(fp32_path, validation)
-    candidates = [("static", True), ("static", False), ("dynamic", False)]
-    measured = []
+    measured, failed = [], []  # (measurements, path) of each candidate that quantised; the errors of the others
     with tempfile.TemporaryDirectory(prefix="hf_skin_int8_") as tmp:
-        for method, per_channel in candidates:
+        for method, per_channel in [("static", True), ("static", False), ("dynamic", False)]:
             path = Path(tmp) / f"{method}_{'per_channel' if per_channel else 'per_tensor'}.onnx"
             try:
                 quantize(fp32_path, path, method, calibration, per_channel=per_channel)
                 result = compare_predictions(reference, _run(path, validation), validation_labels)
             except Exception as err:  # a quantiser that fails on some graph: recorded, the others still compete
                 logger.warning("int8 %s (per_channel=%s) failed: %s", method, per_channel, err)
-                measured.append({"method": method, "per_channel": per_channel, "error": str(err)})
+                failed.append({"method": method, "per_channel": per_channel, "error": str(err)})
                 continue
             result.update(method=method, per_channel=per_channel, bytes=path.stat().st_size)
             result["meets_targets"] = _meets_targets(result)
             measured.append((result, path))
             logger.info("int8 %s per_channel=%s: %s", method, per_channel, result)
-        ok = [(r, p) for r, p in (m for m in measured if isinstance(m, tuple))]
-        if not ok:
-            raise ExportError(f"every int8 quantisation failed: {measured}")
-        static_ok = [(r, p) for r, p in ok if r["method"] == "static" and r["meets_targets"]]
-        kept, path = static_ok[0] if static_ok else max(ok, key=lambda item: item[0]["top1_agreement"])
+        if not measured:
+            raise ExportError(f"every int8 quantisation failed: {failed}")
+        static_ok = [item for item in measured if item[0]["method"] == "static" and item[0]["meets_targets"]]
+        kept, path = static_ok[0] if static_ok else max(measured, key=lambda item: item[0]["top1_agreement"])
         shutil.copyfile(path, out_path)
     return {
         "method": kept["method"],
         "per_channel": kept["per_channel"],
         "validation": {k: v for k, v in kept.items() if k not in ("method", "per_channel", "bytes")},
-        "candidates": [m if isinstance(m, dict) else m[0] for m in measured],
+        "candidates": [result for result, _ in measured] + failed,
         "calibration_images": sum(len(b["pixel_values"]) for b in calibration),
     }
 
