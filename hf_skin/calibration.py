@@ -33,8 +33,9 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax
 
+# No torch at import (hf_skin.metrics brings it through `evaluate`): an exported model's classifier reads its
+# calibration without it.
 from .data import DEFAULT_DATASET, MALIGNANT_DX, SPLIT_DEFAULTS, SplitArguments
-from .metrics import brier_score, expected_calibration_error, negative_log_likelihood, softmax
 
 logger = logging.getLogger(__name__)
 
@@ -232,6 +233,8 @@ def fit_calibration(
     `target_prior` defaults to the training split's mix (`train_counts`); the temperature is fitted after the prior
     shift, the shift being known exactly rather than fitted.
     """
+    from .metrics import softmax
+
     if method not in CALIBRATION_METHODS:
         raise CalibrationError(f"--calibration {method!r} is not one of {', '.join(CALIBRATION_METHODS)}")
     logits, labels = np.asarray(logits, dtype=np.float64), np.asarray(labels, dtype=np.int64)
@@ -269,6 +272,8 @@ def fit_calibration(
 
 def calibration_scores(labels, before, after) -> dict:
     """NLL, Brier score and ECE of probabilities `before` and `after` calibration (lower is better for all three)."""
+    from .metrics import brier_score, expected_calibration_error, negative_log_likelihood
+
     return {
         f"{name}_{when}": float(score(labels, probs))
         for name, score in (
@@ -351,6 +356,8 @@ def calibrate_model(
     """Fits a calibration on `model`'s raw validation `logits` and `labels`, chooses the referral operating point on
     the calibrated probabilities, and folds both into `model` (replacing any calibration it had: `logits` must be
     the raw model's, `Calibration.undo` of a calibrated model's). Returns `(calibration, operating_point)`."""
+    from .metrics import softmax
+
     calibration = fit_calibration(
         logits,
         labels,
