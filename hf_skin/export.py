@@ -16,6 +16,7 @@ fp32 model on validation images, and the kept one is recorded in the spec with i
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
 import json
@@ -214,7 +215,7 @@ def quantize(
     )
 
     out_path = Path(out_path)
-    with tempfile.TemporaryDirectory(prefix="hf_skin_quantize_") as tmp:
+    with tempfile.TemporaryDirectory(prefix="hf_skin_quantize_") as tmp, _quiet_root_logger():
         prepared = Path(tmp) / "prepared.onnx"
         # shape inference + graph optimisation first: the quantiser's documented preparation
         quant_pre_process(os.fspath(fp32_path), os.fspath(prepared), skip_symbolic_shape=True)
@@ -239,6 +240,19 @@ def quantize(
         else:
             raise ValueError(f"quantisation method {method!r} is not static or dynamic")
     return out_path
+
+
+@contextlib.contextmanager
+def _quiet_root_logger():
+    """onnxruntime's quantiser logs a line per tensor ("Quantization parameters for tensor ... not specified", some
+    hundreds for EfficientNet) with `logging.info` on the root logger: kept to warnings while it runs."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(max(level, logging.WARNING))
+    try:
+        yield
+    finally:
+        root.setLevel(level)
 
 
 def _run(path: Path, batches: list[dict[str, np.ndarray]]) -> np.ndarray:
