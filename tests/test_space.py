@@ -474,3 +474,23 @@ def test_a_calibrated_checkpoint_says_what_for_and_gives_the_validated_referral_
 
 def test_an_uncalibrated_checkpoint_says_so(image_only_space):
     assert "not calibrated" in json.dumps(image_only_space.demo.config)
+
+
+def test_the_space_serves_an_exported_model_and_says_why_there_is_no_heatmap(calibrated_checkpoint, tmp_path):
+    """HF_SKIN_MODEL may name an export (hf_skin.export): onnxruntime predicts, with the checkpoint's calibration
+    and referral threshold; the heatmap needs the PyTorch model, and the page says so instead of showing none."""
+    from hf_skin.export import export_onnx
+
+    export = tmp_path / "export"
+    export_onnx(calibrated_checkpoint, export)
+    with serve_space(export) as space:
+        assert space.classifier.is_onnx
+        result = Client(space.url, verbose=False).predict(save(photo(), tmp_path / "lesion.jpg"), api_name="/predict")
+        page = json.dumps(space.demo.config)
+    label, summary, heatmap, shown = result
+    probs = probabilities(label)
+    [expected] = SkinClassifier.from_pretrained(calibrated_checkpoint).predict(tmp_path / "lesion.jpg")
+    assert probs == pytest.approx({display_name(dx): p for dx, p in expected.items()}, abs=1e-4)
+    assert heatmap is None and "No heatmap: this Space serves an exported (ONNX) model" in summary
+    assert "The threshold, 2.0%, was chosen on validation images" in summary
+    assert "Probabilities are calibrated for the class mix of the training images" in page
