@@ -22,6 +22,7 @@ cross-origin isolation) for the Lite0 int8 model in headless Chromium, over `--b
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import functools
 import http.server
@@ -98,15 +99,13 @@ def time_models(runners: dict, iters: int, rounds: int, warmup: int) -> dict[str
     return times
 
 
-def browser_latency(export: Path, image: Path, iters: int) -> dict | None:
-    """p50/p95 ms of the on-device page's int8 `session.run` in headless Chromium, or None (with why) when the
-    browser or onnxruntime-web is missing."""
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None or not (ROOT / "spaces/ondevice/node_modules/onnxruntime-web").is_dir():
-        return {"skipped": "chromium or onnxruntime-web (make ondevice-deps) is missing"}
+@contextlib.contextmanager
+def ondevice_page(export: str | os.PathLike):
+    """The on-device page built from `export` (`make ondevice`, into a temporary folder), served on 127.0.0.1 and
+    opened in headless Chromium, ready to classify: yields the Playwright page (this and benchmarks/parity_onnx.py)."""
     from playwright.sync_api import sync_playwright
 
-    page_dir = Path(tempfile.mkdtemp(prefix="hf_skin_bench_page_"))
+    page_dir = Path(tempfile.mkdtemp(prefix="hf_skin_page_"))
     subprocess.run(
         ["make", "--no-print-directory", "-o", "spaces/ondevice/node_modules/.package-lock.json", "ondevice"]
         + [f"EXPORT={export}", f"ONDEVICE_OUT={page_dir}"],
@@ -121,22 +120,33 @@ def browser_latency(export: Path, image: Path, iters: int) -> dict | None:
 
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(page_dir)))
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     try:
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu"])
             page = browser.new_page()
             page.goto(f"http://127.0.0.1:{httpd.server_port}/")
             page.wait_for_selector("body[data-ready=true]", timeout=120_000)
-            page.set_input_files("#photo", str(image))
-            page.click("#classify")
-            page.wait_for_function("window.hfSkinResult", timeout=120_000)
-            page.evaluate("window.hfSkinBenchmark(5)")  # warm-up
-            times = page.evaluate(f"window.hfSkinBenchmark({iters})")
-            threads = page.evaluate("self.crossOriginIsolated ? navigator.hardwareConcurrency : 1")
+            yield page
             browser.close()
     finally:
         httpd.shutdown()
         shutil.rmtree(page_dir, ignore_errors=True)
+
+
+def browser_latency(export: Path, image: Path, iters: int) -> dict | None:
+    """p50/p95 ms of the on-device page's int8 `session.run` in headless Chromium, or None (with why) when the
+    browser or onnxruntime-web is missing."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None or not (ROOT / "spaces/ondevice/node_modules/onnxruntime-web").is_dir():
+        return {"skipped": "chromium or onnxruntime-web (make ondevice-deps) is missing"}
+    with ondevice_page(export) as page:
+        page.set_input_files("#photo", str(image))
+        page.click("#classify")
+        page.wait_for_function("window.hfSkinResult", timeout=120_000)
+        page.evaluate("window.hfSkinBenchmark(5)")  # warm-up
+        times = page.evaluate(f"window.hfSkinBenchmark({iters})")
+        threads = page.evaluate("self.crossOriginIsolated ? navigator.hardwareConcurrency : 1")
     return {"p50_ms": percentile(times, 50), "p95_ms": percentile(times, 95), "n": len(times), "threads": threads}
 
 

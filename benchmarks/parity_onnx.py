@@ -72,40 +72,16 @@ def main():
 def browser_parity(export_dir, rows, fields, features, expected: np.ndarray, n: int) -> dict:
     """The page's probabilities for the first `n` rows (the photo file and its metadata typed in) against
     `expected` (Python onnxruntime, int8)."""
-    import functools
-    import http.server
     import shutil
-    import subprocess
     import tempfile
-    import threading
 
-    from playwright.sync_api import sync_playwright
+    from bench_onnx import ondevice_page  # benchmarks/ is on sys.path when this file runs
 
-    root = Path(__file__).resolve().parents[1]
-    work = Path(tempfile.mkdtemp(prefix="hf_skin_parity_page_"))
-    subprocess.run(
-        ["make", "--no-print-directory", "-o", "spaces/ondevice/node_modules/.package-lock.json", "ondevice"]
-        + [f"EXPORT={export_dir}", f"ONDEVICE_OUT={work / 'page'}"],
-        cwd=root,
-        check=True,
-        capture_output=True,
-    )
-
-    class Quiet(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(work / "page")))
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    work = Path(tempfile.mkdtemp(prefix="hf_skin_parity_photos_"))
     differences, agree = [], []
     labels = json.loads((Path(export_dir) / EXPORT_SPEC).read_text())["labels"]
     try:
-        with sync_playwright() as playwright:
-            chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-            browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu"])
-            page = browser.new_page()
-            page.goto(f"http://127.0.0.1:{httpd.server_port}/")
-            page.wait_for_selector("body[data-ready=true]", timeout=120_000)
+        with ondevice_page(export_dir) as page:
             batch = rows[:n]
             words = metadata_words(batch, fields, features)
             for i, value in enumerate(tqdm(batch["image"], desc="In the browser", unit="image")):
@@ -124,9 +100,7 @@ def browser_parity(export_dir, rows, fields, features, expected: np.ndarray, n: 
                 got = np.array([result["probs"][label] for label in labels])
                 differences.append(float(np.abs(got - expected[i]).max()))
                 agree.append(bool(got.argmax() == expected[i].argmax()))
-            browser.close()
     finally:
-        httpd.shutdown()
         shutil.rmtree(work, ignore_errors=True)
     return {
         "n": len(differences),

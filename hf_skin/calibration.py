@@ -340,45 +340,26 @@ def fold(model, calibration: Calibration, operating_point: dict | None = None) -
 
 
 def calibrate_model(
-    model,
-    logits,
-    labels,
-    *,
-    train_counts,
-    method: str = DEFAULT_CALIBRATION,
-    balance: str = "none",
-    balance_power: float = 1.0,
-    target_prior=None,
-    target_prior_source: str = "the class mix of the training images",
-    target_sensitivity: float = DEFAULT_TARGET_SENSITIVITY,
-    fitted_on: dict | None = None,
+    model, logits, labels, *, target_sensitivity: float = DEFAULT_TARGET_SENSITIVITY, **fit_kwargs
 ) -> tuple[Calibration, dict | None]:
-    """Fits a calibration on `model`'s raw validation `logits` and `labels`, chooses the referral operating point on
-    the calibrated probabilities, and folds both into `model` (replacing any calibration it had: `logits` must be
-    the raw model's, `Calibration.undo` of a calibrated model's). Returns `(calibration, operating_point)`."""
+    """Fits a calibration on `model`'s raw validation `logits` and `labels` (`fit_kwargs`: `fit_calibration`'s),
+    chooses the referral operating point on the calibrated probabilities, and folds both into `model` (replacing
+    any calibration it had: `logits` must be the raw model's, `Calibration.undo` of a calibrated model's). Returns
+    `(calibration, operating_point)`."""
     from .metrics import softmax
 
-    calibration = fit_calibration(
-        logits,
-        labels,
-        train_counts=train_counts,
-        method=method,
-        balance=balance,
-        balance_power=balance_power,
-        target_prior=target_prior,
-        target_prior_source=target_prior_source,
-        fitted_on=fitted_on,
-    )
+    calibration = fit_calibration(logits, labels, **fit_kwargs)
+    fitted_on = fit_kwargs.get("fitted_on") or {}
     label_names = [model.config.id2label[i] for i in range(model.config.num_labels)]
     operating_point = choose_operating_point(
-        labels, softmax(calibration.apply(logits)), label_names, target_sensitivity, **(fitted_on or {})
+        labels, softmax(calibration.apply(logits)), label_names, target_sensitivity, **fitted_on
     )
     unfold(model)
     fold(model, calibration, operating_point)
     scores = calibration.scores
     logger.info(
         "Calibration (%s) fitted on %d images: temperature %.3f; NLL %.4f -> %.4f, ECE %.4f -> %.4f%s",
-        method,
+        calibration.method,
         len(labels),
         calibration.temperature,
         scores.get("nll_before", math.nan),
