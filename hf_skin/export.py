@@ -24,6 +24,7 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,12 @@ OPSET = 18
 MIN_AGREEMENT = 0.99
 MAX_BALANCED_ACCURACY_DROP = 0.01
 QUANTIZATION_CHOICES = ("int8",)
+# When a quantisation-aware fine-tuned copy (quantization_aware_copy) competes for int8: when post-training int8
+# misses the targets, always, never; and how it learns
+FINE_TUNE_CHOICES = ("auto", "always", "never")
+QAT_STEPS = 300
+QAT_LEARNING_RATE = 2e-5
+QAT_BATCH_SIZE = 32
 # The metadata inputs of the multi-input model (SkinProcessor.encode_metadata's names)
 METADATA_INPUTS = ("age", "age_missing", "sex", "localization", "dx_type")
 
@@ -291,36 +298,52 @@ def quantize_best(
     calibration: list[dict[str, np.ndarray]],
     validation: list[dict[str, np.ndarray]],
     validation_labels: np.ndarray | None = None,
+    fine_tuned: Callable[[Path], Path] | None = None,
+    fine_tune: str = "auto",
 ) -> dict[str, Any]:
     """Static (per channel, per tensor) and dynamic int8 models, each measured against the fp32 model on the
-    `validation` inputs; the kept one is written to `out_path`. Static per channel is kept when it meets the targets
-    (`MIN_AGREEMENT`, `MAX_BALANCED_ACCURACY_DROP`), then static per tensor; otherwise the one that agrees most.
-    Returns the kept method and every candidate's measurements."""
+    `validation` inputs; the kept one is written to `out_path`. With `fine_tuned` (it writes the fp32 ONNX model of
+    a quantisation-aware copy into the folder it is given and returns its path), static per-channel int8 of that
+    copy competes too, measured against the same original fp32 model: when no other candidate meets the targets
+    (`fine_tune="auto"`) or always (`"always"`). Static per channel is kept when it meets the targets
+    (`MIN_AGREEMENT`, `MAX_BALANCED_ACCURACY_DROP`), then static per tensor, then the fine-tuned one; otherwise the
+    one that agrees most. Returns the kept method and every candidate's measurements."""
     reference = _run(fp32_path, validation)
     measured, failed = [], []  # (measurements, path) of each candidate that quantised; the errors of the others
+
+    def candidate(source: Path, path: Path, method: str, per_channel: bool, **extra):
+        try:
+            quantize(source, path, method, calibration, per_channel=per_channel)
+            result = compare_predictions(reference, _run(path, validation), validation_labels)
+        except Exception as err:  # a quantiser that fails on some graph: recorded, the others still compete
+            logger.warning("int8 %s (per_channel=%s) failed: %s", method, per_channel, err)
+            failed.append({"method": method, "per_channel": per_channel, **extra, "error": str(err)})
+            return
+        result.update(method=method, per_channel=per_channel, **extra, bytes=path.stat().st_size)
+        result["meets_targets"] = _meets_targets(result)
+        measured.append((result, path))
+        logger.info("int8 %s per_channel=%s %s: %s", method, per_channel, extra, result)
+
     with tempfile.TemporaryDirectory(prefix="hf_skin_int8_") as tmp:
         for method, per_channel in [("static", True), ("static", False), ("dynamic", False)]:
             path = Path(tmp) / f"{method}_{'per_channel' if per_channel else 'per_tensor'}.onnx"
-            try:
-                quantize(fp32_path, path, method, calibration, per_channel=per_channel)
-                result = compare_predictions(reference, _run(path, validation), validation_labels)
-            except Exception as err:  # a quantiser that fails on some graph: recorded, the others still compete
-                logger.warning("int8 %s (per_channel=%s) failed: %s", method, per_channel, err)
-                failed.append({"method": method, "per_channel": per_channel, "error": str(err)})
-                continue
-            result.update(method=method, per_channel=per_channel, bytes=path.stat().st_size)
-            result["meets_targets"] = _meets_targets(result)
-            measured.append((result, path))
-            logger.info("int8 %s per_channel=%s: %s", method, per_channel, result)
+            candidate(fp32_path, path, method, per_channel)
+        static_ok = [item for item in measured if item[0]["method"] == "static" and item[0]["meets_targets"]]
+        if fine_tuned is not None and (fine_tune == "always" or not static_ok):
+            source = fine_tuned(Path(tmp))
+            candidate(source, Path(tmp) / "static_per_channel_qat.onnx", "static", True, quantization_aware=True)
+            static_ok = [item for item in measured if item[0]["method"] == "static" and item[0]["meets_targets"]]
         if not measured:
             raise ExportError(f"every int8 quantisation failed: {failed}")
-        static_ok = [item for item in measured if item[0]["method"] == "static" and item[0]["meets_targets"]]
         kept, path = static_ok[0] if static_ok else max(measured, key=lambda item: item[0]["top1_agreement"])
         shutil.copyfile(path, out_path)
     return {
         "method": kept["method"],
         "per_channel": kept["per_channel"],
-        "validation": {k: v for k, v in kept.items() if k not in ("method", "per_channel", "bytes")},
+        "quantization_aware": kept.get("quantization_aware", False),
+        "validation": {
+            k: v for k, v in kept.items() if k not in ("method", "per_channel", "quantization_aware", "bytes")
+        },
         "candidates": [result for result, _ in measured] + failed,
         "calibration_images": sum(len(b["pixel_values"]) for b in calibration),
     }
@@ -357,10 +380,16 @@ def export_onnx(
     validation: list[dict[str, np.ndarray]] | None = None,
     validation_labels: np.ndarray | None = None,
     source: str | None = None,
+    fine_tune: str = "auto",
+    fine_tune_inputs: list[dict[str, np.ndarray]] | None = None,
+    fine_tune_steps: int = QAT_STEPS,
 ) -> dict[str, Any]:
     """Exports a checkpoint folder (or a loaded PyTorch `SkinClassifier`) to `out_dir`: `model.onnx`, with
     `quantize="int8"` also `model_int8.onnx` (calibrated on `calibration`, chosen on `validation`: lists of input
     batches as `SkinClassifier.model_inputs` makes them for an exported model), and `hf_skin_export.json`.
+    A quantisation-aware copy (`quantization_aware_copy`, `fine_tune_steps` on `fine_tune_inputs`, training-split
+    inputs, or the calibration ones) competes for int8 when `fine_tune` is `"auto"` and post-training int8 misses
+    the targets, or when it is `"always"`; never with `"never"`.
 
     The fp32 model is checked against PyTorch on the validation inputs (or on random ones without them). Returns
     the spec."""
@@ -392,8 +421,25 @@ def export_onnx(
     fp32 = export_fp32(classifier, out_dir / FP32_FILE)
     spec["models"]["fp32"] = {**_file_entry(fp32), "parity": _parity(classifier, fp32, validation, validation_labels)}
     if quantize == "int8":
+        if fine_tune not in FINE_TUNE_CHOICES:
+            raise ExportError(f"fine_tune={fine_tune!r}: the choices are {', '.join(FINE_TUNE_CHOICES)}")
+
+        def fine_tuned(folder: Path) -> Path:
+            inputs = fine_tune_inputs or calibration
+            student = quantization_aware_copy(classifier, inputs, steps=fine_tune_steps)
+            spec.setdefault("quantization_aware", {}).update(
+                steps=fine_tune_steps,
+                learning_rate=QAT_LEARNING_RATE,
+                batch_size=QAT_BATCH_SIZE,
+                training_images=sum(len(b["pixel_values"]) for b in inputs),
+                loss="mean squared error to the fp32 model's logits",
+            )
+            return export_fp32(SkinClassifier(student, classifier.processor), folder / "quantization_aware.onnx")
+
         int8 = out_dir / INT8_FILE
-        report = quantize_best(fp32, int8, calibration, validation, validation_labels)
+        report = quantize_best(
+            fp32, int8, calibration, validation, validation_labels, fine_tuned=fine_tuned, fine_tune=fine_tune
+        )
         spec["models"]["int8"] = {**_file_entry(int8), **report}
     (out_dir / EXPORT_SPEC).write_text(json.dumps(spec, indent=2) + "\n")
     return spec
@@ -461,6 +507,9 @@ def export_run(
     dataset: str | os.PathLike | None = None,
     calibration_images: int = 256,
     validation_images: int | None = None,
+    fine_tune: str = "auto",
+    fine_tune_images: int = 2048,
+    fine_tune_steps: int = QAT_STEPS,
 ) -> dict[str, Any]:
     """Exports a finished run, or a checkpoint derived from one (e.g. recalibrated), to `out_dir`. Its fp32 parity
     and, with `quantize="int8"`, the int8 choice are measured on `validation_images` of the run's own validation
@@ -477,7 +526,7 @@ def export_run(
     check_output_dir(out_dir)
     classifier = SkinClassifier.from_pretrained(folder.path)
     source = dataset or (folder.args or {}).get("dataset")
-    calibration = validation = labels = None
+    calibration = validation = labels = fine_tune_inputs = None
     if source and Path(source).exists():
         split = SplitArguments(**(folder.split_arguments() or {}))
         split.fill()
@@ -485,6 +534,8 @@ def export_run(
         validation, labels = run_inputs(classifier, splits["validation"], validation_images)
         if quantize:
             calibration, _ = run_inputs(classifier, splits["train"], calibration_images, seed=1)
+            if fine_tune != "never":
+                fine_tune_inputs, _ = run_inputs(classifier, splits["train"], fine_tune_images, seed=2)
     elif quantize:
         raise ExportError(
             f"int8 quantisation calibrates on the run's training images, but its dataset {source!r} is not here: "
@@ -492,5 +543,125 @@ def export_run(
         )
     else:
         logger.warning("the run's dataset %r is not here: fp32 parity is checked on random inputs only", source)
-    spec = export_onnx(classifier, out_dir, quantize, calibration, validation, labels, source=os.fspath(folder.path))
+    spec = export_onnx(
+        classifier,
+        out_dir,
+        quantize,
+        calibration,
+        validation,
+        labels,
+        source=os.fspath(folder.path),
+        fine_tune=fine_tune,
+        fine_tune_inputs=fine_tune_inputs,
+        fine_tune_steps=fine_tune_steps,
+    )
     return spec
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Quantisation-aware fine-tuning: the weights learn to survive onnxruntime's int8 rounding
+
+
+def int8_weight(weight, fold):
+    """`weight` as onnxruntime's static per-channel quantisation stores it, with a straight-through gradient: the
+    weight the runtime sees (`weight` times `fold`, the BatchNorm that follows folded into it), rounded to int8 with
+    one symmetric scale per output channel (max |w| / 127), divided by `fold` again."""
+    import torch
+
+    shape = (-1,) + (1,) * (weight.dim() - 1)
+    folded = weight * fold.view(shape)
+    scale = folded.detach().abs().flatten(1).amax(1).clamp_min(1e-12) / 127
+    zero_point = torch.zeros(len(scale), dtype=torch.int32)
+    return torch.fake_quantize_per_channel_affine(folded, scale, zero_point, 0, -127, 127) / fold.view(shape)
+
+
+def _fold_of(norm, weight):
+    """The per-channel factor BatchNorm `norm` multiplies its input by (1 without one)."""
+    import torch
+
+    if norm is None:
+        return torch.ones(weight.shape[0], dtype=weight.dtype)
+    gamma = norm.weight if norm.weight is not None else torch.ones_like(norm.running_var)
+    fold = gamma * torch.rsqrt(norm.running_var + norm.eps)
+    return torch.where(fold.abs() < 1e-8, torch.ones_like(fold), fold)
+
+
+def _norm_after(model, inputs: dict) -> dict:
+    """Every Conv2d and Linear layer that `model` runs on `inputs`, with the BatchNorm that reads its output directly
+    (which onnxruntime folds into it before quantising), or None."""
+    import torch
+
+    produced, pairs, keep = {}, {}, []
+
+    def on_layer(module, args, output):
+        produced[id(output)] = module
+        keep.append(output)  # alive, so that no later tensor reuses its id
+
+    def on_norm(module, args, output):
+        layer = produced.get(id(args[0]))
+        if isinstance(layer, torch.nn.Conv2d):
+            pairs[layer] = module
+
+    layers = [m for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    hooks = [m.register_forward_hook(on_layer) for m in layers]
+    hooks += [m.register_forward_hook(on_norm) for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    try:
+        with torch.no_grad():
+            model(**inputs)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    ran = {module for module in produced.values()}
+    return {layer: pairs.get(layer) for layer in layers if layer in ran}
+
+
+def quantization_aware_copy(
+    classifier: SkinClassifier,
+    batches: list[dict[str, np.ndarray]],
+    steps: int = QAT_STEPS,
+    learning_rate: float = QAT_LEARNING_RATE,
+    batch_size: int = QAT_BATCH_SIZE,
+    seed: int = 0,
+):
+    """A copy of `classifier`'s PyTorch model fine-tuned so that its int8 model agrees with the original: its Conv2d
+    and Linear weights pass through `int8_weight` (BatchNorm folded in, as onnxruntime folds it) and it learns, by
+    distillation, to give the original fp32 model's logits on `batches` (training-split inputs, flipped at random:
+    a lesion has no up or left). BatchNorm statistics stay frozen. The copy's float weights are returned; quantised
+    by onnxruntime they round to what it was trained with."""
+    import copy
+
+    import torch
+    from torch.nn.utils import parametrize
+
+    class Int8Weight(torch.nn.Module):
+        def __init__(self, norm):
+            super().__init__()
+            self.norm = [norm]  # a list: the BatchNorm is not this module's child
+
+        def forward(self, weight):
+            return int8_weight(weight, _fold_of(self.norm[0], weight))
+
+    teacher = classifier.model.eval()
+    student = copy.deepcopy(teacher).float().eval()
+    data = {name: torch.from_numpy(np.concatenate([b[name] for b in batches])) for name in batches[0]}
+    layers = _norm_after(student, {name: value[:2] for name, value in data.items()})
+    for layer, norm in layers.items():
+        parametrize.register_parametrization(layer, "weight", Int8Weight(norm))
+    optimizer = torch.optim.Adam([p for p in student.parameters() if p.requires_grad], lr=learning_rate)
+    generator = torch.Generator().manual_seed(seed)
+    count = len(data["pixel_values"])
+    for _ in range(steps):
+        rows = torch.randperm(count, generator=generator)[:batch_size]
+        batch = {name: value[rows] for name, value in data.items()}
+        flips = [dim for dim in (2, 3) if torch.rand((), generator=generator) < 0.5]
+        if flips:
+            batch["pixel_values"] = batch["pixel_values"].flip(flips)
+        with torch.no_grad():
+            target = teacher(**batch).logits.float()
+        loss = torch.nn.functional.mse_loss(student(**batch).logits, target)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    for layer in layers:
+        parametrize.remove_parametrizations(layer, "weight", leave_parametrized=False)
+    return student.requires_grad_(False)
