@@ -324,18 +324,20 @@ def quantize_best(
         measured.append((result, path))
         logger.info("int8 %s per_channel=%s %s: %s", method, per_channel, extra, result)
 
+    def static_ok():
+        return [item for item in measured if item[0]["method"] == "static" and item[0]["meets_targets"]]
+
     with tempfile.TemporaryDirectory(prefix="hf_skin_int8_") as tmp:
         for method, per_channel in [("static", True), ("static", False), ("dynamic", False)]:
             path = Path(tmp) / f"{method}_{'per_channel' if per_channel else 'per_tensor'}.onnx"
             candidate(fp32_path, path, method, per_channel)
-        static_ok = [item for item in measured if item[0]["method"] == "static" and item[0]["meets_targets"]]
-        if fine_tuned is not None and (fine_tune == "always" or not static_ok):
+        if fine_tuned is not None and (fine_tune == "always" or not static_ok()):
             source = fine_tuned(Path(tmp))
             candidate(source, Path(tmp) / "static_per_channel_qat.onnx", "static", True, quantization_aware=True)
-            static_ok = [item for item in measured if item[0]["method"] == "static" and item[0]["meets_targets"]]
         if not measured:
             raise ExportError(f"every int8 quantisation failed: {failed}")
-        kept, path = static_ok[0] if static_ok else max(measured, key=lambda item: item[0]["top1_agreement"])
+        passing = static_ok()
+        kept, path = passing[0] if passing else max(measured, key=lambda item: item[0]["top1_agreement"])
         shutil.copyfile(path, out_path)
     return {
         "method": kept["method"],
@@ -381,15 +383,16 @@ def export_onnx(
     validation_labels: np.ndarray | None = None,
     source: str | None = None,
     fine_tune: str = "auto",
-    fine_tune_inputs: list[dict[str, np.ndarray]] | None = None,
+    fine_tune_inputs: list[dict[str, np.ndarray]] | Callable[[], list[dict[str, np.ndarray]]] | None = None,
     fine_tune_steps: int = QAT_STEPS,
 ) -> dict[str, Any]:
     """Exports a checkpoint folder (or a loaded PyTorch `SkinClassifier`) to `out_dir`: `model.onnx`, with
     `quantize="int8"` also `model_int8.onnx` (calibrated on `calibration`, chosen on `validation`: lists of input
     batches as `SkinClassifier.model_inputs` makes them for an exported model), and `hf_skin_export.json`.
     A quantisation-aware copy (`quantization_aware_copy`, `fine_tune_steps` on `fine_tune_inputs`, training-split
-    inputs, or the calibration ones) competes for int8 when `fine_tune` is `"auto"` and post-training int8 misses
-    the targets, or when it is `"always"`; never with `"never"`.
+    inputs or a function that reads them, only called when the copy is made; else the calibration ones) competes
+    for int8 when `fine_tune` is `"auto"` and post-training int8 misses the targets, or when it is `"always"`; never
+    with `"never"`.
 
     The fp32 model is checked against PyTorch on the validation inputs (or on random ones without them). Returns
     the spec."""
@@ -397,6 +400,8 @@ def export_onnx(
         raise ExportError(f"quantize={quantize!r}: the choices are {', '.join(QUANTIZATION_CHOICES)} or none")
     if quantize and not (calibration and validation):
         raise ExportError("int8 quantisation needs calibration and validation images (export_run reads the run's)")
+    if fine_tune not in FINE_TUNE_CHOICES:
+        raise ExportError(f"fine_tune={fine_tune!r}: the choices are {', '.join(FINE_TUNE_CHOICES)}")
     out_dir = check_output_dir(out_dir)
     if isinstance(checkpoint, SkinClassifier):
         classifier = checkpoint
@@ -421,13 +426,11 @@ def export_onnx(
     fp32 = export_fp32(classifier, out_dir / FP32_FILE)
     spec["models"]["fp32"] = {**_file_entry(fp32), "parity": _parity(classifier, fp32, validation, validation_labels)}
     if quantize == "int8":
-        if fine_tune not in FINE_TUNE_CHOICES:
-            raise ExportError(f"fine_tune={fine_tune!r}: the choices are {', '.join(FINE_TUNE_CHOICES)}")
 
         def fine_tuned(folder: Path) -> Path:
-            inputs = fine_tune_inputs or calibration
+            inputs = (fine_tune_inputs() if callable(fine_tune_inputs) else fine_tune_inputs) or calibration
             student = quantization_aware_copy(classifier, inputs, steps=fine_tune_steps)
-            spec.setdefault("quantization_aware", {}).update(
+            spec["quantization_aware"] = dict(
                 steps=fine_tune_steps,
                 learning_rate=QAT_LEARNING_RATE,
                 batch_size=QAT_BATCH_SIZE,
@@ -534,8 +537,9 @@ def export_run(
         validation, labels = run_inputs(classifier, splits["validation"], validation_images)
         if quantize:
             calibration, _ = run_inputs(classifier, splits["train"], calibration_images, seed=1)
-            if fine_tune != "never":
-                fine_tune_inputs, _ = run_inputs(classifier, splits["train"], fine_tune_images, seed=2)
+
+            def fine_tune_inputs():  # read only if a quantisation-aware copy is made
+                return run_inputs(classifier, splits["train"], fine_tune_images, seed=2)[0]
     elif quantize:
         raise ExportError(
             f"int8 quantisation calibrates on the run's training images, but its dataset {source!r} is not here: "
@@ -611,7 +615,7 @@ def _norm_after(model, inputs: dict) -> dict:
     finally:
         for hook in hooks:
             hook.remove()
-    ran = {module for module in produced.values()}
+    ran = set(produced.values())
     return {layer: pairs.get(layer) for layer in layers if layer in ran}
 
 
