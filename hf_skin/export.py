@@ -441,7 +441,13 @@ def export_onnx(
 
         int8 = out_dir / INT8_FILE
         report = quantize_best(
-            fp32, int8, calibration, validation, validation_labels, fine_tuned=fine_tuned, fine_tune=fine_tune
+            fp32,
+            int8,
+            calibration,
+            validation,
+            validation_labels,
+            fine_tuned=None if fine_tune == "never" else fine_tuned,
+            fine_tune=fine_tune,
         )
         spec["models"]["int8"] = {**_file_entry(int8), **report}
     (out_dir / EXPORT_SPEC).write_text(json.dumps(spec, indent=2) + "\n")

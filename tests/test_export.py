@@ -400,3 +400,16 @@ def test_quantisation_aware_fine_tuning_brings_int8_closer_to_fp32(finished_run,
             )
         )
     assert errors["fine-tuned"] < errors["post-training"], errors
+
+
+def test_fine_tune_never_makes_no_quantisation_aware_copy_even_when_int8_misses(finished_run, tmp_path, monkeypatch):
+    import hf_skin.export
+
+    monkeypatch.setattr(hf_skin.export, "_meets_targets", lambda result: False)  # post-training int8 "misses"
+    script = load_script("export_onnx")
+    args = [str(finished_run), "--quantize", "int8", "--fine_tune_steps", "2", "--fine_tune_images", "32"]
+    auto = script.main([args[0], str(tmp_path / "auto"), *args[1:]])
+    assert any(c.get("quantization_aware") for c in auto["models"]["int8"]["candidates"])
+    never = script.main([args[0], str(tmp_path / "never"), *args[1:], "--fine_tune", "never"])
+    assert not any(c.get("quantization_aware") for c in never["models"]["int8"]["candidates"])
+    assert "quantization_aware" not in never
