@@ -632,12 +632,14 @@ def quantization_aware_copy(
     learning_rate: float = QAT_LEARNING_RATE,
     batch_size: int = QAT_BATCH_SIZE,
     seed: int = 0,
+    teacher=None,
 ):
     """A copy of `classifier`'s PyTorch model fine-tuned so that its int8 model agrees with the original: its Conv2d
     and Linear weights pass through `int8_weight` (BatchNorm folded in, as onnxruntime folds it) and it learns, by
     distillation, to give the original fp32 model's logits on `batches` (training-split inputs, flipped at random:
     a lesion has no up or left). BatchNorm statistics stay frozen. The copy's float weights are returned; quantised
-    by onnxruntime they round to what it was trained with."""
+    by onnxruntime they round to what it was trained with. `teacher` (default: `classifier`'s own model) is the model
+    distilled from: with an earlier copy as `classifier` and the original as `teacher`, fine-tuning goes on."""
     import copy
 
     import torch
@@ -651,8 +653,8 @@ def quantization_aware_copy(
         def forward(self, weight):
             return int8_weight(weight, _fold_of(self.norm[0], weight))
 
-    teacher = classifier.model.eval()
-    student = copy.deepcopy(teacher).float().eval()
+    student = copy.deepcopy(classifier.model).float().eval().requires_grad_(True)
+    teacher = (classifier.model if teacher is None else teacher).eval()
     data = {name: torch.from_numpy(np.concatenate([b[name] for b in batches])) for name in batches[0]}
     layers = _norm_after(student, {name: value[:2] for name, value in data.items()})
     for layer, norm in layers.items():

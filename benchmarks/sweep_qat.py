@@ -1,0 +1,93 @@
+"""How much quantisation-aware fine-tuning int8 needs: a finished run's static per-channel int8 model (onnxruntime,
+calibrated on its training images as `export_onnx.py` does) measured against its fp32 ONNX model on the validation
+split, after 0, N, 2N, ... fine-tuning steps at each learning rate (each chunk goes on from the last one's weights,
+with a fresh optimiser; the teacher is always the original model).
+
+    python benchmarks/sweep_qat.py runs/efficientnet_lite0 --learning_rates 2e-5,5e-5 --steps 300 --chunks 3
+
+Prints one JSON line per measurement (and writes them all to `--output`): steps, learning rate, images that differ
+in top-1, agreement, the largest probability difference, both balanced accuracies, the fine-tuning seconds.
+Choose on validation; the test split is for the final report only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+from hf_skin.data import SplitArguments, load_ham10000
+from hf_skin.export import (
+    QAT_BATCH_SIZE,
+    _run,
+    compare_predictions,
+    export_fp32,
+    quantization_aware_copy,
+    quantize,
+    run_inputs,
+)
+from hf_skin.inference import SkinClassifier
+from hf_skin.runs import RunFolder
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("run_dir")
+    parser.add_argument("--learning_rates", default="2e-5")
+    parser.add_argument("--steps", type=int, default=300, help="fine-tuning steps between measurements")
+    parser.add_argument("--chunks", type=int, default=3)
+    parser.add_argument("--batch_size", type=int, default=QAT_BATCH_SIZE)
+    parser.add_argument("--fine_tune_images", type=int, default=2048)
+    parser.add_argument("--calibration_images", type=int, default=256)
+    parser.add_argument("--output", default=None)
+    args = parser.parse_args()
+    folder = RunFolder(args.run_dir).require_finished()
+    split = SplitArguments(**folder.split_arguments())
+    split.fill()
+    splits = load_ham10000(folder.args["dataset"], **split.load_kwargs())
+    classifier = SkinClassifier.from_pretrained(args.run_dir)
+    validation, labels = run_inputs(classifier, splits["validation"])
+    calibration, _ = run_inputs(classifier, splits["train"], args.calibration_images, seed=1)
+    training, _ = run_inputs(classifier, splits["train"], args.fine_tune_images, seed=2)
+    results = []
+    with tempfile.TemporaryDirectory(prefix="hf_skin_sweep_") as tmp:
+        tmp = Path(tmp)
+        reference = _run(export_fp32(classifier, tmp / "fp32.onnx"), validation)
+
+        def measure(model, **record):
+            fp32 = export_fp32(SkinClassifier(model, classifier.processor), tmp / "student.onnx")
+            int8 = quantize(fp32, tmp / "student_int8.onnx", "static", calibration, per_channel=True)
+            result = compare_predictions(reference, _run(int8, validation), labels)
+            result["differ"] = round(result["n"] * (1 - result["top1_agreement"]))
+            results.append({**record, **result})
+            print(json.dumps(results[-1]), flush=True)
+
+        measure(classifier.model, steps=0, learning_rate=0.0, seconds=0.0)
+        for learning_rate in [float(value) for value in args.learning_rates.split(",")]:
+            student, seconds = classifier.model, 0.0
+            for chunk in range(args.chunks):
+                start = time.perf_counter()
+                student = quantization_aware_copy(
+                    SkinClassifier(student, classifier.processor),
+                    training,
+                    steps=args.steps,
+                    learning_rate=learning_rate,
+                    batch_size=args.batch_size,
+                    seed=chunk,
+                    teacher=classifier.model,
+                )
+                seconds += time.perf_counter() - start
+                measure(
+                    student,
+                    steps=args.steps * (chunk + 1),
+                    learning_rate=learning_rate,
+                    seconds=seconds,
+                )
+    if args.output:
+        Path(args.output).write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
