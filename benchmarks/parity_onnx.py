@@ -19,7 +19,6 @@ import datasets
 import numpy as np
 from tqdm.auto import tqdm
 
-from hf_skin.data import SplitArguments, load_ham10000
 from hf_skin.evaluation import metadata_words, model_label_ids
 from hf_skin.export import _balanced_accuracy
 from hf_skin.inference import EXPORT_SPEC, SkinClassifier
@@ -37,9 +36,7 @@ def main():
     parser.add_argument("--browser", type=int, default=0, help="images to classify in the page too (0: none)")
     args = parser.parse_args()
     folder = RunFolder(args.run_dir).require_finished()
-    split = SplitArguments(**folder.split_arguments())
-    split.fill()
-    data = load_ham10000(args.dataset or folder.args["dataset"], **split.load_kwargs())[args.split]
+    data = folder.splits(args.dataset)[args.split]
     reference = SkinClassifier.from_pretrained(args.run_dir)
     spec = json.loads((Path(args.export_dir) / EXPORT_SPEC).read_text())
     exports = {precision: SkinClassifier.from_export(args.export_dir, precision) for precision in spec["models"]}

@@ -18,7 +18,6 @@ import tempfile
 import time
 from pathlib import Path
 
-from hf_skin.data import SplitArguments, load_ham10000
 from hf_skin.export import (
     QAT_BATCH_SIZE,
     _run,
@@ -44,9 +43,7 @@ def main():
     parser.add_argument("--output", default=None)
     args = parser.parse_args()
     folder = RunFolder(args.run_dir).require_finished()
-    split = SplitArguments(**folder.split_arguments())
-    split.fill()
-    splits = load_ham10000(folder.args["dataset"], **split.load_kwargs())
+    splits = folder.splits()
     classifier = SkinClassifier.from_pretrained(args.run_dir)
     validation, labels = run_inputs(classifier, splits["validation"])
     calibration, _ = run_inputs(classifier, splits["train"], args.calibration_images, seed=1)
@@ -54,17 +51,17 @@ def main():
     results = []
     with tempfile.TemporaryDirectory(prefix="hf_skin_sweep_") as tmp:
         tmp = Path(tmp)
-        reference = _run(export_fp32(classifier, tmp / "fp32.onnx"), validation)
+        original = export_fp32(classifier, tmp / "fp32.onnx")
+        reference = _run(original, validation)
 
-        def measure(model, **record):
-            fp32 = export_fp32(SkinClassifier(model, classifier.processor), tmp / "student.onnx")
-            int8 = quantize(fp32, tmp / "student_int8.onnx", "static", calibration, per_channel=True)
+        def measure(fp32, **record):
+            int8 = quantize(fp32, tmp / "int8.onnx", "static", calibration, per_channel=True)
             result = compare_predictions(reference, _run(int8, validation), labels)
             result["differ"] = round(result["n"] * (1 - result["top1_agreement"]))
             results.append({**record, **result})
             print(json.dumps(results[-1]), flush=True)
 
-        measure(classifier.model, steps=0, learning_rate=0.0, seconds=0.0)
+        measure(original, steps=0, learning_rate=0.0, seconds=0.0)
         for learning_rate in [float(value) for value in args.learning_rates.split(",")]:
             student, seconds = classifier.model, 0.0
             for chunk in range(args.chunks):
@@ -80,7 +77,7 @@ def main():
                 )
                 seconds += time.perf_counter() - start
                 measure(
-                    student,
+                    export_fp32(SkinClassifier(student, classifier.processor), tmp / "student.onnx"),
                     steps=args.steps * (chunk + 1),
                     learning_rate=learning_rate,
                     seconds=seconds,

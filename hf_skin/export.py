@@ -524,7 +524,6 @@ def export_run(
     and, with `quantize="int8"`, the int8 choice are measured on `validation_images` of the run's own validation
     split (all of it with `None`); int8 is calibrated on `calibration_images` of its training split. The data is the
     run's dataset (`run_args.json`) unless `dataset` is given. Returns the spec."""
-    from .data import SplitArguments, load_ham10000
     from .runs import FAILED, RUNNING, RunFolder
 
     folder = RunFolder(run_dir)
@@ -537,9 +536,7 @@ def export_run(
     source = dataset or (folder.args or {}).get("dataset")
     calibration = validation = labels = fine_tune_inputs = None
     if source and Path(source).exists():
-        split = SplitArguments(**(folder.split_arguments() or {}))
-        split.fill()
-        splits = load_ham10000(source, **split.load_kwargs())
+        splits = folder.splits(source)
         validation, labels = run_inputs(classifier, splits["validation"], validation_images)
         if quantize:
             calibration, _ = run_inputs(classifier, splits["train"], calibration_images, seed=1)

@@ -160,6 +160,15 @@ class RunFolder:
             return {name: self.args.get(name, default) for name, default in SPLIT_DEFAULTS.items()}
         return None
 
+    def splits(self, dataset: str | os.PathLike | None = None):
+        """The run's lesion-grouped splits (`load_ham10000` with its split arguments) of `dataset`, by default the
+        dataset it trained on."""
+        from .data import SplitArguments, load_ham10000
+
+        split = SplitArguments(**(self.split_arguments() or {}))
+        split.fill()
+        return load_ham10000(dataset or (self.args or {})["dataset"], **split.load_kwargs())
+
     def training_lesions(self) -> set[str] | None:
         """The lesion ids the run trained on, `None` when they cannot be known.
 
@@ -171,12 +180,9 @@ class RunFolder:
         source = (self.args or {}).get("dataset")
         if not source or not Path(source).exists():
             return None
-        from .data import SplitArguments, column_values, load_ham10000
+        from .data import column_values
 
-        split = SplitArguments(**self.split_arguments())
-        split.fill()
-        train = load_ham10000(source, **split.load_kwargs())["train"]
-        return set(column_values(train, "lesion_id"))
+        return set(column_values(self.splits(source)["train"], "lesion_id"))
 
     def require_finished(self) -> RunFolder:
         """Checks that the folder holds one finished run (saved model, test metrics) and returns it."""
