@@ -40,6 +40,8 @@ def main():
     parser.add_argument("--batch_size", type=int, default=QAT_BATCH_SIZE)
     parser.add_argument("--fine_tune_images", type=int, default=2048)
     parser.add_argument("--calibration_images", type=int, default=256)
+    parser.add_argument("--losses", default="mse", help="comma-separated: mse, kl (quantization_aware_copy's loss)")
+    parser.add_argument("--seeds", default="0", help="comma-separated: each repeats the sweep with its own seed")
     parser.add_argument("--output", default=None)
     args = parser.parse_args()
     folder = RunFolder(args.run_dir).require_finished()
@@ -62,7 +64,13 @@ def main():
             print(json.dumps(results[-1]), flush=True)
 
         measure(original, steps=0, learning_rate=0.0, seconds=0.0)
-        for learning_rate in [float(value) for value in args.learning_rates.split(",")]:
+        settings = [
+            (float(rate), loss, int(seed))
+            for rate in args.learning_rates.split(",")
+            for loss in args.losses.split(",")
+            for seed in args.seeds.split(",")
+        ]
+        for learning_rate, loss, seed in settings:
             student, seconds = classifier.model, 0.0
             for chunk in range(args.chunks):
                 start = time.perf_counter()
@@ -72,14 +80,17 @@ def main():
                     steps=args.steps,
                     learning_rate=learning_rate,
                     batch_size=args.batch_size,
-                    seed=chunk,
+                    seed=seed * 1000 + chunk,
                     teacher=classifier.model,
+                    loss=loss,
                 )
                 seconds += time.perf_counter() - start
                 measure(
                     export_fp32(SkinClassifier(student, classifier.processor), tmp / "student.onnx"),
                     steps=args.steps * (chunk + 1),
                     learning_rate=learning_rate,
+                    loss=loss,
+                    seed=seed,
                     seconds=seconds,
                 )
     if args.output:

@@ -630,17 +630,23 @@ def quantization_aware_copy(
     batch_size: int = QAT_BATCH_SIZE,
     seed: int = 0,
     teacher=None,
+    loss: str = "mse",
 ):
     """A copy of `classifier`'s PyTorch model fine-tuned so that its int8 model agrees with the original: its Conv2d
     and Linear weights pass through `int8_weight` (BatchNorm folded in, as onnxruntime folds it) and it learns, by
     distillation, to give the original fp32 model's logits on `batches` (training-split inputs, flipped at random:
     a lesion has no up or left). BatchNorm statistics stay frozen. The copy's float weights are returned; quantised
     by onnxruntime they round to what it was trained with. `teacher` (default: `classifier`'s own model) is the model
-    distilled from: with an earlier copy as `classifier` and the original as `teacher`, fine-tuning goes on."""
+    distilled from: with an earlier copy as `classifier` and the original as `teacher`, fine-tuning goes on. `loss`:
+    `"mse"` on the logits, or `"kl"`, the KL divergence of the student's probabilities from the teacher's (it weighs
+    the likely classes, whose near-ties are what int8 flips)."""
     import copy
 
     import torch
     from torch.nn.utils import parametrize
+
+    if loss not in ("mse", "kl"):
+        raise ValueError(f"quantisation-aware loss {loss!r} is not mse or kl")
 
     class Int8Weight(torch.nn.Module):
         def __init__(self, norm):
@@ -667,9 +673,15 @@ def quantization_aware_copy(
             batch["pixel_values"] = batch["pixel_values"].flip(flips)
         with torch.no_grad():
             target = teacher(**batch).logits.float()
-        loss = torch.nn.functional.mse_loss(student(**batch).logits, target)
+        logits = student(**batch).logits
+        if loss == "mse":
+            error = torch.nn.functional.mse_loss(logits, target)
+        else:
+            error = torch.nn.functional.kl_div(
+                logits.log_softmax(-1), target.log_softmax(-1), reduction="batchmean", log_target=True
+            )
         optimizer.zero_grad()
-        loss.backward()
+        error.backward()
         optimizer.step()
     for layer in layers:
         parametrize.remove_parametrizations(layer, "weight", leave_parametrized=False)

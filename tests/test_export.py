@@ -387,10 +387,12 @@ def test_quantisation_aware_fine_tuning_brings_int8_closer_to_fp32(finished_run,
 
     splits = load_ham10000(synthetic_dir)
     batches, _ = run_inputs(original, splits["train"], 64, seed=2)
-    student = quantization_aware_copy(original, batches, steps=40)
-    assert any(not torch.equal(a, b) for a, b in zip(student.parameters(), original.model.parameters()))
+    models = {"post-training": original.model}
+    for loss in ("mse", "kl"):
+        models[loss] = quantization_aware_copy(original, batches, steps=40, loss=loss)
+        assert any(not torch.equal(a, b) for a, b in zip(models[loss].parameters(), original.model.parameters()))
     errors = {}
-    for name, model in [("post-training", original.model), ("fine-tuned", student)]:
+    for name, model in models.items():
         fp32 = export_fp32(SkinClassifier(model, original.processor), tmp_path / f"{name}.onnx")
         quantize(fp32, tmp_path / f"{name}_int8.onnx", "static", batches[:2])
         errors[name] = float(
@@ -399,7 +401,9 @@ def test_quantisation_aware_fine_tuning_brings_int8_closer_to_fp32(finished_run,
                 ** 2
             )
         )
-    assert errors["fine-tuned"] < errors["post-training"], errors
+    assert errors["mse"] < errors["post-training"] and errors["kl"] < errors["post-training"], errors
+    with pytest.raises(ValueError, match="mse or kl"):
+        quantization_aware_copy(original, batches, steps=1, loss="l1")
 
 
 def test_fine_tune_never_makes_no_quantisation_aware_copy_even_when_int8_misses(finished_run, tmp_path, monkeypatch):
