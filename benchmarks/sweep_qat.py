@@ -20,6 +20,8 @@ from pathlib import Path
 
 from hf_skin.export import (
     QAT_BATCH_SIZE,
+    QAT_LOSS,
+    QAT_LOSSES,
     _run,
     compare_predictions,
     export_fp32,
@@ -40,7 +42,7 @@ def main():
     parser.add_argument("--batch_size", type=int, default=QAT_BATCH_SIZE)
     parser.add_argument("--fine_tune_images", type=int, default=2048)
     parser.add_argument("--calibration_images", type=int, default=256)
-    parser.add_argument("--losses", default="mse", help="comma-separated: mse, kl (quantization_aware_copy's loss)")
+    parser.add_argument("--losses", default=QAT_LOSS, help=f"comma-separated, of: {', '.join(QAT_LOSSES)}")
     parser.add_argument("--seeds", default="0", help="comma-separated: each repeats the sweep with its own seed")
     parser.add_argument("--output", default=None)
     args = parser.parse_args()
@@ -80,7 +82,7 @@ def main():
                     steps=args.steps,
                     learning_rate=learning_rate,
                     batch_size=args.batch_size,
-                    seed=seed * 1000 + chunk,
+                    seed=seed * 1000 + chunk,  # seed 0: the draws of the sweeps before --seeds existed
                     teacher=classifier.model,
                     loss=loss,
                 )

@@ -52,6 +52,12 @@ FINE_TUNE_CHOICES = ("auto", "always", "never")
 QAT_STEPS = 300
 QAT_LEARNING_RATE = 2e-5
 QAT_BATCH_SIZE = 32
+# What the copy learns from the fp32 model (quantization_aware_copy's `loss`): name -> the spec's description
+QAT_LOSSES = {
+    "mse": "mean squared error to the fp32 model's logits",
+    "kl": "KL divergence of the copy's probabilities from the fp32 model's",
+}
+QAT_LOSS = "mse"
 # The metadata inputs of the multi-input model (SkinProcessor.encode_metadata's names)
 METADATA_INPUTS = ("age", "age_missing", "sex", "localization", "dx_type")
 
@@ -429,13 +435,13 @@ def export_onnx(
 
         def fine_tuned(folder: Path) -> Path:
             inputs = (fine_tune_inputs() if callable(fine_tune_inputs) else fine_tune_inputs) or calibration
-            student = quantization_aware_copy(classifier, inputs, steps=fine_tune_steps)
+            student = quantization_aware_copy(classifier, inputs, steps=fine_tune_steps, loss=QAT_LOSS)
             spec["quantization_aware"] = dict(
                 steps=fine_tune_steps,
                 learning_rate=QAT_LEARNING_RATE,
                 batch_size=QAT_BATCH_SIZE,
                 training_images=sum(len(b["pixel_values"]) for b in inputs),
-                loss="mean squared error to the fp32 model's logits",
+                loss=QAT_LOSSES[QAT_LOSS],
             )
             return export_fp32(SkinClassifier(student, classifier.processor), folder / "quantization_aware.onnx")
 
@@ -630,7 +636,7 @@ def quantization_aware_copy(
     batch_size: int = QAT_BATCH_SIZE,
     seed: int = 0,
     teacher=None,
-    loss: str = "mse",
+    loss: str = QAT_LOSS,
 ):
     """A copy of `classifier`'s PyTorch model fine-tuned so that its int8 model agrees with the original: its Conv2d
     and Linear weights pass through `int8_weight` (BatchNorm folded in, as onnxruntime folds it) and it learns, by
@@ -638,15 +644,15 @@ def quantization_aware_copy(
     a lesion has no up or left). BatchNorm statistics stay frozen. The copy's float weights are returned; quantised
     by onnxruntime they round to what it was trained with. `teacher` (default: `classifier`'s own model) is the model
     distilled from: with an earlier copy as `classifier` and the original as `teacher`, fine-tuning goes on. `loss`:
-    `"mse"` on the logits, or `"kl"`, the KL divergence of the student's probabilities from the teacher's (it weighs
-    the likely classes, whose near-ties are what int8 flips)."""
+    one of `QAT_LOSSES`: `"mse"` on the logits, or `"kl"`, the KL divergence of the student's probabilities from the
+    teacher's (it weighs the likely classes, whose near-ties are what int8 flips)."""
     import copy
 
     import torch
     from torch.nn.utils import parametrize
 
-    if loss not in ("mse", "kl"):
-        raise ValueError(f"quantisation-aware loss {loss!r} is not mse or kl")
+    if loss not in QAT_LOSSES:
+        raise ValueError(f"quantisation-aware loss {loss!r} is not {' or '.join(QAT_LOSSES)}")
 
     class Int8Weight(torch.nn.Module):
         def __init__(self, norm):
