@@ -20,6 +20,7 @@ from pathlib import Path
 
 from hf_skin.export import (
     QAT_BATCH_SIZE,
+    QAT_LEARNING_RATES,
     QAT_LOSS,
     QAT_LOSSES,
     _run,
@@ -36,7 +37,7 @@ from hf_skin.runs import RunFolder
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dir")
-    parser.add_argument("--learning_rates", default="2e-5")
+    parser.add_argument("--learning_rates", default=",".join(f"{rate:g}" for rate in QAT_LEARNING_RATES))
     parser.add_argument("--steps", type=int, default=300, help="fine-tuning steps between measurements")
     parser.add_argument("--chunks", type=int, default=3)
     parser.add_argument("--batch_size", type=int, default=QAT_BATCH_SIZE)

@@ -370,14 +370,17 @@ def test_quantisation_aware_fine_tuning_brings_int8_closer_to_fp32(finished_run,
     model; its int8 logits are closer to the fp32 model's than post-training int8's on the images it learned on."""
     import torch
 
-    from hf_skin.export import _run, export_fp32, quantization_aware_copy, quantize
+    from hf_skin.export import QAT_LEARNING_RATES, _run, export_fp32, quantization_aware_copy, quantize
 
     script = load_script("export_onnx")
     args = [str(finished_run), str(tmp_path / "export"), "--quantize", "int8", "--fine_tune", "always"]
     spec = script.main([*args, "--fine_tune_steps", "40", "--fine_tune_images", "64"])
     int8 = spec["models"]["int8"]
     fine_tuned = [c for c in int8["candidates"] if c.get("quantization_aware")]
-    assert len(fine_tuned) == 1 and fine_tuned[0]["method"] == "static" and fine_tuned[0]["per_channel"]
+    # "always": one copy per learning rate, each static per channel
+    assert [c["learning_rate"] for c in fine_tuned] == list(QAT_LEARNING_RATES)
+    assert all(c["method"] == "static" and c["per_channel"] for c in fine_tuned)
+    assert spec["quantization_aware"]["learning_rates"] == list(QAT_LEARNING_RATES)
     assert spec["quantization_aware"]["steps"] == 40 and spec["quantization_aware"]["training_images"] == 64
     kept = [c for c in int8["candidates"] if c["top1_agreement"] == int8["validation"]["top1_agreement"]]
     assert kept and int8["quantization_aware"] in {bool(c.get("quantization_aware")) for c in kept}
@@ -389,7 +392,9 @@ def test_quantisation_aware_fine_tuning_brings_int8_closer_to_fp32(finished_run,
     batches, _ = run_inputs(original, splits["train"], 64, seed=2)
     models = {"post-training": original.model}
     for loss in ("mse", "kl"):
-        models[loss] = quantization_aware_copy(original, batches, steps=40, loss=loss)
+        models[loss] = quantization_aware_copy(
+            original, batches, steps=40, learning_rate=QAT_LEARNING_RATES[-1], loss=loss
+        )
         assert any(not torch.equal(a, b) for a, b in zip(models[loss].parameters(), original.model.parameters()))
     errors = {}
     for name, model in models.items():
