@@ -314,7 +314,7 @@ def synthetic(argv: list[str] | None = None) -> Path:
 
 def export_onnx(argv: list[str] | None = None) -> dict:
     """`scripts/export_onnx.py`: a finished run -> ONNX (+ int8) and its spec; prints the files and the parity."""
-    from .export import FINE_TUNE_CHOICES, QAT_STEPS, QUANTIZATION_CHOICES, ExportError, export_run
+    from .export import FINE_TUNE_CHOICES, QAT_LEARNING_RATES, QAT_STEPS, QUANTIZATION_CHOICES, ExportError, export_run
     from .runs import RunFolderError
 
     parser = argparse.ArgumentParser(
@@ -344,9 +344,10 @@ def export_onnx(argv: list[str] | None = None) -> dict:
         choices=FINE_TUNE_CHOICES,
         default="auto",
         help="Quantisation-aware fine-tuning for int8: a copy of the model learns, from the fp32 model's logits on "
-        "training images, weights that survive int8 rounding; its int8 model competes with the others. auto "
-        "(default): only when post-training int8 misses the targets (99%% top-1 agreement with fp32, balanced "
-        "accuracy within 0.01).",
+        "training images, weights that survive int8 rounding; its int8 model competes with the others. One copy "
+        f"per learning rate ({', '.join(f'{rate:g}' for rate in QAT_LEARNING_RATES)}), in order. auto (default): "
+        "while no candidate meets the targets (99%% top-1 agreement with fp32, balanced accuracy within 0.01); "
+        "always: every rate.",
     )
     parser.add_argument(
         "--fine_tune_images", type=int, default=2048, help="Training-split images it learns on (default 2048)."
@@ -382,7 +383,8 @@ def export_onnx(argv: list[str] | None = None) -> dict:
         inputs = "validation" if check.get("balanced_accuracy") is not None else "random"
         how = (
             f" ({entry['method']}{', per channel' if entry.get('per_channel') else ''}"
-            f"{', quantisation-aware fine-tuned' if entry.get('quantization_aware') else ''})"
+            f"{', quantisation-aware fine-tuned' if entry.get('quantization_aware') else ''}"
+            f"{' at {:g}'.format(entry['learning_rate']) if 'learning_rate' in entry else ''})"
             if "method" in entry
             else ""
         )

@@ -49,7 +49,8 @@ MAX_BALANCED_ACCURACY_DROP = 0.01
 QUANTIZATION_CHOICES = ("int8",)
 # When a quantisation-aware fine-tuned copy (quantization_aware_copy) competes for int8: when post-training int8
 # misses the targets, always, never; and how it learns. One copy per learning rate, in this order, until one meets
-# the targets (benchmarks/RESULTS.md, issue 12: 2e-6 suits the multi-input Lite0, 2e-5 the image-only one)
+# the targets (every rate with "always"; benchmarks/RESULTS.md, issue 12: on one training 2e-6 suited the
+# multi-input Lite0, 2e-5 the image-only one)
 FINE_TUNE_CHOICES = ("auto", "always", "never")
 QAT_STEPS = 300
 QAT_LEARNING_RATES = (2e-6, 2e-5)
@@ -400,10 +401,10 @@ def export_onnx(
     """Exports a checkpoint folder (or a loaded PyTorch `SkinClassifier`) to `out_dir`: `model.onnx`, with
     `quantize="int8"` also `model_int8.onnx` (calibrated on `calibration`, chosen on `validation`: lists of input
     batches as `SkinClassifier.model_inputs` makes them for an exported model), and `hf_skin_export.json`.
-    A quantisation-aware copy (`quantization_aware_copy`, `fine_tune_steps` on `fine_tune_inputs`, training-split
-    inputs or a function that reads them, only called when the copy is made; else the calibration ones) competes
-    for int8 when `fine_tune` is `"auto"` and post-training int8 misses the targets, or when it is `"always"`; never
-    with `"never"`.
+    Quantisation-aware copies (`quantization_aware_copy`, `fine_tune_steps` on `fine_tune_inputs`, training-split
+    inputs or a function that reads them, called once, when the first copy is made; else the calibration ones)
+    compete for int8, one per rate of `QAT_LEARNING_RATES` in order: while no candidate meets the targets when
+    `fine_tune` is `"auto"`, every rate when it is `"always"`, none with `"never"`.
 
     The fp32 model is checked against PyTorch on the validation inputs (or on random ones without them). Returns
     the spec."""

@@ -180,16 +180,17 @@ def test_int8_is_calibrated_on_training_images_and_chosen_by_measurement(finishe
         c["meets_targets"] for c in int8["candidates"] if c["method"] == "static" and not c.get("quantization_aware")
     )
     assert any(c.get("quantization_aware") for c in int8["candidates"]) == (not post_training_ok)
-    kept = next(
-        c for c in int8["candidates"] if (c["method"], c["per_channel"]) == (int8["method"], int8["per_channel"])
-    )
+
+    def how(entry):
+        return entry["method"], entry["per_channel"], bool(entry.get("quantization_aware")), entry.get("learning_rate")
+
+    kept = next(c for c in int8["candidates"] if how(c) == how(int8))
     others = [c for c in int8["candidates"] if c is not kept and "error" not in c]
     # the rule: static (faster) when it meets the targets, else the closest to fp32
-    if int8["method"] == "dynamic":
-        assert all(not c["meets_targets"] for c in others if c["method"] == "static")
-        assert kept["top1_agreement"] >= max(c["top1_agreement"] for c in others)
+    if any(c["meets_targets"] for c in [kept, *others] if c["method"] == "static"):
+        assert kept["meets_targets"] and kept["method"] == "static"
     else:
-        assert kept["meets_targets"]
+        assert kept["top1_agreement"] >= max(c["top1_agreement"] for c in others)
     splits = load_ham10000(synthetic_dir)
     assert int8["validation"]["n"] == len(splits["validation"])  # the run's own validation split, all of it
     assert int8["calibration_images"] == min(256, len(splits["train"]))
@@ -384,6 +385,7 @@ def test_quantisation_aware_fine_tuning_brings_int8_closer_to_fp32(finished_run,
     assert spec["quantization_aware"]["steps"] == 40 and spec["quantization_aware"]["training_images"] == 64
     kept = [c for c in int8["candidates"] if c["top1_agreement"] == int8["validation"]["top1_agreement"]]
     assert kept and int8["quantization_aware"] in {bool(c.get("quantization_aware")) for c in kept}
+    assert int8.get("learning_rate") in (set(QAT_LEARNING_RATES) if int8["quantization_aware"] else {None})
     # the fp32 model is the original's, not the copy's
     original = SkinClassifier.from_pretrained(finished_run)
     assert spec["models"]["fp32"]["parity"]["max_probability_difference"] < 1e-4
@@ -411,14 +413,34 @@ def test_quantisation_aware_fine_tuning_brings_int8_closer_to_fp32(finished_run,
         quantization_aware_copy(original, batches, steps=1, loss="l1")
 
 
+def test_fine_tune_auto_stops_at_the_first_learning_rate_that_meets_the_targets(finished_run, tmp_path, monkeypatch):
+    import hf_skin.export
+    from hf_skin.export import QAT_LEARNING_RATES
+
+    first = QAT_LEARNING_RATES[0]
+    monkeypatch.setattr(hf_skin.export, "_meets_targets", lambda result: result.get("learning_rate") == first)
+    script = load_script("export_onnx")
+    args = [str(finished_run), str(tmp_path / "auto"), "--quantize", "int8", "--fine_tune_steps", "2"]
+    spec = script.main([*args, "--fine_tune_images", "32"])
+    int8 = spec["models"]["int8"]
+    assert [c["learning_rate"] for c in int8["candidates"] if c.get("quantization_aware")] == [first]
+    assert spec["quantization_aware"]["learning_rates"] == [first]
+    assert int8["quantization_aware"] and int8["learning_rate"] == first and int8["validation"]["meets_targets"]
+
+
 def test_fine_tune_never_makes_no_quantisation_aware_copy_even_when_int8_misses(finished_run, tmp_path, monkeypatch):
     import hf_skin.export
+    from hf_skin.export import QAT_LEARNING_RATES
 
     monkeypatch.setattr(hf_skin.export, "_meets_targets", lambda result: False)  # post-training int8 "misses"
     script = load_script("export_onnx")
     args = [str(finished_run), "--quantize", "int8", "--fine_tune_steps", "2", "--fine_tune_images", "32"]
     auto = script.main([args[0], str(tmp_path / "auto"), *args[1:]])
-    assert any(c.get("quantization_aware") for c in auto["models"]["int8"]["candidates"])
+    # nothing meets the targets: a copy at every learning rate
+    assert [c.get("learning_rate") for c in auto["models"]["int8"]["candidates"] if c.get("quantization_aware")] == [
+        *QAT_LEARNING_RATES
+    ]
+    assert auto["quantization_aware"]["learning_rates"] == list(QAT_LEARNING_RATES)
     never = script.main([args[0], str(tmp_path / "never"), *args[1:], "--fine_tune", "never"])
     assert not any(c.get("quantization_aware") for c in never["models"]["int8"]["candidates"])
     assert "quantization_aware" not in never
