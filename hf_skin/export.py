@@ -353,6 +353,14 @@ def quantize_best(
         passing = static_ok()
         kept, path = passing[0] if passing else max(measured, key=lambda item: item[0]["top1_agreement"])
         shutil.copyfile(path, out_path)
+    if not kept["meets_targets"]:
+        logger.warning(
+            "no int8 model meets the targets (top-1 agreement with fp32 >= %.0f%%, balanced accuracy within %s): "
+            "kept the closest, %.2f%% agreement; serve the fp32 model where int8's answers must match it",
+            100 * MIN_AGREEMENT,
+            MAX_BALANCED_ACCURACY_DROP,
+            100 * kept["top1_agreement"],
+        )
     how = ("method", "per_channel", "quantization_aware", "learning_rate")
     return {
         **{k: kept[k] for k in how if k in kept},

@@ -428,7 +428,9 @@ def test_fine_tune_auto_stops_at_the_first_learning_rate_that_meets_the_targets(
     assert int8["quantization_aware"] and int8["learning_rate"] == first and int8["validation"]["meets_targets"]
 
 
-def test_fine_tune_never_makes_no_quantisation_aware_copy_even_when_int8_misses(finished_run, tmp_path, monkeypatch):
+def test_fine_tune_never_makes_no_quantisation_aware_copy_even_when_int8_misses(
+    finished_run, tmp_path, monkeypatch, caplog
+):
     import hf_skin.export
     from hf_skin.export import QAT_LEARNING_RATES
 
@@ -441,6 +443,7 @@ def test_fine_tune_never_makes_no_quantisation_aware_copy_even_when_int8_misses(
         *QAT_LEARNING_RATES
     ]
     assert auto["quantization_aware"]["learning_rates"] == list(QAT_LEARNING_RATES)
+    assert "no int8 model meets the targets" in caplog.text  # said, not only written in the spec
     never = script.main([args[0], str(tmp_path / "never"), *args[1:], "--fine_tune", "never"])
     assert not any(c.get("quantization_aware") for c in never["models"]["int8"]["candidates"])
     assert "quantization_aware" not in never
