@@ -234,6 +234,9 @@ def test_the_page_classifies_a_photo_in_the_browser_as_python_onnxruntime_does(
     names = page.page.locator("#probabilities .name").all_inner_texts()
     assert names == [display_name(label) for label in sorted(result["probs"], key=lambda k: -result["probs"][k])]
     assert "Your photo never leaves this device." in page.page.inner_text("#private")
+    checked = json.loads((int8_export / "hf_skin_export.json").read_text())["models"]["int8"]["validation"]
+    said = f"full-precision model's on {100 * checked['top1_agreement']:.1f}% of {checked['n']} validation images"
+    assert said in page.page.inner_text("#model")  # how far int8 is from fp32, on the page
     # nothing but the page's own files was requested
     assert page.refused == []
     assert page.requests and all(url.startswith(page.url) for url in page.requests if url.startswith("http"))

@@ -65,9 +65,14 @@ async function load() {
   }
   $("age-field").hidden = !fields.includes("age");
   $("metadata").hidden = fields.length === 0;
+  const checked = entry === spec.models.int8 ? entry.validation : undefined; // int8 measured against fp32
   $("model").textContent =
     `Model: ${spec.architecture ?? spec.model_type}, ${entry === spec.models.int8 ? "int8" : "fp32"} ` +
-    `(${(entry.bytes / 2 ** 20).toFixed(1)} MB), exported by hf-skin ${spec.hf_skin_version}.`;
+    `(${(entry.bytes / 2 ** 20).toFixed(1)} MB), exported by hf-skin ${spec.hf_skin_version}.` +
+    (checked?.top1_agreement === undefined
+      ? ""
+      : ` Its top diagnosis is the full-precision model's on ${(100 * checked.top1_agreement).toFixed(1)}% ` +
+        `of ${checked.n} validation images.`);
   $("calibration").textContent = spec.calibration_note ?? RAW_NOTE;
   $("status").textContent = WAITING;
   $("classify").disabled = false;
