@@ -235,7 +235,7 @@ def test_the_page_classifies_a_photo_in_the_browser_as_python_onnxruntime_does(
     assert names == [display_name(label) for label in sorted(result["probs"], key=lambda k: -result["probs"][k])]
     assert "Your photo never leaves this device." in page.page.inner_text("#private")
     checked = json.loads((int8_export / "hf_skin_export.json").read_text())["models"]["int8"]["validation"]
-    said = f"full-precision model's on {100 * checked['top1_agreement']:.1f}% of {checked['n']} validation images"
+    said = f"full-precision model's on {100 * checked['top1_agreement']:.2f}% of {checked['n']} validation images"
     assert said in page.page.inner_text("#model")  # how far int8 is from fp32, on the page
     # nothing but the page's own files was requested
     assert page.refused == []

@@ -71,7 +71,7 @@ async function load() {
     `(${(entry.bytes / 2 ** 20).toFixed(1)} MB), exported by hf-skin ${spec.hf_skin_version}.` +
     (checked?.top1_agreement === undefined
       ? ""
-      : ` Its top diagnosis is the full-precision model's on ${(100 * checked.top1_agreement).toFixed(1)}% ` +
+      : ` Its top diagnosis is the full-precision model's on ${(100 * checked.top1_agreement).toFixed(2)}% ` +
         `of ${checked.n} validation images.`);
   $("calibration").textContent = spec.calibration_note ?? RAW_NOTE;
   $("status").textContent = WAITING;
