@@ -216,7 +216,9 @@ def main():
             "source": "run " + str(checkpoint) if name == "efficientnet-lite0" and lite0_run else "random init",
             "input_size": spec["image"]["input_size"],
             "parameters": sum(p.numel() for p in classifier.model.parameters()),
-            "int8_method": int8["method"] + (" per channel" if int8["per_channel"] else ""),
+            "int8_method": int8["method"]
+            + (" per channel" if int8["per_channel"] else "")
+            + (f", first {int8['fp32_layers']} layers fp32" if int8.get("fp32_layers") else ""),
             "int8_validation": int8["validation"],
             "bytes": {
                 "safetensors": sum(p.stat().st_size for p in Path(checkpoint).glob("*.safetensors")),

@@ -314,15 +314,27 @@ def synthetic(argv: list[str] | None = None) -> Path:
 
 def export_onnx(argv: list[str] | None = None) -> dict:
     """`scripts/export_onnx.py`: a finished run -> ONNX (+ int8) and its spec; prints the files and the parity."""
-    from .export import FINE_TUNE_CHOICES, QAT_LEARNING_RATES, QAT_STEPS, QUANTIZATION_CHOICES, ExportError, export_run
+    from .export import (
+        FINE_TUNE_CHOICES,
+        FP32_LAYER_CHOICES,
+        MAX_BALANCED_ACCURACY_DROP,
+        MIN_AGREEMENT,
+        QAT_LEARNING_RATES,
+        QAT_STEPS,
+        QUANTIZATION_CHOICES,
+        ExportError,
+        export_run,
+    )
     from .runs import RunFolderError
 
     parser = argparse.ArgumentParser(
         prog="export_onnx.py",
         description="Export a finished training run to ONNX: model.onnx (fp32, dynamic batch axis), with --quantize "
         "int8 also model_int8.onnx (onnxruntime's static and dynamic quantisation, measured against fp32 on the run's "
-        "validation images, the better kept), and hf_skin_export.json (inputs, preprocessing, labels, metadata "
-        "encoding, calibration and operating point). SkinClassifier.from_pretrained(OUT_DIR) serves it without torch.",
+        "validation images, the better kept; while none meets the targets, static int8 with the first "
+        f"{' or '.join(map(str, FP32_LAYER_CHOICES))} layers kept fp32), and hf_skin_export.json (inputs, "
+        "preprocessing, labels, metadata encoding, calibration and operating point). "
+        "SkinClassifier.from_pretrained(OUT_DIR) serves it without torch.",
     )
     parser.add_argument("run_dir", help="The --output_dir of a finished scripts/finetune.py run.")
     parser.add_argument("out_dir", help="A new or empty folder, or an earlier export's folder (replaced).")
@@ -346,8 +358,8 @@ def export_onnx(argv: list[str] | None = None) -> dict:
         help="Quantisation-aware fine-tuning for int8: a copy of the model learns, from the fp32 model's logits on "
         "training images, weights that survive int8 rounding; its int8 model competes with the others. One copy "
         f"per learning rate ({', '.join(f'{rate:g}' for rate in QAT_LEARNING_RATES)}), in order. auto (default): "
-        "while no candidate meets the targets (99%% top-1 agreement with fp32, balanced accuracy within 0.01); "
-        "always: every rate.",
+        f"while no candidate meets the targets ({100 * MIN_AGREEMENT:g}%% top-1 agreement with fp32, balanced "
+        f"accuracy within {MAX_BALANCED_ACCURACY_DROP:g}); always: every rate.",
     )
     parser.add_argument(
         "--fine_tune_images", type=int, default=2048, help="Training-split images it learns on (default 2048)."
@@ -383,6 +395,7 @@ def export_onnx(argv: list[str] | None = None) -> dict:
         inputs = "validation" if check.get("balanced_accuracy") is not None else "random"
         how = (
             f" ({entry['method']}{', per channel' if entry.get('per_channel') else ''}"
+            f"{', first {} layers fp32'.format(entry['fp32_layers']) if entry.get('fp32_layers') else ''}"
             f"{', quantisation-aware fine-tuned' if entry.get('quantization_aware') else ''}"
             f"{' at {:g}'.format(entry['learning_rate']) if 'learning_rate' in entry else ''})"
             if "method" in entry

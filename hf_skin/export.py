@@ -11,7 +11,9 @@ padding wrong: its logits differed by up to 3 on EfficientNet-Lite0), with a dyn
 size; a multi-input model's metadata are named inputs (`age`, `age_missing`, `sex`, `localization`), encoded as
 `SkinProcessor` encodes them. The int8 model is made by onnxruntime's quantisation tools: static QDQ quantisation
 calibrated on training-split images (per channel and per tensor) and dynamic quantisation are measured against the
-fp32 model on validation images, and the kept one is recorded in the spec with its measurements.
+fp32 model on validation images, and the kept one is recorded in the spec with its measurements. Where none meets
+the targets, static models that keep their first layers fp32 (the most sensitive to int8 rounding, and few weights)
+compete, then quantisation-aware fine-tuned copies.
 """
 
 from __future__ import annotations
@@ -47,6 +49,14 @@ OPSET = 18
 MIN_AGREEMENT = 0.99
 MAX_BALANCED_ACCURACY_DROP = 0.01
 QUANTIZATION_CHOICES = ("int8",)
+# How many of the first weighted layers (`quantize`'s `fp32_layers`) a static int8 model may keep in fp32, tried in
+# this order while no int8 model meets the targets (benchmarks/RESULTS.md, issue 12: on EfficientNet-Lite0 the first
+# convolution's int8 input and weights cost more agreement than any other layer; 6 layers kept fp32 took the
+# multi-input model from 24 images that differ to 7, for 2% more latency and 0.4% more bytes)
+FP32_LAYER_CHOICES = (2, 6)
+# The nodes that count as a layer for `fp32_layers`, and the activations that stay fp32 with the layer they read
+WEIGHTED_OPS = ("Conv", "Gemm", "MatMul")
+ACTIVATION_OPS = ("Clip", "Relu", "Sigmoid", "HardSigmoid", "HardSwish", "Gelu")
 # When a quantisation-aware fine-tuned copy (quantization_aware_copy) competes for int8: when post-training int8
 # misses the targets, always, never; and how it learns. One copy per learning rate, in this order, until one meets
 # the targets (every rate with "always"; benchmarks/RESULTS.md, issue 12: on one training 2e-6 suited the
@@ -219,9 +229,11 @@ def quantize(
     method: str,
     calibration: list[dict[str, np.ndarray]] | None = None,
     per_channel: bool = True,
+    fp32_layers: int = 0,
 ) -> Path:
     """An int8 copy of the fp32 ONNX model: `method` `"static"` (QDQ, uint8 activations and int8 weights, min-max
-    ranges from the `calibration` inputs) or `"dynamic"` (int8 weights, activation ranges computed per batch)."""
+    ranges from the `calibration` inputs) or `"dynamic"` (int8 weights, activation ranges computed per batch).
+    `fp32_layers`: how many of the first weighted layers stay fp32 (`leading_nodes`), with everything before them."""
     from onnxruntime.quantization import (
         CalibrationMethod,
         QuantFormat,
@@ -236,6 +248,7 @@ def quantize(
         prepared = Path(tmp) / "prepared.onnx"
         # shape inference + graph optimisation first: the quantiser's documented preparation
         quant_pre_process(os.fspath(fp32_path), os.fspath(prepared), skip_symbolic_shape=True)
+        kept_fp32 = leading_nodes(prepared, fp32_layers) if fp32_layers else []
         if method == "static":
             if not calibration:
                 raise ExportError("static quantisation needs calibration images: pass some training-split images")
@@ -249,14 +262,53 @@ def quantize(
                 weight_type=QuantType.QInt8,
                 calibrate_method=CalibrationMethod.MinMax,
                 extra_options={"CalibTensorRangeSymmetric": False},
+                nodes_to_exclude=kept_fp32,
             )
         elif method == "dynamic":
             quantize_dynamic(
-                os.fspath(prepared), os.fspath(out_path), per_channel=per_channel, weight_type=QuantType.QInt8
+                os.fspath(prepared),
+                os.fspath(out_path),
+                per_channel=per_channel,
+                weight_type=QuantType.QInt8,
+                nodes_to_exclude=kept_fp32,
             )
         else:
             raise ValueError(f"quantisation method {method!r} is not static or dynamic")
     return out_path
+
+
+def leading_nodes(model_path: str | os.PathLike, layers: int) -> list[str]:
+    """The names of an ONNX graph's nodes, in graph order, up to its `layers`-th weighted node (`WEIGHTED_OPS`) and
+    the activation that reads it: what stays fp32 when `quantize` keeps the first layers fp32. One block from the
+    input on, so that the quantised graph has a single boundary (a layer kept fp32 alone in the middle moves its
+    activation's int8 range onto the wider range before the activation, and cost more agreement than it saved)."""
+    graph = _graph(model_path)
+    nodes, weighted = graph.node, _weighted_nodes(graph)
+    if not 0 < layers <= len(weighted):
+        raise ExportError(f"fp32_layers={layers}: the model has {len(weighted)} weighted layers")
+    last = weighted[layers - 1]
+    after = nodes[last + 1] if last + 1 < len(nodes) else None
+    if after is not None and after.op_type in ACTIVATION_OPS and nodes[last].output[0] in after.input:
+        last += 1
+    names = [node.name for node in nodes[: last + 1]]
+    if not all(names):
+        raise ExportError("the ONNX graph has unnamed nodes: its first layers cannot be kept fp32")
+    return names
+
+
+def _graph(model_path: str | os.PathLike):
+    import onnx
+
+    return onnx.load(os.fspath(model_path), load_external_data=False).graph
+
+
+def _weighted_nodes(graph) -> list[int]:
+    """The positions, among an ONNX graph's nodes, of its layers: `WEIGHTED_OPS` nodes with a weight (an
+    initializer) among their inputs; attention's products of two activations are not layers."""
+    weights = {tensor.name for tensor in graph.initializer}
+    return [
+        i for i, node in enumerate(graph.node) if node.op_type in WEIGHTED_OPS and weights.intersection(node.input)
+    ]
 
 
 @contextlib.contextmanager
@@ -312,42 +364,51 @@ def quantize_best(
     fine_tune: str = "auto",
 ) -> dict[str, Any]:
     """Static (per channel, per tensor) and dynamic int8 models, each measured against the fp32 model on the
-    `validation` inputs; the kept one is written to `out_path`. With `fine_tuned` (it writes the fp32 ONNX model of
-    a quantisation-aware copy, fine-tuned at the learning rate it is given, into the folder it is given and returns
-    its path), static per-channel int8 of such copies competes too, measured against the same original fp32 model:
-    one copy per rate of `QAT_LEARNING_RATES`, in order, while no candidate meets the targets (`fine_tune="auto"`),
-    or every rate (`"always"`). Static per channel is kept when it meets the targets (`MIN_AGREEMENT`,
-    `MAX_BALANCED_ACCURACY_DROP`), then static per tensor, then the fine-tuned ones in order; otherwise the one
-    that agrees most. Returns the kept method and every candidate's measurements."""
+    `validation` inputs; the kept one is written to `out_path`. While no static model meets the targets
+    (`MIN_AGREEMENT`, `MAX_BALANCED_ACCURACY_DROP`), static per-channel models that keep their first layers fp32
+    compete, one per count of `FP32_LAYER_CHOICES` in order. With `fine_tuned` (it writes the fp32 ONNX model of a
+    quantisation-aware copy, fine-tuned at the learning rate it is given, into the folder it is given and returns its
+    path), static per-channel int8 of such copies competes too, measured against the same original fp32 model, each
+    copy then with its first layers fp32 while it misses: one copy per rate of `QAT_LEARNING_RATES`, in order, while
+    no candidate meets the targets (`fine_tune="auto"`), or every rate (`"always"`). The first static model that
+    meets the targets, in the order they were made, is kept; otherwise the one that agrees most. Returns the kept
+    method and every candidate's measurements."""
     reference = _run(fp32_path, validation)
     measured, failed = [], []  # (measurements, path) of each candidate that quantised; the errors of the others
 
-    def candidate(source: Path, path: Path, method: str, per_channel: bool, **extra):
+    def candidate(source: Path, path: Path, method: str, per_channel: bool, fp32_layers: int = 0, **extra):
+        how = dict(method=method, per_channel=per_channel, fp32_layers=fp32_layers, **extra)
         try:
-            quantize(source, path, method, calibration, per_channel=per_channel)
+            quantize(source, path, method, calibration, per_channel=per_channel, fp32_layers=fp32_layers)
             result = compare_predictions(reference, _run(path, validation), validation_labels)
         except Exception as err:  # a quantiser that fails on some graph: recorded, the others still compete
-            logger.warning("int8 %s (per_channel=%s) failed: %s", method, per_channel, err)
-            failed.append({"method": method, "per_channel": per_channel, **extra, "error": str(err)})
+            logger.warning("int8 %s failed: %s", how, err)
+            failed.append({**how, "error": str(err)})
             return
-        result.update(method=method, per_channel=per_channel, **extra, bytes=path.stat().st_size)
+        result.update(how, bytes=path.stat().st_size)
         result["meets_targets"] = _meets_targets(result)
         measured.append((result, path))
-        logger.info("int8 %s per_channel=%s %s: %s", method, per_channel, extra, result)
+        logger.info("int8 %s: %s", how, result)
 
     def static_ok():
         return [item for item in measured if item[0]["method"] == "static" and item[0]["meets_targets"]]
+
+    def first_layers_fp32(source: Path, folder: Path, name: str, **extra):
+        for layers in FP32_LAYER_CHOICES:
+            if not static_ok() and layers < len(_weighted_nodes(_graph(source))):  # some layers left to quantise
+                candidate(source, folder / f"{name}_fp32_layers_{layers}.onnx", "static", True, layers, **extra)
 
     with tempfile.TemporaryDirectory(prefix="hf_skin_int8_") as tmp:
         for method, per_channel in [("static", True), ("static", False), ("dynamic", False)]:
             path = Path(tmp) / f"{method}_{'per_channel' if per_channel else 'per_tensor'}.onnx"
             candidate(fp32_path, path, method, per_channel)
+        first_layers_fp32(fp32_path, Path(tmp), "static_per_channel")
         for rate in QAT_LEARNING_RATES if fine_tuned is not None else ():
             if fine_tune == "always" or not static_ok():
+                source = fine_tuned(Path(tmp), rate)
                 path = Path(tmp) / f"static_per_channel_qat_{rate:g}.onnx"
-                candidate(
-                    fine_tuned(Path(tmp), rate), path, "static", True, quantization_aware=True, learning_rate=rate
-                )
+                candidate(source, path, "static", True, quantization_aware=True, learning_rate=rate)
+                first_layers_fp32(source, Path(tmp), f"qat_{rate:g}", quantization_aware=True, learning_rate=rate)
         if not measured:
             raise ExportError(f"every int8 quantisation failed: {failed}")
         passing = static_ok()
@@ -361,7 +422,7 @@ def quantize_best(
             MAX_BALANCED_ACCURACY_DROP,
             100 * kept["top1_agreement"],
         )
-    how = ("method", "per_channel", "quantization_aware", "learning_rate")
+    how = ("method", "per_channel", "fp32_layers", "quantization_aware", "learning_rate")
     return {
         **{k: kept[k] for k in how if k in kept},
         "quantization_aware": kept.get("quantization_aware", False),

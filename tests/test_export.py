@@ -173,16 +173,19 @@ def test_int8_is_calibrated_on_training_images_and_chosen_by_measurement(finishe
     spec = script.main([str(finished_run), str(tmp_path / "export"), "--quantize", "int8"])
     int8 = spec["models"]["int8"]
     assert (tmp_path / "export" / "model_int8.onnx").stat().st_size == int8["bytes"]
-    candidates = {(c["method"], c["per_channel"]) for c in int8["candidates"] if not c.get("quantization_aware")}
-    assert candidates == {("static", True), ("static", False), ("dynamic", False)}
-    # a quantisation-aware copy competes (by default) only where post-training int8 misses the targets
-    post_training_ok = any(
-        c["meets_targets"] for c in int8["candidates"] if c["method"] == "static" and not c.get("quantization_aware")
-    )
+    original = [c for c in int8["candidates"] if not c.get("quantization_aware")]
+    full = [c for c in original if not c["fp32_layers"]]
+    assert {(c["method"], c["per_channel"]) for c in full} == {("static", True), ("static", False), ("dynamic", False)}
+    # first layers kept fp32 compete only where fully int8 static models miss the targets, a quantisation-aware
+    # copy (by default) only where those miss too
+    full_ok = any(c["meets_targets"] for c in full if c["method"] == "static")
+    assert any(c["fp32_layers"] for c in original) == (not full_ok)
+    post_training_ok = any(c["meets_targets"] for c in original if c["method"] == "static")
     assert any(c.get("quantization_aware") for c in int8["candidates"]) == (not post_training_ok)
 
     def how(entry):
-        return entry["method"], entry["per_channel"], bool(entry.get("quantization_aware")), entry.get("learning_rate")
+        keys = ("method", "per_channel", "fp32_layers", "quantization_aware", "learning_rate")
+        return tuple(entry.get(k) or None for k in keys)
 
     kept = next(c for c in int8["candidates"] if how(c) == how(int8))
     others = [c for c in int8["candidates"] if c is not kept and "error" not in c]
@@ -428,19 +431,70 @@ def test_fine_tune_auto_stops_at_the_first_learning_rate_that_meets_the_targets(
     assert int8["quantization_aware"] and int8["learning_rate"] == first and int8["validation"]["meets_targets"]
 
 
+def test_the_first_layers_kept_fp32_are_the_graph_up_to_that_layer_and_its_activation(checkpoints, tmp_path):
+    """`quantize(..., fp32_layers=k)`: the first k layers (and what comes before) have no int8 weights or inputs;
+    every later layer is int8, as with none kept fp32."""
+    import onnx
+
+    from hf_skin.export import _weighted_nodes, leading_nodes, quantize
+
+    export_onnx(checkpoints["cnn"], tmp_path / "export")
+    fp32 = tmp_path / "export" / "model.onnx"
+    rng = np.random.default_rng(0)
+    batches = [{"pixel_values": rng.normal(size=(4, 3, 32, 32)).astype(np.float32)}]
+    graph = onnx.load(fp32).graph
+    layers = [graph.node[i].name for i in _weighted_nodes(graph)]
+    assert [graph.node[i].op_type for i in _weighted_nodes(graph)] == ["Conv", "Conv", "Gemm"]  # conv, conv, dense
+    kept = leading_nodes(fp32, 1)
+    assert kept[-2] == layers[0] and graph.node[len(kept) - 1].op_type == "Relu"  # the layer and its activation
+
+    def int8_inputs(path):  # layer -> whether its input and its weight come from a DequantizeLinear
+        model = onnx.load(path).graph
+        dequantized = {o for n in model.node if n.op_type == "DequantizeLinear" for o in n.output}
+        return {n.name: [i in dequantized for i in n.input[:2]] for n in model.node if n.name in layers}
+
+    none = int8_inputs(quantize(fp32, tmp_path / "none.onnx", "static", batches))
+    assert none == dict.fromkeys(layers, [True, True])
+    two = int8_inputs(quantize(fp32, tmp_path / "two.onnx", "static", batches, fp32_layers=2))
+    assert two == {layers[0]: [False, False], layers[1]: [False, False], layers[2]: [True, True]}
+    with pytest.raises(ExportError, match="fp32_layers=4: the model has 3 weighted layers"):
+        leading_nodes(fp32, 4)
+
+
+def test_int8_keeps_first_layers_fp32_only_while_fully_int8_misses(finished_run, tmp_path, monkeypatch):
+    import hf_skin.export
+    from hf_skin.export import FP32_LAYER_CHOICES
+
+    first = FP32_LAYER_CHOICES[0]
+    monkeypatch.setattr(hf_skin.export, "_meets_targets", lambda result: result["fp32_layers"] == first)
+    script = load_script("export_onnx")
+    spec = script.main([str(finished_run), str(tmp_path / "export"), "--quantize", "int8"])
+    int8 = spec["models"]["int8"]
+    assert [c["fp32_layers"] for c in int8["candidates"]] == [0, 0, 0, first]  # it stopped there; no copy made
+    assert int8["fp32_layers"] == first and int8["validation"]["meets_targets"] and not int8["quantization_aware"]
+    assert "quantization_aware" not in spec
+    # the kept model is the measured one, and it serves
+    quantized = SkinClassifier.from_pretrained(tmp_path / "export", precision="int8")
+    assert quantized.model.logits({"pixel_values": np.zeros((1, 3, 32, 32), np.float32)}).shape == (1, 7)
+
+
 def test_fine_tune_never_makes_no_quantisation_aware_copy_even_when_int8_misses(
     finished_run, tmp_path, monkeypatch, caplog
 ):
     import hf_skin.export
-    from hf_skin.export import QAT_LEARNING_RATES
+    from hf_skin.export import FP32_LAYER_CHOICES, QAT_LEARNING_RATES
 
     monkeypatch.setattr(hf_skin.export, "_meets_targets", lambda result: False)  # post-training int8 "misses"
     script = load_script("export_onnx")
     args = [str(finished_run), "--quantize", "int8", "--fine_tune_steps", "2", "--fine_tune_images", "32"]
     auto = script.main([args[0], str(tmp_path / "auto"), *args[1:]])
-    # nothing meets the targets: a copy at every learning rate
-    assert [c.get("learning_rate") for c in auto["models"]["int8"]["candidates"] if c.get("quantization_aware")] == [
-        *QAT_LEARNING_RATES
+    # nothing meets the targets: the first layers fp32 (as many as the CNN's 3 layers allow), then a copy at every
+    # learning rate, fully int8 and with its first layers fp32
+    tried = [(c.get("learning_rate"), c["fp32_layers"]) for c in auto["models"]["int8"]["candidates"]]
+    allowed = [layers for layers in FP32_LAYER_CHOICES if layers < 3]
+    assert tried == [
+        *[(None, layers) for layers in (0, 0, 0, *allowed)],
+        *[(rate, layers) for rate in QAT_LEARNING_RATES for layers in (0, *allowed)],
     ]
     assert auto["quantization_aware"]["learning_rates"] == list(QAT_LEARNING_RATES)
     assert "no int8 model meets the targets" in caplog.text  # said, not only written in the spec

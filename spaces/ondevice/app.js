@@ -68,7 +68,8 @@ async function load() {
   const checked = entry === spec.models.int8 ? entry.validation : undefined; // int8 measured against fp32
   $("model").textContent =
     `Model: ${spec.architecture ?? spec.model_type}, ${entry === spec.models.int8 ? "int8" : "fp32"} ` +
-    `(${(entry.bytes / 2 ** 20).toFixed(1)} MB), exported by hf-skin ${spec.hf_skin_version}.` +
+    (entry.fp32_layers ? `(its first ${entry.fp32_layers} layers fp32, ` : "(") +
+    `${(entry.bytes / 2 ** 20).toFixed(1)} MB), exported by hf-skin ${spec.hf_skin_version}.` +
     (checked?.top1_agreement === undefined
       ? ""
       : ` Its top diagnosis is the full-precision model's on ${(100 * checked.top1_agreement).toFixed(2)}% ` +
