@@ -13,7 +13,7 @@ size; a multi-input model's metadata are named inputs (`age`, `age_missing`, `se
 calibrated on training-split images (per channel and per tensor) and dynamic quantisation are measured against the
 fp32 model on validation images, and the kept one is recorded in the spec with its measurements. Where none meets
 the targets, static models that keep their first layers fp32 (the most sensitive to int8 rounding, and few weights)
-compete, then quantisation-aware fine-tuned copies.
+compete, then quantisation-aware fine-tuned copies (fully int8).
 """
 
 from __future__ import annotations
@@ -368,11 +368,12 @@ def quantize_best(
     (`MIN_AGREEMENT`, `MAX_BALANCED_ACCURACY_DROP`), static per-channel models that keep their first layers fp32
     compete, one per count of `FP32_LAYER_CHOICES` in order. With `fine_tuned` (it writes the fp32 ONNX model of a
     quantisation-aware copy, fine-tuned at the learning rate it is given, into the folder it is given and returns its
-    path), static per-channel int8 of such copies competes too, measured against the same original fp32 model, each
-    copy then with its first layers fp32 while it misses: one copy per rate of `QAT_LEARNING_RATES`, in order, while
-    no candidate meets the targets (`fine_tune="auto"`), or every rate (`"always"`). The first static model that
-    meets the targets, in the order they were made, is kept; otherwise the one that agrees most. Returns the kept
-    method and every candidate's measurements."""
+    path), static per-channel int8 of such copies competes too, fully int8 (a copy learns the int8 rounding of every
+    layer: keeping its first ones fp32 undid that, 13 images that differ became 25), measured against the same
+    original fp32 model: one copy per rate of `QAT_LEARNING_RATES`, in order, while no candidate meets the targets
+    (`fine_tune="auto"`), or every rate (`"always"`). The first static model that meets the targets, in the order
+    they were made, is kept; otherwise the one that agrees most. Returns the kept method and every candidate's
+    measurements."""
     reference = _run(fp32_path, validation)
     measured, failed = [], []  # (measurements, path) of each candidate that quantised; the errors of the others
 
@@ -393,22 +394,18 @@ def quantize_best(
     def static_ok():
         return [item for item in measured if item[0]["method"] == "static" and item[0]["meets_targets"]]
 
-    def first_layers_fp32(source: Path, folder: Path, name: str, **extra):
-        for layers in FP32_LAYER_CHOICES:
-            if not static_ok() and layers < len(_weighted_nodes(_graph(source))):  # some layers left to quantise
-                candidate(source, folder / f"{name}_fp32_layers_{layers}.onnx", "static", True, layers, **extra)
-
     with tempfile.TemporaryDirectory(prefix="hf_skin_int8_") as tmp:
         for method, per_channel in [("static", True), ("static", False), ("dynamic", False)]:
             path = Path(tmp) / f"{method}_{'per_channel' if per_channel else 'per_tensor'}.onnx"
             candidate(fp32_path, path, method, per_channel)
-        first_layers_fp32(fp32_path, Path(tmp), "static_per_channel")
+        for layers in FP32_LAYER_CHOICES:
+            if not static_ok() and layers < len(_weighted_nodes(_graph(fp32_path))):  # some layers left to quantise
+                candidate(fp32_path, Path(tmp) / f"static_fp32_layers_{layers}.onnx", "static", True, layers)
         for rate in QAT_LEARNING_RATES if fine_tuned is not None else ():
             if fine_tune == "always" or not static_ok():
                 source = fine_tuned(Path(tmp), rate)
                 path = Path(tmp) / f"static_per_channel_qat_{rate:g}.onnx"
                 candidate(source, path, "static", True, quantization_aware=True, learning_rate=rate)
-                first_layers_fp32(source, Path(tmp), f"qat_{rate:g}", quantization_aware=True, learning_rate=rate)
         if not measured:
             raise ExportError(f"every int8 quantisation failed: {failed}")
         passing = static_ok()
