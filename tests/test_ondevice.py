@@ -313,7 +313,10 @@ def test_the_page_works_offline_once_loaded(browser, server, tmp_path):
 def test_the_page_fits_a_phone_screen(browser, server, tmp_path):
     page = Page(browser, server, viewport=(390, 844)).open()
     try:
+        # before a photo is chosen its preview takes no room (it showed as a broken image with its alt text)
+        assert not page.page.is_visible("#preview")
         result = page.classify(lesion(tmp_path / "a.jpg"), age="30")
+        assert page.page.is_visible("#preview")
         assert "error" not in result
         # no sideways scrolling, and the button and every probability row within the screen's width
         assert page.page.evaluate("document.documentElement.scrollWidth") <= 390
