@@ -51,8 +51,8 @@ MAX_BALANCED_ACCURACY_DROP = 0.01
 QUANTIZATION_CHOICES = ("int8",)
 # How many of the first weighted layers (`quantize`'s `fp32_layers`) a static int8 model may keep in fp32, tried in
 # this order while no int8 model meets the targets (benchmarks/RESULTS.md, issue 12: on EfficientNet-Lite0 the first
-# convolution's int8 input and weights cost more agreement than any other layer; 6 layers kept fp32 took the
-# multi-input model from 24 images that differ to 7, for 2% more latency and 0.4% more bytes)
+# layers' int8 input and weights cost most of the agreement; kept fp32, 2 layers took the image-only model from 27
+# images of 1,286 that differ to 12, 6 the multi-input one from 24 to 7, for a few % latency and < 1% bytes)
 FP32_LAYER_CHOICES = (2, 6)
 # The nodes that count as a layer for `fp32_layers`, and the activations that stay fp32 with the layer they read
 WEIGHTED_OPS = ("Conv", "Gemm", "MatMul")
@@ -369,7 +369,8 @@ def quantize_best(
     compete, one per count of `FP32_LAYER_CHOICES` in order. With `fine_tuned` (it writes the fp32 ONNX model of a
     quantisation-aware copy, fine-tuned at the learning rate it is given, into the folder it is given and returns its
     path), static per-channel int8 of such copies competes too, fully int8 (a copy learns the int8 rounding of every
-    layer: keeping its first ones fp32 undid that, 13 images that differ became 25), measured against the same
+    layer; with its first ones fp32 too, one copy's 13 images that differ became 25, another's 23 became 7, as
+    without the copy: benchmarks/RESULTS.md), measured against the same
     original fp32 model: one copy per rate of `QAT_LEARNING_RATES`, in order, while no candidate meets the targets
     (`fine_tune="auto"`), or every rate (`"always"`). The first static model that meets the targets, in the order
     they were made, is kept; otherwise the one that agrees most. Returns the kept method and every candidate's
