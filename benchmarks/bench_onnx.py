@@ -47,12 +47,12 @@ from hf_skin.export import (
     FP32_FILE,
     FP32_LAYER_CHOICES,
     INT8_FILE,
-    _graph,
-    _weighted_nodes,
+    describe_int8,
     export_onnx,
     quantize,
     quantize_best,
     run_inputs,
+    weighted_layers,
 )
 from hf_skin.inference import SkinClassifier
 from hf_skin.processing import build_image_processor
@@ -205,7 +205,7 @@ def main():
         (export / "hf_skin_export.json").write_text(json.dumps(spec, indent=2))
 
         # what keeping the first layers fp32 costs (the export's fallback when fully int8 misses the targets)
-        first_layers = min(FIRST_FP32, len(_weighted_nodes(_graph(export / FP32_FILE))) - 1)  # the CNN has 3
+        first_layers = min(FIRST_FP32, weighted_layers(export / FP32_FILE) - 1)  # the CNN has 3
         first_fp32 = quantize(
             export / FP32_FILE, work / f"{name}_first_fp32.onnx", "static", calibration, fp32_layers=first_layers
         )
@@ -235,9 +235,7 @@ def main():
             "source": "run " + str(checkpoint) if name == "efficientnet-lite0" and lite0_run else "random init",
             "input_size": spec["image"]["input_size"],
             "parameters": sum(p.numel() for p in classifier.model.parameters()),
-            "int8_method": int8["method"]
-            + (" per channel" if int8["per_channel"] else "")
-            + (f", first {int8['fp32_layers']} layers fp32" if int8.get("fp32_layers") else ""),
+            "int8_method": describe_int8(int8),
             "int8_validation": int8["validation"],
             "first_fp32_layers": first_layers,
             "bytes": {

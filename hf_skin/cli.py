@@ -323,6 +323,7 @@ def export_onnx(argv: list[str] | None = None) -> dict:
         QAT_STEPS,
         QUANTIZATION_CHOICES,
         ExportError,
+        describe_int8,
         export_run,
     )
     from .runs import RunFolderError
@@ -393,14 +394,7 @@ def export_onnx(argv: list[str] | None = None) -> dict:
         check = entry.get("parity") or entry.get("validation") or {}
         against = "PyTorch" if precision == "fp32" else "fp32"
         inputs = "validation" if check.get("balanced_accuracy") is not None else "random"
-        how = (
-            f" ({entry['method']}{', per channel' if entry.get('per_channel') else ''}"
-            f"{', first {} layers fp32'.format(entry['fp32_layers']) if entry.get('fp32_layers') else ''}"
-            f"{', quantisation-aware fine-tuned' if entry.get('quantization_aware') else ''}"
-            f"{' at {:g}'.format(entry['learning_rate']) if 'learning_rate' in entry else ''})"
-            if "method" in entry
-            else ""
-        )
+        how = f" ({describe_int8(entry)})" if "method" in entry else ""
         print(
             f"{precision}{how}: {Path(args.out_dir) / entry['file']} ({entry['bytes'] / 2**20:.1f} MiB); on "
             f"{check.get('n')} {inputs} inputs, top-1 agreement with {against} {check.get('top1_agreement', 0):.4f}, "

@@ -296,6 +296,22 @@ def leading_nodes(model_path: str | os.PathLike, layers: int) -> list[str]:
     return names
 
 
+def weighted_layers(model_path: str | os.PathLike) -> int:
+    """How many layers (`_weighted_nodes`) an ONNX model has: `quantize`'s `fp32_layers` must leave some int8."""
+    return len(_weighted_nodes(_graph(model_path)))
+
+
+def describe_int8(entry: dict) -> str:
+    """How an int8 model was made, in words, from its spec entry or candidate measurements: e.g. "static, per
+    channel, first 6 layers fp32" (the CLI's printout and bench_onnx.py)."""
+    return (
+        f"{entry['method']}{', per channel' if entry.get('per_channel') else ''}"
+        f"{', first {} layers fp32'.format(entry['fp32_layers']) if entry.get('fp32_layers') else ''}"
+        f"{', quantisation-aware fine-tuned' if entry.get('quantization_aware') else ''}"
+        f"{' at {:g}'.format(entry['learning_rate']) if 'learning_rate' in entry else ''}"
+    )
+
+
 def _graph(model_path: str | os.PathLike):
     import onnx
 
@@ -370,9 +386,9 @@ def quantize_best(
     quantisation-aware copy, fine-tuned at the learning rate it is given, into the folder it is given and returns its
     path), static per-channel int8 of such copies competes too, fully int8 (a copy learns the int8 rounding of every
     layer; with its first ones fp32 too, one copy's 13 images that differ became 25, another's 23 became 7, as
-    without the copy: benchmarks/RESULTS.md), measured against the same
-    original fp32 model: one copy per rate of `QAT_LEARNING_RATES`, in order, while no candidate meets the targets
-    (`fine_tune="auto"`), or every rate (`"always"`). The first static model that meets the targets, in the order
+    without the copy: benchmarks/RESULTS.md), measured against the same original fp32 model: one copy per rate of
+    `QAT_LEARNING_RATES`, in order, while no candidate meets the targets (`fine_tune="auto"`), or every rate
+    (`"always"`). The first static model that meets the targets, in the order
     they were made, is kept; otherwise the one that agrees most. Returns the kept method and every candidate's
     measurements."""
     reference = _run(fp32_path, validation)
@@ -399,8 +415,9 @@ def quantize_best(
         for method, per_channel in [("static", True), ("static", False), ("dynamic", False)]:
             path = Path(tmp) / f"{method}_{'per_channel' if per_channel else 'per_tensor'}.onnx"
             candidate(fp32_path, path, method, per_channel)
+        count = weighted_layers(fp32_path)
         for layers in FP32_LAYER_CHOICES:
-            if not static_ok() and layers < len(_weighted_nodes(_graph(fp32_path))):  # some layers left to quantise
+            if not static_ok() and layers < count:  # some layers left to quantise
                 candidate(fp32_path, Path(tmp) / f"static_fp32_layers_{layers}.onnx", "static", True, layers)
         for rate in QAT_LEARNING_RATES if fine_tuned is not None else ():
             if fine_tune == "always" or not static_ok():
