@@ -13,7 +13,7 @@ numbers are not meaningful).
 
 Timing: one real validation image, preprocessed once; each round times `--iters` calls of each of eager (`model(
 **inputs)` under `torch.inference_mode()`), ONNX fp32, ONNX int8 (onnxruntime CPU) and the static int8 model that keeps
-its first `FP32_LAYER_CHOICES[-1]` layers fp32 (the export's fallback; the CNN keeps 2 of its 3), interleaved so that
+its first `FP32_LAYER_COUNTS[-1]` layers fp32 (the export's fallback; the CNN keeps 2 of its 3), interleaved so that
 load from other processes hits all four alike; torch and onnxruntime get `--threads` threads. p50/p95 are over every
 call of every round, after `--warmup` untimed calls; ratios are eager's p50 over each ONNX model's p50. The browser
 number is the page's own `session.run` time (onnxruntime-web, single-threaded WebAssembly: a static page has no
@@ -45,7 +45,7 @@ import torch
 from hf_skin.data import SplitArguments, load_ham10000
 from hf_skin.export import (
     FP32_FILE,
-    FP32_LAYER_CHOICES,
+    FP32_LAYER_COUNTS,
     INT8_FILE,
     describe_int8,
     export_onnx,
@@ -60,7 +60,7 @@ from hf_skin.processing import build_image_processor
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA_DIR = ROOT.parent / "shared" / "ham10000"
 MODELS = ("cnn", "efficientnet-lite0", "resnet101", "vit")
-FIRST_FP32 = FP32_LAYER_CHOICES[-1]  # the most first layers the export keeps fp32
+FIRST_FP32 = FP32_LAYER_COUNTS[-1]  # the most first layers the export keeps fp32
 
 
 def build_checkpoint(name: str, path: Path, lite0_run: str | None) -> Path:

@@ -316,7 +316,8 @@ def export_onnx(argv: list[str] | None = None) -> dict:
     """`scripts/export_onnx.py`: a finished run -> ONNX (+ int8) and its spec; prints the files and the parity."""
     from .export import (
         FINE_TUNE_CHOICES,
-        FP32_LAYER_CHOICES,
+        FIRST_LAYERS_CHOICES,
+        FP32_LAYER_COUNTS,
         MAX_BALANCED_ACCURACY_DROP,
         MIN_AGREEMENT,
         QAT_LEARNING_RATES,
@@ -333,7 +334,7 @@ def export_onnx(argv: list[str] | None = None) -> dict:
         description="Export a finished training run to ONNX: model.onnx (fp32, dynamic batch axis), with --quantize "
         "int8 also model_int8.onnx (onnxruntime's static and dynamic quantisation, measured against fp32 on the run's "
         "validation images, the better kept; while none meets the targets, static int8 with the first "
-        f"{' or '.join(map(str, FP32_LAYER_CHOICES))} layers kept fp32), and hf_skin_export.json (inputs, "
+        f"{' or '.join(map(str, FP32_LAYER_COUNTS))} layers kept fp32), and hf_skin_export.json (inputs, "
         "preprocessing, labels, metadata encoding, calibration and operating point). "
         "SkinClassifier.from_pretrained(OUT_DIR) serves it without torch.",
     )
@@ -363,6 +364,15 @@ def export_onnx(argv: list[str] | None = None) -> dict:
         f"accuracy within {MAX_BALANCED_ACCURACY_DROP:g}); always: every rate.",
     )
     parser.add_argument(
+        "--first_layers_fp32",
+        choices=FIRST_LAYERS_CHOICES,
+        default="auto",
+        help="auto (default): while no fully int8 model meets the targets, static int8 models that keep their first "
+        f"{' or '.join(map(str, FP32_LAYER_COUNTS))} layers fp32 compete (closer to fp32 on this CPU; in the "
+        "browser their probabilities differ from Python onnxruntime's by up to a few hundredths); never: fully int8 "
+        "only (the on-device page then gives Python onnxruntime's probabilities to the bit).",
+    )
+    parser.add_argument(
         "--fine_tune_images", type=int, default=2048, help="Training-split images it learns on (default 2048)."
     )
     parser.add_argument(
@@ -387,6 +397,7 @@ def export_onnx(argv: list[str] | None = None) -> dict:
             fine_tune=args.fine_tune,
             fine_tune_images=args.fine_tune_images,
             fine_tune_steps=args.fine_tune_steps,
+            first_layers_fp32=args.first_layers_fp32,
         )
     except (ExportError, RunFolderError, FileNotFoundError) as err:
         raise CommandLineError(str(err)) from None

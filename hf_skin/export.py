@@ -52,11 +52,31 @@ QUANTIZATION_CHOICES = ("int8",)
 # How many of the first weighted layers (`quantize`'s `fp32_layers`) a static int8 model may keep in fp32, tried in
 # this order while no int8 model meets the targets (benchmarks/RESULTS.md, issue 12: on EfficientNet-Lite0 the first
 # layers' int8 input and weights cost most of the agreement; kept fp32, 2 layers took the image-only model from 27
-# images of 1,286 that differ to 12, 6 the multi-input one from 24 to 7, for a few % latency and < 1% bytes)
-FP32_LAYER_CHOICES = (2, 6)
-# The nodes that count as a layer for `fp32_layers`, and the activations that stay fp32 with the layer they read
+# images of 1,286 that differ to 12, 6 the multi-input one from 24 to 7, for almost no latency and < 2% of the int8
+# file on EfficientNet-Lite0; ViT-Base's first 6 are large matrices: +19% bytes, 25% slower)
+FP32_LAYER_COUNTS = (2, 6)
+# When they compete (`first_layers_fp32`): while no fully int8 model meets the targets, or never (the on-device page
+# then computes what Python onnxruntime does to the bit: float layers in front of int8 ones round differently in
+# WebAssembly, up to 0.025 in probability; benchmarks/RESULTS.md, issue 12, "In the browser")
+FIRST_LAYERS_CHOICES = ("auto", "never")
+# The nodes that count as a layer for `fp32_layers` (with a constant weight, on the image's path)
 WEIGHTED_OPS = ("Conv", "Gemm", "MatMul")
-ACTIVATION_OPS = ("Clip", "Relu", "Sigmoid", "HardSigmoid", "HardSwish", "Gelu")
+# Elementwise nodes that, after a layer, make its activation (a Conv's Clip, SiLU's Sigmoid and Mul, a MatMul's bias
+# Add and Gelu, or Gelu's own Div, Erf, Add, Mul): they stay fp32 with the layer they read
+ACTIVATION_OPS = (
+    "Add",
+    "Sub",
+    "Mul",
+    "Div",
+    "Clip",
+    "Relu",
+    "Sigmoid",
+    "HardSigmoid",
+    "HardSwish",
+    "Gelu",
+    "Erf",
+    "Tanh",
+)
 # When a quantisation-aware fine-tuned copy (quantization_aware_copy) competes for int8: when post-training int8
 # misses the targets, always, never; and how it learns. One copy per learning rate, in this order, until one meets
 # the targets (every rate with "always"; benchmarks/RESULTS.md, issue 12: on one training 2e-6 suited the
@@ -278,27 +298,31 @@ def quantize(
 
 
 def leading_nodes(model_path: str | os.PathLike, layers: int) -> list[str]:
-    """The names of an ONNX graph's nodes, in graph order, up to its `layers`-th weighted node (`WEIGHTED_OPS`) and
-    the activation that reads it: what stays fp32 when `quantize` keeps the first layers fp32. One block from the
-    input on, so that the quantised graph has a single boundary (a layer kept fp32 alone in the middle moves its
-    activation's int8 range onto the wider range before the activation, and cost more agreement than it saved)."""
+    """The names of the nodes that stay fp32 when `quantize` keeps an ONNX graph's first `layers` layers fp32: the
+    image's path from `pixel_values` (in graph order) up to its `layers`-th layer (`image_layers`) and the
+    activation that reads it (`_activation_end`). One block from the input on, so that the quantised graph has a
+    single boundary (a layer kept fp32 alone in the middle moves its activation's int8 range onto the wider range
+    before the activation, and cost more agreement than it saved). A multi-input model's metadata branch is not
+    on the image's path: it stays int8."""
     graph = _graph(model_path)
-    nodes, weighted = graph.node, _weighted_nodes(graph)
-    if not 0 < layers <= len(weighted):
-        raise ExportError(f"fp32_layers={layers}: the model has {len(weighted)} weighted layers")
-    last = weighted[layers - 1]
-    after = nodes[last + 1] if last + 1 < len(nodes) else None
-    if after is not None and after.op_type in ACTIVATION_OPS and nodes[last].output[0] in after.input:
-        last += 1
-    names = [node.name for node in nodes[: last + 1]]
+    path = _image_path(graph)
+    weighted = _layers(graph, path)
+    if not 0 < layers < len(weighted):
+        raise ExportError(
+            f"fp32_layers={layers}: the model has {len(weighted)} layers on the image's path, and at least one must "
+            "stay int8"
+        )
+    last = _activation_end(graph, path, weighted[layers - 1])
+    names = [node.name for node in path[: last + 1]]
     if not all(names):
         raise ExportError("the ONNX graph has unnamed nodes: its first layers cannot be kept fp32")
     return names
 
 
 def weighted_layers(model_path: str | os.PathLike) -> int:
-    """How many layers (`_weighted_nodes`) an ONNX model has: `quantize`'s `fp32_layers` must leave some int8."""
-    return len(_weighted_nodes(_graph(model_path)))
+    """How many layers on the image's path (`image_layers`) an ONNX model has: `quantize`'s `fp32_layers` must
+    leave at least one of them int8."""
+    return len(image_layers(_graph(model_path)))
 
 
 def describe_int8(entry: dict) -> str:
@@ -312,19 +336,56 @@ def describe_int8(entry: dict) -> str:
     )
 
 
+def image_layers(graph) -> list:
+    """An ONNX graph's layers on the image's path (`_image_path`), in order: `WEIGHTED_OPS` nodes with a weight (a
+    constant) among their inputs; attention's products of two activations are not layers."""
+    path = _image_path(graph)
+    return [path[i] for i in _layers(graph, path)]
+
+
+def _layers(graph, path: list) -> list[int]:
+    """The positions in `path` of `image_layers(graph)`."""
+    weights = _constants(graph)
+    return [i for i, node in enumerate(path) if node.op_type in WEIGHTED_OPS and weights.intersection(node.input)]
+
+
 def _graph(model_path: str | os.PathLike):
     import onnx
 
     return onnx.load(os.fspath(model_path), load_external_data=False).graph
 
 
-def _weighted_nodes(graph) -> list[int]:
-    """The positions, among an ONNX graph's nodes, of its layers: `WEIGHTED_OPS` nodes with a weight (an
-    initializer) among their inputs; attention's products of two activations are not layers."""
-    weights = {tensor.name for tensor in graph.initializer}
-    return [
-        i for i, node in enumerate(graph.node) if node.op_type in WEIGHTED_OPS and weights.intersection(node.input)
-    ]
+def _image_path(graph) -> list:
+    """The nodes that read `pixel_values`, directly or through other nodes, in graph (topological) order."""
+    derived, path = {"pixel_values"}, []
+    for node in graph.node:
+        if derived.intersection(node.input):
+            path.append(node)
+            derived.update(node.output)
+    return path
+
+
+def _constants(graph) -> set[str]:
+    """The names of a graph's constant tensors: its initializers and `Constant` nodes' outputs."""
+    return {t.name for t in graph.initializer} | {o for n in graph.node if n.op_type == "Constant" for o in n.output}
+
+
+def _activation_end(graph, path: list, layer: int) -> int:
+    """The position, in `path`, of the last node of `layer`'s activation: the elementwise nodes (`ACTIVATION_OPS`)
+    that follow it and read only its output, what they made of it and constants (a Conv's Clip; SiLU's Sigmoid and
+    Mul; a MatMul's bias Add and Gelu). The first node that reads them and something else (a residual Add) or is
+    not elementwise ends it."""
+    constants, chain, last = _constants(graph), set(path[layer].output), layer
+    for i in range(layer + 1, len(path)):
+        node = path[i]
+        inputs = {name for name in node.input if name and name not in constants}
+        if not inputs & chain:
+            continue
+        if node.op_type not in ACTIVATION_OPS or not inputs <= chain:
+            break
+        chain.update(node.output)
+        last = i
+    return last
 
 
 @contextlib.contextmanager
@@ -378,19 +439,20 @@ def quantize_best(
     validation_labels: np.ndarray | None = None,
     fine_tuned: Callable[[Path, float], Path] | None = None,
     fine_tune: str = "auto",
+    first_layers_fp32: str = "auto",
 ) -> dict[str, Any]:
     """Static (per channel, per tensor) and dynamic int8 models, each measured against the fp32 model on the
     `validation` inputs; the kept one is written to `out_path`. While no static model meets the targets
     (`MIN_AGREEMENT`, `MAX_BALANCED_ACCURACY_DROP`), static per-channel models that keep their first layers fp32
-    compete, one per count of `FP32_LAYER_CHOICES` in order. With `fine_tuned` (it writes the fp32 ONNX model of a
-    quantisation-aware copy, fine-tuned at the learning rate it is given, into the folder it is given and returns its
-    path), static per-channel int8 of such copies competes too, fully int8 (a copy learns the int8 rounding of every
-    layer; with its first ones fp32 too, one copy's 13 images that differ became 25, another's 23 became 7, as
-    without the copy: benchmarks/RESULTS.md), measured against the same original fp32 model: one copy per rate of
-    `QAT_LEARNING_RATES`, in order, while no candidate meets the targets (`fine_tune="auto"`), or every rate
-    (`"always"`). The first static model that meets the targets, in the order
-    they were made, is kept; otherwise the one that agrees most. Returns the kept method and every candidate's
-    measurements."""
+    compete, one per count of `FP32_LAYER_COUNTS` in order (none with `first_layers_fp32="never"`). With
+    `fine_tuned` (it writes the fp32 ONNX model of a quantisation-aware copy, fine-tuned at the learning rate it is
+    given, into the folder it is given and returns its path), static per-channel int8 of such copies competes too,
+    fully int8 (a copy learns the int8 rounding of every layer; with its first ones fp32 too, one copy's 13 images
+    that differ became 25, another's 23 became 7, as without the copy: benchmarks/RESULTS.md), measured against the
+    same original fp32 model: one copy per rate of `QAT_LEARNING_RATES`, in order, while no candidate meets the
+    targets (`fine_tune="auto"`), or every rate (`"always"`). The first static model that meets the targets, in the
+    order they were made, is kept; otherwise the one that agrees most. Returns the kept method and every
+    candidate's measurements."""
     reference = _run(fp32_path, validation)
     measured, failed = [], []  # (measurements, path) of each candidate that quantised; the errors of the others
 
@@ -416,7 +478,7 @@ def quantize_best(
             path = Path(tmp) / f"{method}_{'per_channel' if per_channel else 'per_tensor'}.onnx"
             candidate(fp32_path, path, method, per_channel)
         count = weighted_layers(fp32_path)
-        for layers in FP32_LAYER_CHOICES:
+        for layers in FP32_LAYER_COUNTS if first_layers_fp32 == "auto" else ():
             if not static_ok() and layers < count:  # some layers left to quantise
                 candidate(fp32_path, Path(tmp) / f"static_fp32_layers_{layers}.onnx", "static", True, layers)
         for rate in QAT_LEARNING_RATES if fine_tuned is not None else ():
@@ -481,6 +543,7 @@ def export_onnx(
     fine_tune: str = "auto",
     fine_tune_inputs: list[dict[str, np.ndarray]] | Callable[[], list[dict[str, np.ndarray]]] | None = None,
     fine_tune_steps: int = QAT_STEPS,
+    first_layers_fp32: str = "auto",
 ) -> dict[str, Any]:
     """Exports a checkpoint folder (or a loaded PyTorch `SkinClassifier`) to `out_dir`: `model.onnx`, with
     `quantize="int8"` also `model_int8.onnx` (calibrated on `calibration`, chosen on `validation`: lists of input
@@ -488,7 +551,8 @@ def export_onnx(
     Quantisation-aware copies (`quantization_aware_copy`, `fine_tune_steps` on `fine_tune_inputs`, training-split
     inputs or a function that reads them, called once, when the first copy is made; else the calibration ones)
     compete for int8, one per rate of `QAT_LEARNING_RATES` in order: while no candidate meets the targets when
-    `fine_tune` is `"auto"`, every rate when it is `"always"`, none with `"never"`.
+    `fine_tune` is `"auto"`, every rate when it is `"always"`, none with `"never"`. Static int8 models that keep their
+    first layers fp32 compete while none meets the targets, unless `first_layers_fp32` is `"never"`.
 
     The fp32 model is checked against PyTorch on the validation inputs (or on random ones without them). Returns
     the spec."""
@@ -498,6 +562,10 @@ def export_onnx(
         raise ExportError("int8 quantisation needs calibration and validation images (export_run reads the run's)")
     if fine_tune not in FINE_TUNE_CHOICES:
         raise ExportError(f"fine_tune={fine_tune!r}: the choices are {', '.join(FINE_TUNE_CHOICES)}")
+    if first_layers_fp32 not in FIRST_LAYERS_CHOICES:
+        raise ExportError(
+            f"first_layers_fp32={first_layers_fp32!r}: the choices are {', '.join(FIRST_LAYERS_CHOICES)}"
+        )
     out_dir = check_output_dir(out_dir)
     if isinstance(checkpoint, SkinClassifier):
         classifier = checkpoint
@@ -554,6 +622,7 @@ def export_onnx(
             validation_labels,
             fine_tuned=None if fine_tune == "never" else fine_tuned,
             fine_tune=fine_tune,
+            first_layers_fp32=first_layers_fp32,
         )
         spec["models"]["int8"] = {**_file_entry(int8), **report}
     (out_dir / EXPORT_SPEC).write_text(json.dumps(spec, indent=2) + "\n")
@@ -625,6 +694,7 @@ def export_run(
     fine_tune: str = "auto",
     fine_tune_images: int = 2048,
     fine_tune_steps: int = QAT_STEPS,
+    first_layers_fp32: str = "auto",
 ) -> dict[str, Any]:
     """Exports a finished run, or a checkpoint derived from one (e.g. recalibrated), to `out_dir`. Its fp32 parity
     and, with `quantize="int8"`, the int8 choice are measured on `validation_images` of the run's own validation
@@ -667,6 +737,7 @@ def export_run(
         fine_tune=fine_tune,
         fine_tune_inputs=fine_tune_inputs,
         fine_tune_steps=fine_tune_steps,
+        first_layers_fp32=first_layers_fp32,
     )
     return spec
 

@@ -432,19 +432,19 @@ def test_fine_tune_auto_stops_at_the_first_learning_rate_that_meets_the_targets(
 
 
 def test_the_first_layers_kept_fp32_are_the_graph_up_to_that_layer_and_its_activation(checkpoints, tmp_path):
-    """`quantize(..., fp32_layers=k)`: the first k layers (and what comes before) have no int8 weights or inputs;
-    every later layer is int8, as with none kept fp32."""
+    """`quantize(..., fp32_layers=k)`: the first k layers (and what comes before) have no int8 weights or inputs, and
+    their activation reads them in fp32; every later layer is int8, as with none kept fp32."""
     import onnx
 
-    from hf_skin.export import _weighted_nodes, leading_nodes, quantize
+    from hf_skin.export import image_layers, leading_nodes, quantize
 
     export_onnx(checkpoints["cnn"], tmp_path / "export")
     fp32 = tmp_path / "export" / "model.onnx"
     rng = np.random.default_rng(0)
     batches = [{"pixel_values": rng.normal(size=(4, 3, 32, 32)).astype(np.float32)}]
     graph = onnx.load(fp32).graph
-    layers = [graph.node[i].name for i in _weighted_nodes(graph)]
-    assert [graph.node[i].op_type for i in _weighted_nodes(graph)] == ["Conv", "Conv", "Gemm"]  # conv, conv, dense
+    layers = [node.name for node in image_layers(graph)]
+    assert [node.op_type for node in image_layers(graph)] == ["Conv", "Conv", "Gemm"]  # conv, conv, dense
     kept = leading_nodes(fp32, 1)
     assert kept[-2] == layers[0] and graph.node[len(kept) - 1].op_type == "Relu"  # the layer and its activation
 
@@ -455,17 +455,72 @@ def test_the_first_layers_kept_fp32_are_the_graph_up_to_that_layer_and_its_activ
 
     none = int8_inputs(quantize(fp32, tmp_path / "none.onnx", "static", batches))
     assert none == dict.fromkeys(layers, [True, True])
-    two = int8_inputs(quantize(fp32, tmp_path / "two.onnx", "static", batches, fp32_layers=2))
+    two_path = quantize(fp32, tmp_path / "two.onnx", "static", batches, fp32_layers=2)
+    two = int8_inputs(two_path)
     assert two == {layers[0]: [False, False], layers[1]: [False, False], layers[2]: [True, True]}
-    with pytest.raises(ExportError, match="fp32_layers=4: the model has 3 weighted layers"):
-        leading_nodes(fp32, 4)
+    # the second layer's activation reads the layer's own fp32 output, not a QuantizeLinear/DequantizeLinear of it
+    quantized = onnx.load(two_path).graph
+    second = next(n for n in quantized.node if n.name == layers[1])
+    assert next(n for n in quantized.node if second.output[0] in n.input).op_type == "Relu"
+    with pytest.raises(ExportError, match="fp32_layers=3: the model has 3 layers on the image's path, and at least"):
+        leading_nodes(fp32, 3)
+
+
+def _graph_file(path, nodes, inputs, weights):
+    """A small ONNX model of `nodes` (onnx.helper), float inputs of the given shapes, random constant `weights`."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    initializers = [numpy_helper.from_array(rng.normal(size=s).astype(np.float32), n) for n, s in weights.items()]
+    values = [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in inputs.items()]
+    produced = {o for node in nodes for o in node.output}
+    read = {i for node in nodes for i in node.input}
+    outputs = [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in sorted(produced - read)]
+    graph = helper.make_graph(nodes, "g", values, outputs, initializers)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), path)
+    return path
+
+
+def test_the_first_layers_follow_the_image_path_and_whole_activations(tmp_path):
+    """Layers are counted on the image's path only (a metadata branch that comes first in the graph is not a first
+    layer), and a layer's activation is every elementwise node that reads only it (SiLU's Sigmoid and Mul, a MatMul's
+    bias Add and Gelu), up to a node that also reads something else (a residual Add)."""
+    from onnx import helper
+
+    from hf_skin.export import leading_nodes, weighted_layers
+
+    node = helper.make_node
+    model = _graph_file(
+        tmp_path / "g.onnx",
+        [
+            node("Gemm", ["age", "w_age"], ["a"], name="metadata_layer", transB=1),
+            node("Conv", ["pixel_values", "w1"], ["c"], name="stem", pads=[1, 1, 1, 1]),
+            node("Sigmoid", ["c"], ["s"], name="silu_sigmoid"),
+            node("Mul", ["c", "s"], ["m"], name="silu_mul"),
+            node("Conv", ["m", "w2"], ["d"], name="conv2", pads=[1, 1, 1, 1]),
+            node("Add", ["d", "m"], ["r"], name="residual"),
+            node("Flatten", ["r"], ["f"], name="flatten"),
+            node("MatMul", ["f", "w3"], ["h"], name="dense"),
+            node("Add", ["h", "b3"], ["hb"], name="dense_bias"),
+            node("Gelu", ["hb"], ["g"], name="gelu"),
+            node("MatMul", ["g", "w4"], ["logits"], name="head"),
+        ],
+        {"pixel_values": [1, 3, 4, 4], "age": [1, 2]},
+        {"w_age": [5, 2], "w1": [4, 3, 3, 3], "w2": [4, 4, 3, 3], "w3": [64, 8], "b3": [8], "w4": [8, 7]},
+    )
+    assert weighted_layers(model) == 4  # stem, conv2, dense, head: not the metadata Gemm
+    assert leading_nodes(model, 1) == ["stem", "silu_sigmoid", "silu_mul"]
+    assert leading_nodes(model, 2) == ["stem", "silu_sigmoid", "silu_mul", "conv2"]  # the residual Add is not its
+    assert leading_nodes(model, 3)[-4:] == ["flatten", "dense", "dense_bias", "gelu"]
+    assert "metadata_layer" not in leading_nodes(model, 3)
 
 
 def test_int8_keeps_first_layers_fp32_only_while_fully_int8_misses(finished_run, tmp_path, monkeypatch):
     import hf_skin.export
-    from hf_skin.export import FP32_LAYER_CHOICES
+    from hf_skin.export import FP32_LAYER_COUNTS
 
-    first = FP32_LAYER_CHOICES[0]
+    first = FP32_LAYER_COUNTS[0]
     monkeypatch.setattr(hf_skin.export, "_meets_targets", lambda result: result["fp32_layers"] == first)
     script = load_script("export_onnx")
     spec = script.main([str(finished_run), str(tmp_path / "export"), "--quantize", "int8"])
@@ -478,11 +533,11 @@ def test_int8_keeps_first_layers_fp32_only_while_fully_int8_misses(finished_run,
     assert quantized.model.logits({"pixel_values": np.zeros((1, 3, 32, 32), np.float32)}).shape == (1, 7)
 
 
-def test_fine_tune_never_makes_no_quantisation_aware_copy_even_when_int8_misses(
+def test_never_makes_no_quantisation_aware_copy_nor_first_layers_fp32_even_when_int8_misses(
     finished_run, tmp_path, monkeypatch, caplog
 ):
     import hf_skin.export
-    from hf_skin.export import FP32_LAYER_CHOICES, QAT_LEARNING_RATES
+    from hf_skin.export import FP32_LAYER_COUNTS, QAT_LEARNING_RATES
 
     monkeypatch.setattr(hf_skin.export, "_meets_targets", lambda result: False)  # post-training int8 "misses"
     script = load_script("export_onnx")
@@ -491,10 +546,13 @@ def test_fine_tune_never_makes_no_quantisation_aware_copy_even_when_int8_misses(
     # nothing meets the targets: the first layers fp32 (as many as the CNN's 3 layers allow), then a fully int8
     # copy at every learning rate
     tried = [(c.get("learning_rate"), c["fp32_layers"]) for c in auto["models"]["int8"]["candidates"]]
-    allowed = [layers for layers in FP32_LAYER_CHOICES if layers < 3]
+    allowed = [layers for layers in FP32_LAYER_COUNTS if layers < 3]
     assert tried == [(None, layers) for layers in (0, 0, 0, *allowed)] + [(rate, 0) for rate in QAT_LEARNING_RATES]
     assert auto["quantization_aware"]["learning_rates"] == list(QAT_LEARNING_RATES)
     assert "no int8 model meets the targets" in caplog.text  # said, not only written in the spec
-    never = script.main([args[0], str(tmp_path / "never"), *args[1:], "--fine_tune", "never"])
-    assert not any(c.get("quantization_aware") for c in never["models"]["int8"]["candidates"])
-    assert "quantization_aware" not in never
+    never = script.main(
+        [args[0], str(tmp_path / "never"), *args[1:], "--fine_tune", "never", "--first_layers_fp32", "never"]
+    )
+    candidates = never["models"]["int8"]["candidates"]
+    assert not any(c.get("quantization_aware") or c["fp32_layers"] for c in candidates)  # fully int8 only
+    assert len(candidates) == 3 and "quantization_aware" not in never
