@@ -18,19 +18,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from hf_skin.export import (
-    QAT_BATCH_SIZE,
-    QAT_LEARNING_RATES,
-    QAT_LOSS,
-    QAT_LOSSES,
-    _run,
-    compare_predictions,
-    export_fp32,
-    quantization_aware_copy,
-    quantize,
-    run_inputs,
-)
+from hf_skin.export import QAT_LEARNING_RATES, _run, compare_predictions, export_fp32, quantize, run_inputs
 from hf_skin.inference import SkinClassifier
+from hf_skin.quantization import QAT_BATCH_SIZE, QAT_LOSS, QAT_LOSSES, quantization_aware_copy
 from hf_skin.runs import RunFolder
 
 
@@ -78,7 +68,7 @@ def main():
             for chunk in range(args.chunks):
                 start = time.perf_counter()
                 student = quantization_aware_copy(
-                    SkinClassifier(student, classifier.processor),
+                    student,
                     training,
                     steps=args.steps,
                     learning_rate=learning_rate,

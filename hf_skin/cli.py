@@ -321,12 +321,12 @@ def export_onnx(argv: list[str] | None = None) -> dict:
         MAX_BALANCED_ACCURACY_DROP,
         MIN_AGREEMENT,
         QAT_LEARNING_RATES,
-        QAT_STEPS,
         QUANTIZATION_CHOICES,
         ExportError,
         describe_int8,
         export_run,
     )
+    from .quantization import QAT_STEPS
     from .runs import RunFolderError
 
     parser = argparse.ArgumentParser(

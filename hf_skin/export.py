@@ -36,6 +36,7 @@ import PIL.Image
 
 from .inference import EXPORT_SPEC, UNCERTAIN_BELOW, SkinClassifier, softmax
 from .processing import SkinProcessor, image_spec
+from .quantization import QAT_BATCH_SIZE, QAT_LEARNING_RATE, QAT_LOSS, QAT_LOSSES, QAT_STEPS, quantization_aware_copy
 
 logger = logging.getLogger(__name__)
 
@@ -82,16 +83,7 @@ ACTIVATION_OPS = (
 # the targets (every rate with "always"; benchmarks/RESULTS.md, issue 12: on one training 2e-6 suited the
 # multi-input Lite0, 2e-5 the image-only one)
 FINE_TUNE_CHOICES = ("auto", "always", "never")
-QAT_STEPS = 300
-QAT_LEARNING_RATES = (2e-6, 2e-5)
-QAT_LEARNING_RATE = QAT_LEARNING_RATES[0]  # quantization_aware_copy's default
-QAT_BATCH_SIZE = 32
-# What the copy learns from the fp32 model (quantization_aware_copy's `loss`): name -> the spec's description
-QAT_LOSSES = {
-    "mse": "mean squared error to the fp32 model's logits",
-    "kl": "KL divergence of the copy's probabilities from the fp32 model's",
-}
-QAT_LOSS = "mse"
+QAT_LEARNING_RATES = (QAT_LEARNING_RATE, 2e-5)
 # The metadata inputs of the multi-input model (SkinProcessor.encode_metadata's names)
 METADATA_INPUTS = ("age", "age_missing", "sex", "localization", "dx_type")
 
@@ -608,7 +600,7 @@ def export_onnx(
             )
             record["learning_rates"].append(learning_rate)
             student = quantization_aware_copy(
-                classifier, qat_inputs(), steps=fine_tune_steps, learning_rate=learning_rate, loss=QAT_LOSS
+                classifier.model, qat_inputs(), steps=fine_tune_steps, learning_rate=learning_rate, loss=QAT_LOSS
             )
             path = folder / f"quantization_aware_{learning_rate:g}.onnx"
             return export_fp32(SkinClassifier(student, classifier.processor), path)
@@ -740,126 +732,3 @@ def export_run(
         first_layers_fp32=first_layers_fp32,
     )
     return spec
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Quantisation-aware fine-tuning: the weights learn to survive onnxruntime's int8 rounding
-
-
-def int8_weight(weight, fold):
-    """`weight` as onnxruntime's static per-channel quantisation stores it, with a straight-through gradient: the
-    weight the runtime sees (`weight` times `fold`, the BatchNorm that follows folded into it), rounded to int8 with
-    one symmetric scale per output channel (max |w| / 127), divided by `fold` again."""
-    import torch
-
-    shape = (-1,) + (1,) * (weight.dim() - 1)
-    folded = weight * fold.view(shape)
-    scale = folded.detach().abs().flatten(1).amax(1).clamp_min(1e-12) / 127
-    zero_point = torch.zeros(len(scale), dtype=torch.int32)
-    return torch.fake_quantize_per_channel_affine(folded, scale, zero_point, 0, -127, 127) / fold.view(shape)
-
-
-def _fold_of(norm, weight):
-    """The per-channel factor BatchNorm `norm` multiplies its input by (1 without one)."""
-    import torch
-
-    if norm is None:
-        return torch.ones(weight.shape[0], dtype=weight.dtype)
-    gamma = norm.weight if norm.weight is not None else torch.ones_like(norm.running_var)
-    fold = gamma * torch.rsqrt(norm.running_var + norm.eps)
-    return torch.where(fold.abs() < 1e-8, torch.ones_like(fold), fold)
-
-
-def _norm_after(model, inputs: dict) -> dict:
-    """Every Conv2d and Linear layer that `model` runs on `inputs`, with the BatchNorm that reads its output directly
-    (which onnxruntime folds into it before quantising), or None."""
-    import torch
-
-    produced, pairs, keep = {}, {}, []
-
-    def on_layer(module, args, output):
-        produced[id(output)] = module
-        keep.append(output)  # alive, so that no later tensor reuses its id
-
-    def on_norm(module, args, output):
-        layer = produced.get(id(args[0]))
-        if isinstance(layer, torch.nn.Conv2d):
-            pairs[layer] = module
-
-    layers = [m for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
-    hooks = [m.register_forward_hook(on_layer) for m in layers]
-    hooks += [m.register_forward_hook(on_norm) for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
-    try:
-        with torch.no_grad():
-            model(**inputs)
-    finally:
-        for hook in hooks:
-            hook.remove()
-    ran = set(produced.values())
-    return {layer: pairs.get(layer) for layer in layers if layer in ran}
-
-
-def quantization_aware_copy(
-    classifier: SkinClassifier,
-    batches: list[dict[str, np.ndarray]],
-    steps: int = QAT_STEPS,
-    learning_rate: float = QAT_LEARNING_RATE,
-    batch_size: int = QAT_BATCH_SIZE,
-    seed: int = 0,
-    teacher=None,
-    loss: str = QAT_LOSS,
-):
-    """A copy of `classifier`'s PyTorch model fine-tuned so that its int8 model agrees with the original: its Conv2d
-    and Linear weights pass through `int8_weight` (BatchNorm folded in, as onnxruntime folds it) and it learns, by
-    distillation, to give the original fp32 model's logits on `batches` (training-split inputs, flipped at random:
-    a lesion has no up or left). BatchNorm statistics stay frozen. The copy's float weights are returned; quantised
-    by onnxruntime they round to what it was trained with. `teacher` (default: `classifier`'s own model) is the model
-    distilled from: with an earlier copy as `classifier` and the original as `teacher`, fine-tuning goes on. `loss`:
-    one of `QAT_LOSSES`: `"mse"` on the logits, or `"kl"`, the KL divergence of the student's probabilities from the
-    teacher's (it weighs the likely classes, whose near-ties are what int8 flips)."""
-    import copy
-
-    import torch
-    from torch.nn.utils import parametrize
-
-    if loss not in QAT_LOSSES:
-        raise ValueError(f"quantisation-aware loss {loss!r} is not {' or '.join(QAT_LOSSES)}")
-
-    class Int8Weight(torch.nn.Module):
-        def __init__(self, norm):
-            super().__init__()
-            self.norm = [norm]  # a list: the BatchNorm is not this module's child
-
-        def forward(self, weight):
-            return int8_weight(weight, _fold_of(self.norm[0], weight))
-
-    student = copy.deepcopy(classifier.model).float().eval().requires_grad_(True)
-    teacher = (classifier.model if teacher is None else teacher).eval()
-    data = {name: torch.from_numpy(np.concatenate([b[name] for b in batches])) for name in batches[0]}
-    layers = _norm_after(student, {name: value[:2] for name, value in data.items()})
-    for layer, norm in layers.items():
-        parametrize.register_parametrization(layer, "weight", Int8Weight(norm))
-    optimizer = torch.optim.Adam([p for p in student.parameters() if p.requires_grad], lr=learning_rate)
-    generator = torch.Generator().manual_seed(seed)
-    count = len(data["pixel_values"])
-    for _ in range(steps):
-        rows = torch.randperm(count, generator=generator)[:batch_size]
-        batch = {name: value[rows] for name, value in data.items()}
-        flips = [dim for dim in (2, 3) if torch.rand((), generator=generator) < 0.5]
-        if flips:
-            batch["pixel_values"] = batch["pixel_values"].flip(flips)
-        with torch.no_grad():
-            target = teacher(**batch).logits.float()
-        logits = student(**batch).logits
-        if loss == "mse":
-            error = torch.nn.functional.mse_loss(logits, target)
-        else:
-            error = torch.nn.functional.kl_div(
-                logits.log_softmax(-1), target.log_softmax(-1), reduction="batchmean", log_target=True
-            )
-        optimizer.zero_grad()
-        error.backward()
-        optimizer.step()
-    for layer in layers:
-        parametrize.remove_parametrizations(layer, "weight", leave_parametrized=False)
-    return student.requires_grad_(False)

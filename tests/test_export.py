@@ -314,67 +314,13 @@ def test_serving_an_export_without_onnxruntime_says_what_to_install(checkpoints,
     assert "is an exported (ONNX) model: serving it needs onnxruntime (pip install 'hf-skin[onnx]'" in result.stdout
 
 
-def test_the_fake_int8_weights_are_the_weights_onnxruntime_stores(tmp_path):
-    """int8_weight (quantisation-aware fine-tuning's rounding) gives, for a Conv2d with a BatchNorm folded in, a
-    depthwise one and a Linear layer, exactly what onnxruntime's static per-channel quantisation stores."""
-    import onnx
-    import torch
-    from onnx import numpy_helper
-
-    from hf_skin.export import _fold_of, _norm_after, int8_weight, quantize
-
-    class Net(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv, self.norm = torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.BatchNorm2d(8)
-            self.dw, self.norm2 = torch.nn.Conv2d(8, 8, 3, padding=1, groups=8, bias=False), torch.nn.BatchNorm2d(8)
-            self.fc = torch.nn.Linear(8, 5)
-
-        def forward(self, pixel_values):
-            x = torch.nn.functional.relu6(self.norm(self.conv(pixel_values)))
-            x = torch.nn.functional.relu6(self.norm2(self.dw(x)))
-            return self.fc(x.mean((2, 3)))
-
-    torch.manual_seed(0)
-    net = Net().eval()
-    for norm in (net.norm, net.norm2):  # statistics a trained network could have, some scales negative
-        norm.running_mean.uniform_(-1, 1)
-        norm.running_var.uniform_(0.1, 3)
-        norm.weight.data.uniform_(-2, 2)
-        norm.bias.data.uniform_(-1, 1)
-    x = torch.randn(1, 3, 16, 16)
-    torch.onnx.export(net, (x,), tmp_path / "net.onnx", input_names=["pixel_values"], dynamo=True, external_data=False)
-    calibration = [{"pixel_values": np.random.default_rng(0).normal(size=(4, 3, 16, 16)).astype(np.float32)}]
-    quantize(tmp_path / "net.onnx", tmp_path / "int8.onnx", "static", calibration)
-    graph = onnx.load(tmp_path / "int8.onnx").graph
-    stored = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
-    dequantized = {}
-    for node in graph.node:
-        if node.op_type == "DequantizeLinear" and stored.get(node.input[0], np.zeros(0)).dtype == np.int8:
-            weight, scale = stored[node.input[0]].astype(np.float32), stored[node.input[1]]
-            dequantized[node.input[0].split(".")[0]] = weight * scale.reshape((-1,) + (1,) * (weight.ndim - 1))
-
-    layers = _norm_after(net, {"pixel_values": x})
-    assert {name: layers[getattr(net, name)] for name in ("conv", "dw", "fc")} == {
-        "conv": net.norm,
-        "dw": net.norm2,
-        "fc": None,
-    }
-    assert set(dequantized) == {"conv", "dw", "fc"}
-    for name in ("conv", "dw", "fc"):
-        layer = getattr(net, name)
-        with torch.no_grad():
-            fold = _fold_of(layers[layer], layer.weight)
-            mine = int8_weight(layer.weight, fold) * fold.view((-1,) + (1,) * (layer.weight.dim() - 1))
-        np.testing.assert_allclose(dequantized[name], mine.numpy(), rtol=0, atol=1e-6 * float(mine.abs().max()))
-
-
 def test_quantisation_aware_fine_tuning_brings_int8_closer_to_fp32(finished_run, synthetic_dir, tmp_path):
     """`--fine_tune always`: a quantisation-aware copy's int8 model competes, measured against the original fp32
     model; its int8 logits are closer to the fp32 model's than post-training int8's on the images it learned on."""
     import torch
 
-    from hf_skin.export import QAT_LEARNING_RATES, _run, export_fp32, quantization_aware_copy, quantize
+    from hf_skin.export import QAT_LEARNING_RATES, _run, export_fp32, quantize
+    from hf_skin.quantization import quantization_aware_copy
 
     script = load_script("export_onnx")
     args = [str(finished_run), str(tmp_path / "export"), "--quantize", "int8", "--fine_tune", "always"]
@@ -398,7 +344,7 @@ def test_quantisation_aware_fine_tuning_brings_int8_closer_to_fp32(finished_run,
     models = {"post-training": original.model}
     for loss in ("mse", "kl"):
         models[loss] = quantization_aware_copy(
-            original, batches, steps=40, learning_rate=QAT_LEARNING_RATES[-1], loss=loss
+            original.model, batches, steps=40, learning_rate=QAT_LEARNING_RATES[-1], loss=loss
         )
         assert any(not torch.equal(a, b) for a, b in zip(models[loss].parameters(), original.model.parameters()))
     errors = {}
@@ -413,7 +359,7 @@ def test_quantisation_aware_fine_tuning_brings_int8_closer_to_fp32(finished_run,
         )
     assert errors["mse"] < errors["post-training"] and errors["kl"] < errors["post-training"], errors
     with pytest.raises(ValueError, match="mse or kl"):
-        quantization_aware_copy(original, batches, steps=1, loss="l1")
+        quantization_aware_copy(original.model, batches, steps=1, loss="l1")
 
 
 def test_fine_tune_auto_stops_at_the_first_learning_rate_that_meets_the_targets(finished_run, tmp_path, monkeypatch):
