@@ -44,6 +44,7 @@ from .models import (
     freeze_backbone,
 )
 from .processing import input_size, load_image, make_batch_transform, parse_image_size, processor_for
+from .quantization import INT8_READY_IMAGES, INT8_READY_LEARNING_RATE, QAT_LOSS, QAT_STEPS, quantization_aware_copy
 from .runs import RunFolder
 
 logger = logging.getLogger(__name__)
@@ -232,6 +233,16 @@ class SkinTrainingArguments(TrainingArguments):
         metadata={
             "help": "The share of malignant validation lesions that the referral threshold (the 'see a "
             "dermatologist' advice, stored with the checkpoint) must flag."
+        },
+    )
+    int8_ready: bool = field(
+        default=False,
+        metadata={
+            "help": "After training, make the model's weights int8 numbers, as onnxruntime's int8 quantisation stores "
+            f"them: a copy learns the trained model's logits through that rounding ({QAT_STEPS} steps, "
+            f"{INT8_READY_IMAGES} training images, learning rate {INT8_READY_LEARNING_RATE:g}) and keeps its "
+            "rounded weights. Its int8 export (scripts/export_onnx.py --quantize int8) then differs from it only by "
+            "the rounding of activations. The run's metrics, calibration and checkpoint are this model's."
         },
     )
     train_metrics_samples: int = field(
@@ -435,9 +446,16 @@ class BalancedSampler(torch.utils.data.Sampler):
 class SkinTrainer(Trainer):
     """The Trainer with class balancing (oversampling or class-weighted loss) and the study's step decay."""
 
-    def __init__(self, *args, train_labels: np.ndarray | None = None, **kwargs):
+    def __init__(
+        self,
+        *args,
+        train_labels: np.ndarray | None = None,
+        int8_ready_sample: datasets.Dataset | None = None,
+        **kwargs,
+    ):
         super().__init__(*args, **kwargs)
         self.train_labels = train_labels
+        self.int8_ready_sample = int8_ready_sample
         self.class_weights = (
             torch.tensor(class_balance_weights(train_labels, self.model.config.num_labels, self.args.balance_power))
             if train_labels is not None
@@ -459,15 +477,34 @@ class SkinTrainer(Trainer):
         fp32, as serving does. Training stores fp32 weights either way; autocast only changes the arithmetic."""
         self.model = self.accelerator.unwrap_model(self.model, keep_fp32_wrapper=False)
 
-    def share_main_process_buffers(self) -> None:
-        """Gives every process the main process's buffers (batch-norm running statistics), those of the saved model.
+    def share_main_process_weights(self) -> None:
+        """Gives every process the main process's weights and buffers (batch-norm running statistics), those of the
+        saved model.
 
-        DDP keeps the weights in step but each process's running statistics drift after the last broadcast, so
-        without this the other processes would score their share of the final evaluation with a model nobody saved.
+        DDP keeps the weights in step but each process's running statistics drift after the last broadcast (and
+        `make_int8_ready` runs on each process), so without this the other processes would score their share of the
+        final evaluation with a model nobody saved.
         """
         if self.args.world_size > 1 and torch.distributed.is_initialized():
-            for buffer in self.model.buffers():
-                torch.distributed.broadcast(buffer.data, src=0)
+            for tensor in self.model.state_dict().values():
+                torch.distributed.broadcast(tensor, src=0)
+
+    def make_int8_ready(self) -> None:
+        """`--int8_ready`: the model's weights become int8 numbers, as onnxruntime's int8 quantisation stores them
+        (`hf_skin.quantization.quantization_aware_copy` with `keep_rounded`: distilled from the trained model on
+        `int8_ready_sample`, training images with evaluation transforms). Recorded in `config.int8_ready`."""
+        loader = torch.utils.data.DataLoader(self.int8_ready_sample, batch_size=64, collate_fn=self.data_collator)
+        batches = [{k: v.numpy() for k, v in batch.items() if k != "labels"} for batch in loader]
+        ready = quantization_aware_copy(
+            self.model, batches, learning_rate=INT8_READY_LEARNING_RATE, seed=self.args.seed, keep_rounded=True
+        )
+        self.model.load_state_dict(ready.state_dict())
+        self.model.config.int8_ready = {
+            "steps": QAT_STEPS,
+            "learning_rate": INT8_READY_LEARNING_RATE,
+            "training_images": len(self.int8_ready_sample),
+            "loss": QAT_LOSS,
+        }
 
     def create_optimizer(self, model=None):
         multiplier = self.args.backbone_learning_rate_multiplier
@@ -554,8 +591,12 @@ def build_trainer(model_args: ModelArguments, data_args: DataArguments, training
     sample_size = min(training_args.train_metrics_samples, len(splits["train"]))
     if sample_size and training_args.eval_strategy != "no":  # scored like validation: evaluation transforms
         splits["train_sample"] = splits["train"].shuffle(seed=data_args.split_seed).select(range(sample_size))
+    if training_args.int8_ready:  # what --int8_ready learns from, with evaluation transforms too
+        ready_size = min(INT8_READY_IMAGES, len(splits["train"]))
+        splits["int8_ready"] = splits["train"].shuffle(seed=data_args.split_seed + 1).select(range(ready_size))
     attach_transforms(splits, processor, training_args.augment)
     train_sample = splits.pop("train_sample", None)
+    int8_ready_sample = splits.pop("int8_ready", None)
     train_labels = np.asarray(splits["train"].with_format(None)["dx"])
     callbacks = []
     if training_args.early_stopping_patience is not None:
@@ -569,6 +610,7 @@ def build_trainer(model_args: ModelArguments, data_args: DataArguments, training
         compute_metrics=compute_metrics,
         callbacks=callbacks,
         train_labels=train_labels,
+        int8_ready_sample=int8_ready_sample,
     )
     if train_sample is not None:
         trainer.add_callback(TrainSampleMetrics(trainer, train_sample))
@@ -692,7 +734,10 @@ def _train_and_evaluate(model_args, data_args, training_args, folder: RunFolder,
 
     results = dict(train_result.metrics)
     trainer.mixed_precision_off()  # validation and test metrics from fp32 arithmetic, whatever trained the model
-    trainer.share_main_process_buffers()  # ... and from the checkpoint that was saved, on every process
+    if training_args.int8_ready:
+        trainer.make_int8_ready()
+        trainer.save_model()
+    trainer.share_main_process_weights()  # ... and from the checkpoint that was saved, on every process
     calibration = None
     for split in ("validation", "test"):
         if split in splits and len(splits[split]):

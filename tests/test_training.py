@@ -421,3 +421,38 @@ def test_an_image_damaged_mid_file_is_named_before_training(synthetic_dir, tmp_p
         build_trainer(*parse_args(argv))
     trainer, splits = build_trainer(*parse_args([*argv, "--on_missing", "skip"]))
     assert trainer.train().global_step == 1
+
+
+def test_int8_ready_training_leaves_int8_weights_and_scores_that_model(synthetic_dir, tmp_path):
+    """--int8_ready: the saved model's weights are the numbers onnxruntime's int8 model stores (rounding them again
+    changes nothing: every layer's, its BatchNorm folded in, and the metadata embedding tables), its config says how
+    it was made, and the run's test metrics are this model's."""
+    from sklearn.metrics import confusion_matrix
+
+    from hf_skin.quantization import QAT_STEPS, _fold_of, _norm_after, int8_weight, uint8_table
+    from hf_skin.training import run
+
+    out = tmp_path / "run"
+    argv = ["--model", "multi-input", "--dataset", str(synthetic_dir), "--output_dir", str(out), "--int8_ready"]
+    argv += ["--config_overrides", '{"hidden_sizes": [8, 16], "normalization": "batch"}', "--max_steps", "2"]
+    argv += ["--per_device_train_batch_size", "8", "--max_train_samples", "48", "--max_eval_samples", "32"]
+    argv += ["--eval_strategy", "no", "--save_strategy", "no"]
+    run(*parse_args(argv))
+    model = AutoModelForImageClassification.from_pretrained(out).eval()
+    assert model.config.int8_ready["steps"] == QAT_STEPS and model.config.int8_ready["training_images"] == 48
+    trainer, splits = build_trainer(*parse_args(argv))
+    test = splits["test"][:]
+    labels = test.pop("labels")
+    layers = _norm_after(model, {name: value[:2] for name, value in test.items()})
+    assert sum(norm is not None for norm in layers.values()) >= 2  # convolutions with a BatchNorm folded in
+    tables = [m for m in model.modules() if isinstance(m, torch.nn.Embedding)]
+    assert tables
+    with torch.no_grad():
+        for layer, norm in layers.items():
+            rounded = int8_weight(layer.weight, _fold_of(norm, layer.weight))
+            torch.testing.assert_close(rounded, layer.weight, rtol=1e-6, atol=1e-7)
+        for table in tables:
+            torch.testing.assert_close(uint8_table(table.weight), table.weight, rtol=1e-6, atol=1e-7)
+        predicted = model(**test).logits.argmax(-1)
+    got = confusion_matrix(labels, predicted, labels=range(7)).tolist()
+    assert got == json.loads((out / "test_metrics.json").read_text())["confusion_matrix"]
