@@ -272,6 +272,21 @@ def _metrics_table(test_metrics: dict, validation_metrics: dict | None) -> str:
     return markdown_table(header, rows)
 
 
+def _int8_ready_text(config: dict) -> str:
+    """The card's paragraph on int8-ready weights (training's `--int8_ready`), empty for other models."""
+    ready = config.get("int8_ready")
+    if not ready:
+        return ""
+    return (
+        "**int8-ready.** After training, a copy of the model learned its logits through onnxruntime's int8 rounding "
+        f"({ready['steps']} steps on {ready['training_images']} training images, learning rate "
+        f"{ready['learning_rate']:g}) and kept its rounded weights: this checkpoint's weights are int8 numbers, so "
+        "its int8 export (`scripts/export_onnx.py --quantize int8`) differs from it only by the rounding of "
+        "activations. The metrics above are this model's; the best validation score that chose the checkpoint is "
+        "the model's before this step."
+    )
+
+
 def _calibration_text(config: dict, test_metrics: dict) -> str:
     """The card's paragraph on the checkpoint's calibration and referral threshold (see `hf_skin.calibration`)."""
     calibration, point = config.get("calibration"), config.get("operating_point")
@@ -503,6 +518,7 @@ def model_card(run_dir: str | os.PathLike, *, repo_id: str | None = None) -> Mod
         metrics_table=_metrics_table(run.test_metrics, run.validation_metrics),
         per_class_table=_per_class_table(run.test_metrics),
         calibration_text=_calibration_text(run.config, run.test_metrics),
+        int8_ready_text=_int8_ready_text(run.config),
         figures=figures,
         citation=HAM10000_CITATION,
     )

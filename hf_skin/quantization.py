@@ -9,6 +9,7 @@ activations). `hf_skin.export` makes the int8 ONNX models; this module is what t
 from __future__ import annotations
 
 import numpy as np
+from tqdm.auto import tqdm
 
 QAT_STEPS = 300
 QAT_LEARNING_RATE = 2e-6  # quantization_aware_copy's default (hf_skin.export.QAT_LEARNING_RATES tries it first)
@@ -146,7 +147,7 @@ def quantization_aware_copy(
     optimizer = torch.optim.Adam([p for p in student.parameters() if p.requires_grad], lr=learning_rate)
     generator = torch.Generator().manual_seed(seed)
     count = len(data["pixel_values"])
-    for _ in range(steps):
+    for _ in tqdm(range(steps), desc="Quantisation-aware fine-tuning", unit="step"):
         rows = torch.randperm(count, generator=generator)[:batch_size]
         batch = {name: value[rows].to(device) for name, value in data.items()}
         flips = [dim for dim in (2, 3) if torch.rand((), generator=generator) < 0.5]

@@ -456,3 +456,9 @@ def test_int8_ready_training_leaves_int8_weights_and_scores_that_model(synthetic
         predicted = model(**test).logits.argmax(-1)
     got = confusion_matrix(labels, predicted, labels=range(7)).tolist()
     assert got == json.loads((out / "test_metrics.json").read_text())["confusion_matrix"]
+    # the card says so
+    from hf_skin.model_card import model_card
+
+    text = model_card(out).text
+    assert "**int8-ready.** After training, a copy of the model learned its logits through onnxruntime's int8 " in text
+    assert f"({QAT_STEPS} steps on 48 training images, learning rate 2e-06)" in text
