@@ -129,10 +129,11 @@ def test_the_spec_says_how_to_feed_the_model_and_read_it(checkpoints, tmp_path):
     assert spec["labels"] == ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
     assert spec["label_names"]["mel"] == "Melanoma" and spec["malignant"] == ["akiec", "bcc", "mel"]
     assert spec["calibration"] is None and spec["operating_point"] is None  # this checkpoint has neither
+    assert spec["int8_ready"] is None  # nor int8-ready weights
     assert spec["models"]["fp32"]["bytes"] == (tmp_path / "export" / "model.onnx").stat().st_size
 
 
-def test_a_config_calibration_and_operating_point_are_carried_into_the_spec(checkpoints, tmp_path):
+def test_a_config_calibration_operating_point_and_int8_readiness_are_carried_into_the_spec(checkpoints, tmp_path):
     from hf_skin.inference import SkinClassifier as Classifier
 
     classifier = Classifier.from_pretrained(checkpoints["cnn"])
@@ -148,8 +149,10 @@ def test_a_config_calibration_and_operating_point_are_carried_into_the_spec(chec
     point = {"threshold": 0.12, "target_sensitivity": 0.9}
     classifier.model.config.calibration = calibration
     classifier.model.config.operating_point = point
+    ready = {"steps": 300, "learning_rate": 2e-6, "training_images": 2048, "loss": "mse"}
+    classifier.model.config.int8_ready = ready
     spec = export_onnx(classifier, tmp_path / "export")
-    assert spec["calibration"] == calibration and spec["operating_point"] == point
+    assert spec["calibration"] == calibration and spec["operating_point"] == point and spec["int8_ready"] == ready
     assert spec["calibration_note"] == classifier.calibration.describe(classifier.labels)
     assert "calibrated by temperature" in spec["calibration_note"]
     onnx_classifier = SkinClassifier.from_pretrained(tmp_path / "export")
