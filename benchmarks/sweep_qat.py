@@ -20,7 +20,7 @@ from pathlib import Path
 
 from hf_skin.export import QAT_LEARNING_RATES, _run, compare_predictions, export_fp32, quantize, run_inputs
 from hf_skin.inference import SkinClassifier
-from hf_skin.quantization import QAT_BATCH_SIZE, QAT_LOSS, QAT_LOSSES, quantization_aware_copy
+from hf_skin.quantization import QAT_BATCH_SIZE, QAT_IMAGES, QAT_LOSS, QAT_LOSSES, quantization_aware_copy
 from hf_skin.runs import RunFolder
 
 
@@ -31,7 +31,7 @@ def main():
     parser.add_argument("--steps", type=int, default=300, help="fine-tuning steps between measurements")
     parser.add_argument("--chunks", type=int, default=3)
     parser.add_argument("--batch_size", type=int, default=QAT_BATCH_SIZE)
-    parser.add_argument("--fine_tune_images", type=int, default=2048)
+    parser.add_argument("--fine_tune_images", type=int, default=QAT_IMAGES)
     parser.add_argument("--calibration_images", type=int, default=256)
     parser.add_argument("--losses", default=QAT_LOSS, help=f"comma-separated, of: {', '.join(QAT_LOSSES)}")
     parser.add_argument("--seeds", default="0", help="comma-separated: each repeats the sweep with its own seed")

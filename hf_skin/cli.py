@@ -326,7 +326,7 @@ def export_onnx(argv: list[str] | None = None) -> dict:
         describe_int8,
         export_run,
     )
-    from .quantization import QAT_STEPS
+    from .quantization import QAT_IMAGES, QAT_STEPS
     from .runs import RunFolderError
 
     parser = argparse.ArgumentParser(
@@ -373,7 +373,10 @@ def export_onnx(argv: list[str] | None = None) -> dict:
         "only (the on-device page then gives Python onnxruntime's probabilities to the bit).",
     )
     parser.add_argument(
-        "--fine_tune_images", type=int, default=2048, help="Training-split images it learns on (default 2048)."
+        "--fine_tune_images",
+        type=int,
+        default=QAT_IMAGES,
+        help=f"Training-split images it learns on (default {QAT_IMAGES}).",
     )
     parser.add_argument(
         "--fine_tune_steps", type=int, default=QAT_STEPS, help=f"Its steps of 32 images (default {QAT_STEPS})."

@@ -36,7 +36,7 @@ import PIL.Image
 
 from .inference import EXPORT_SPEC, UNCERTAIN_BELOW, SkinClassifier, softmax
 from .processing import SkinProcessor, image_spec
-from .quantization import QAT_BATCH_SIZE, QAT_LEARNING_RATE, QAT_LOSS, QAT_LOSSES, QAT_STEPS, quantization_aware_copy
+from .quantization import QAT_IMAGES, QAT_LEARNING_RATE, QAT_LOSS, QAT_STEPS, describe_copy, quantization_aware_copy
 
 logger = logging.getLogger(__name__)
 
@@ -590,15 +590,9 @@ def export_onnx(
             return (fine_tune_inputs() if callable(fine_tune_inputs) else fine_tune_inputs) or calibration
 
         def fine_tuned(folder: Path, learning_rate: float) -> Path:
+            images = sum(len(b["pixel_values"]) for b in qat_inputs())
             record = spec.setdefault(
-                "quantization_aware",
-                dict(
-                    steps=fine_tune_steps,
-                    learning_rates=[],
-                    batch_size=QAT_BATCH_SIZE,
-                    training_images=sum(len(b["pixel_values"]) for b in qat_inputs()),
-                    loss=QAT_LOSSES[QAT_LOSS],
-                ),
+                "quantization_aware", {**describe_copy(fine_tune_steps, images), "learning_rates": []}
             )
             record["learning_rates"].append(learning_rate)
             student = quantization_aware_copy(
@@ -686,7 +680,7 @@ def export_run(
     calibration_images: int = 256,
     validation_images: int | None = None,
     fine_tune: str = "auto",
-    fine_tune_images: int = 2048,
+    fine_tune_images: int = QAT_IMAGES,
     fine_tune_steps: int = QAT_STEPS,
     first_layers_fp32: str = "auto",
 ) -> dict[str, Any]:

@@ -281,9 +281,9 @@ def _int8_ready_text(config: dict) -> str:
         "**int8-ready.** After training, a copy of the model learned its logits through onnxruntime's int8 rounding "
         f"({ready['steps']} steps on {ready['training_images']} training images, learning rate "
         f"{ready['learning_rate']:g}) and kept its rounded weights: this checkpoint's weights are int8 numbers, so "
-        "its int8 export (`scripts/export_onnx.py --quantize int8`) differs from it only by the rounding of "
-        "activations. The metrics above are this model's; the best validation score that chose the checkpoint is "
-        "the model's before this step."
+        "its static per-channel int8 model (what `scripts/export_onnx.py --quantize int8` tries first) differs from "
+        "it only by the rounding of activations. The metrics above are this model's; the best validation score "
+        "that chose the checkpoint is the model's before this step."
     )
 
 

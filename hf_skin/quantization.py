@@ -11,20 +11,25 @@ from __future__ import annotations
 import numpy as np
 from tqdm.auto import tqdm
 
+# How a copy learns: its steps of QAT_BATCH_SIZE among QAT_IMAGES training-split images, and the learning rate that
+# training's --int8_ready uses and hf_skin.export.QAT_LEARNING_RATES tries first (benchmarks/RESULTS.md, issue 12:
+# on EfficientNet-Lite0 a copy kept rounded at 2e-6 gave the trained model's top-1 on 99.6% of validation images,
+# at 2e-5 on 99.4%, rounding alone on 99.0%)
 QAT_STEPS = 300
-QAT_LEARNING_RATE = 2e-6  # quantization_aware_copy's default (hf_skin.export.QAT_LEARNING_RATES tries it first)
+QAT_LEARNING_RATE = 2e-6
 QAT_BATCH_SIZE = 32
+QAT_IMAGES = 2048
 # What the copy learns from the fp32 model (quantization_aware_copy's `loss`): name -> the spec's description
 QAT_LOSSES = {
     "mse": "mean squared error to the fp32 model's logits",
     "kl": "KL divergence of the copy's probabilities from the fp32 model's",
 }
 QAT_LOSS = "mse"
-# Training's --int8_ready: a copy of the trained model, distilled from it through the int8 rounding for QAT_STEPS steps
-# on this many training images, at this learning rate, its weights kept rounded (benchmarks/RESULTS.md, issue 12: on
-# EfficientNet-Lite0 2e-6 kept the copy closest to the trained model, 99.6% the same top-1 on validation)
-INT8_READY_IMAGES = 2048
-INT8_READY_LEARNING_RATE = 2e-6
+
+
+def describe_copy(steps: int, training_images: int, loss: str = QAT_LOSS) -> dict:
+    """How quantisation-aware copies were made, for a spec or a config (the caller adds the learning rate)."""
+    return {"steps": steps, "batch_size": QAT_BATCH_SIZE, "training_images": training_images, "loss": QAT_LOSSES[loss]}
 
 
 def int8_weight(weight, fold):
@@ -103,6 +108,7 @@ def quantization_aware_copy(
     teacher=None,
     loss: str = QAT_LOSS,
     keep_rounded: bool = False,
+    progress: bool = True,
 ):
     """A copy of PyTorch `model` fine-tuned so that its int8 model agrees with the original: its Conv2d and Linear
     weights pass through `int8_weight` (BatchNorm folded in, as onnxruntime folds it), its embedding tables through
@@ -113,7 +119,7 @@ def quantization_aware_copy(
     `teacher` (default: `model`) is the model distilled from: with an earlier copy as `model` and the original as
     `teacher`, fine-tuning goes on. `loss`: one of `QAT_LOSSES`: `"mse"` on the logits, or `"kl"`, the KL
     divergence of the student's probabilities from the teacher's (it weighs the likely classes, whose near-ties
-    are what int8 flips)."""
+    are what int8 flips). `progress`: show a progress bar."""
     import copy
 
     import torch
@@ -138,6 +144,7 @@ def quantization_aware_copy(
     teacher = (model if teacher is None else teacher).eval()
     device = next(student.parameters()).device
     data = {name: torch.from_numpy(np.concatenate([b[name] for b in batches])) for name in batches[0]}
+    del batches  # a list the caller does not keep is freed now: one copy of the images in memory, not two
     layers = _norm_after(student, {name: value[:2].to(device) for name, value in data.items()})
     for layer, norm in layers.items():
         parametrize.register_parametrization(layer, "weight", Int8Weight(norm))
@@ -147,7 +154,7 @@ def quantization_aware_copy(
     optimizer = torch.optim.Adam([p for p in student.parameters() if p.requires_grad], lr=learning_rate)
     generator = torch.Generator().manual_seed(seed)
     count = len(data["pixel_values"])
-    for _ in tqdm(range(steps), desc="Quantisation-aware fine-tuning", unit="step"):
+    for _ in tqdm(range(steps), desc="Quantisation-aware fine-tuning", unit="step", disable=not progress):
         rows = torch.randperm(count, generator=generator)[:batch_size]
         batch = {name: value[rows].to(device) for name, value in data.items()}
         flips = [dim for dim in (2, 3) if torch.rand((), generator=generator) < 0.5]

@@ -44,7 +44,7 @@ from .models import (
     freeze_backbone,
 )
 from .processing import input_size, load_image, make_batch_transform, parse_image_size, processor_for
-from .quantization import INT8_READY_IMAGES, INT8_READY_LEARNING_RATE, QAT_LOSS, QAT_STEPS, quantization_aware_copy
+from .quantization import QAT_IMAGES, QAT_LEARNING_RATE, QAT_STEPS, describe_copy, quantization_aware_copy
 from .runs import RunFolder
 
 logger = logging.getLogger(__name__)
@@ -240,9 +240,10 @@ class SkinTrainingArguments(TrainingArguments):
         metadata={
             "help": "After training, make the model's weights int8 numbers, as onnxruntime's int8 quantisation stores "
             f"them: a copy learns the trained model's logits through that rounding ({QAT_STEPS} steps, "
-            f"{INT8_READY_IMAGES} training images, learning rate {INT8_READY_LEARNING_RATE:g}) and keeps its "
-            "rounded weights. Its int8 export (scripts/export_onnx.py --quantize int8) then differs from it only by "
-            "the rounding of activations. The run's metrics, calibration and checkpoint are this model's."
+            f"{QAT_IMAGES} training images, learning rate {QAT_LEARNING_RATE:g}) and keeps its rounded weights. Its "
+            "static per-channel int8 model (what scripts/export_onnx.py --quantize int8 tries first) then differs "
+            "from it only by the rounding of activations. The run's metrics, calibration and checkpoint are this "
+            "model's."
         },
     )
     train_metrics_samples: int = field(
@@ -492,18 +493,23 @@ class SkinTrainer(Trainer):
     def make_int8_ready(self) -> None:
         """`--int8_ready`: the model's weights become int8 numbers, as onnxruntime's int8 quantisation stores them
         (`hf_skin.quantization.quantization_aware_copy` with `keep_rounded`: distilled from the trained model on
-        `int8_ready_sample`, training images with evaluation transforms). Recorded in `config.int8_ready`."""
-        loader = torch.utils.data.DataLoader(self.int8_ready_sample, batch_size=64, collate_fn=self.data_collator)
-        batches = [{k: v.numpy() for k, v in batch.items() if k != "labels"} for batch in loader]
-        ready = quantization_aware_copy(
-            self.model, batches, learning_rate=INT8_READY_LEARNING_RATE, seed=self.args.seed, keep_rounded=True
-        )
-        self.model.load_state_dict(ready.state_dict())
+        `int8_ready_sample`, training images with evaluation transforms). Recorded in `config.int8_ready`. Made on
+        the main process; `share_main_process_weights` gives it to the others."""
+        if self.is_world_process_zero():
+            loader = torch.utils.data.DataLoader(self.int8_ready_sample, batch_size=64, collate_fn=self.data_collator)
+            ready = quantization_aware_copy(
+                self.model,
+                [{k: v.numpy() for k, v in batch.items() if k != "labels"} for batch in loader],
+                steps=QAT_STEPS,
+                learning_rate=QAT_LEARNING_RATE,
+                seed=self.args.seed,
+                keep_rounded=True,
+                progress=not self.args.disable_tqdm,
+            )
+            self.model.load_state_dict(ready.state_dict())
         self.model.config.int8_ready = {
-            "steps": QAT_STEPS,
-            "learning_rate": INT8_READY_LEARNING_RATE,
-            "training_images": len(self.int8_ready_sample),
-            "loss": QAT_LOSS,
+            **describe_copy(QAT_STEPS, len(self.int8_ready_sample)),
+            "learning_rate": QAT_LEARNING_RATE,
         }
 
     def create_optimizer(self, model=None):
@@ -592,7 +598,7 @@ def build_trainer(model_args: ModelArguments, data_args: DataArguments, training
     if sample_size and training_args.eval_strategy != "no":  # scored like validation: evaluation transforms
         splits["train_sample"] = splits["train"].shuffle(seed=data_args.split_seed).select(range(sample_size))
     if training_args.int8_ready:  # what --int8_ready learns from, with evaluation transforms too
-        ready_size = min(INT8_READY_IMAGES, len(splits["train"]))
+        ready_size = min(QAT_IMAGES, len(splits["train"]))
         splits["int8_ready"] = splits["train"].shuffle(seed=data_args.split_seed + 1).select(range(ready_size))
     attach_transforms(splits, processor, training_args.augment)
     train_sample = splits.pop("train_sample", None)

@@ -182,15 +182,18 @@ def test_folding_keeps_the_head_on_its_device():
 
 
 def test_fine_tuning_a_calibrated_checkpoint_starts_without_its_calibration(tiny_timm_checkpoint, tmp_path):
-    """The old calibration is only where the new run starts: never unfolded from the new head, never served."""
+    """The old calibration is only where the new run starts: never unfolded from the new head, never served; nor
+    are its weights int8-ready once fine-tuning moves them."""
     from hf_skin.models import build_model
 
     model = build_model("efficientnet-lite0", model_name_or_path=str(tiny_timm_checkpoint))
     calibration = cal.fit_calibration(np.zeros((2, 7)), np.array([0, 5]), train_counts=[1] * 7, method="prior")
     cal.fold(model, calibration, {"threshold": 0.3})
+    model.config.int8_ready = {"steps": 300}
     model.save_pretrained(tmp_path)
     again = build_model("efficientnet-lite0", model_name_or_path=str(tmp_path))
     assert again.config.calibration is None and again.config.operating_point is None
+    assert again.config.int8_ready is None
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -116,10 +116,12 @@ def test_a_copy_kept_rounded_is_its_own_int8_models_weights(keep_rounded, tmp_pa
     stores: quantising it changes no weight, BatchNorm folded in or not, embedding table included. Without it, the
     copy's float weights round to other numbers."""
     net = Net()
+    before = {name: value.clone() for name, value in net.state_dict().items()}
     copy = quantization_aware_copy(
         net, batches(32), steps=5, learning_rate=1e-2, batch_size=8, keep_rounded=keep_rounded
     )
-    assert not torch.equal(copy.conv.weight, net.conv.weight)  # it learned, and the original is untouched
+    assert not torch.equal(copy.conv.weight, net.conv.weight)  # it learned
+    assert all(torch.equal(value, before[name]) for name, value in net.state_dict().items())  # the original did not
     mine, stored = folded(copy), stored_weights(copy, tmp_path)
     for name, values in mine.items():
         error = np.abs(stored[name] - values).max() / np.abs(values).max()

@@ -60,7 +60,8 @@ def load_pretrained_classifier(model_name_or_path: str, **config_kwargs) -> PreT
     )
     # Fine-tuning an hf-skin checkpoint: its head holds its calibration folded in, and that is only where this run
     # starts; the run fits its own calibration and referral threshold (hf_skin.calibration), never unfolds the old.
-    model.config.calibration = model.config.operating_point = None
+    # Its int8-ready weights (training's --int8_ready) stop being int8 numbers at the first step.
+    model.config.calibration = model.config.operating_point = model.config.int8_ready = None
     logger.info(
         "Loaded %s (%s); its classification head was replaced by a freshly initialised %d-class HAM10000 head.",
         model_name_or_path,
