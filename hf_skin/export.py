@@ -35,7 +35,7 @@ import numpy as np
 import PIL.Image
 
 from .inference import EXPORT_SPEC, UNCERTAIN_BELOW, SkinClassifier, softmax
-from .processing import SkinProcessor, image_spec
+from .processing import SkinProcessor, image_spec, pixel_grid
 from .quantization import QAT_IMAGES, QAT_LEARNING_RATE, QAT_LOSS, QAT_STEPS, describe_copy, quantization_aware_copy
 
 logger = logging.getLogger(__name__)
@@ -244,10 +244,13 @@ def quantize(
     calibration: list[dict[str, np.ndarray]] | None = None,
     per_channel: bool = True,
     fp32_layers: int = 0,
+    input_grid: tuple[float, int] | None = None,
 ) -> Path:
     """An int8 copy of the fp32 ONNX model: `method` `"static"` (QDQ, uint8 activations and int8 weights, min-max
     ranges from the `calibration` inputs) or `"dynamic"` (int8 weights, activation ranges computed per batch).
-    `fp32_layers`: how many of the first weighted layers stay fp32 (`leading_nodes`), with everything before them."""
+    `fp32_layers`: how many of the first weighted layers stay fp32 (`leading_nodes`), with everything before them.
+    `input_grid`: `pixel_values`' static scale and zero point, instead of its calibrated range
+    (`hf_skin.processing.pixel_grid`: every 8-bit pixel then exact in int8)."""
     from onnxruntime.quantization import (
         CalibrationMethod,
         QuantFormat,
@@ -275,7 +278,10 @@ def quantize(
                 activation_type=QuantType.QUInt8,
                 weight_type=QuantType.QInt8,
                 calibrate_method=CalibrationMethod.MinMax,
-                extra_options={"CalibTensorRangeSymmetric": False},
+                extra_options={
+                    "CalibTensorRangeSymmetric": False,
+                    "TensorQuantOverrides": _input_overrides(input_grid),
+                },
                 nodes_to_exclude=kept_fp32,
             )
         elif method == "dynamic":
@@ -289,6 +295,14 @@ def quantize(
         else:
             raise ValueError(f"quantisation method {method!r} is not static or dynamic")
     return out_path
+
+
+def _input_overrides(input_grid: tuple[float, int] | None) -> dict:
+    """onnxruntime's `TensorQuantOverrides` that quantise `pixel_values` on `input_grid` (none without one)."""
+    if input_grid is None:
+        return {}
+    step, zero = input_grid
+    return {"pixel_values": [{"scale": np.array(step, np.float32), "zero_point": np.array(zero, np.uint8)}]}
 
 
 def leading_nodes(model_path: str | os.PathLike, layers: int) -> list[str]:
@@ -434,8 +448,10 @@ def quantize_best(
     fine_tuned: Callable[[Path, float], Path] | None = None,
     fine_tune: str = "auto",
     first_layers_fp32: str = "auto",
+    input_grid: tuple[float, int] | None = None,
 ) -> dict[str, Any]:
-    """Static (per channel, per tensor) and dynamic int8 models, each measured against the fp32 model on the
+    """Static (per channel, per tensor) and dynamic int8 models (static ones quantise `pixel_values` on `input_grid`
+    when given: `quantize`), each measured against the fp32 model on the
     `validation` inputs; the kept one is written to `out_path`. While no static model meets the targets
     (`MIN_AGREEMENT`, `MAX_BALANCED_ACCURACY_DROP`), static per-channel models that keep their first layers fp32
     compete, one per count of `FP32_LAYER_COUNTS` in order (none with `first_layers_fp32="never"`). With
@@ -453,7 +469,7 @@ def quantize_best(
     def candidate(source: Path, path: Path, method: str, per_channel: bool, fp32_layers: int = 0, **extra):
         how = dict(method=method, per_channel=per_channel, fp32_layers=fp32_layers, **extra)
         try:
-            quantize(source, path, method, calibration, per_channel=per_channel, fp32_layers=fp32_layers)
+            quantize(source, path, method, calibration, per_channel, fp32_layers, input_grid)
             result = compare_predictions(reference, _run(path, validation), validation_labels)
         except Exception as err:  # a quantiser that fails on some graph: recorded, the others still compete
             logger.warning("int8 %s failed: %s", how, err)
@@ -500,6 +516,8 @@ def quantize_best(
         "validation": {k: v for k, v in kept.items() if k not in (*how, "bytes")},
         "candidates": [result for result, _ in measured] + failed,
         "calibration_images": sum(len(b["pixel_values"]) for b in calibration),
+        # pixel_values' scale and zero point when they were set from the pixel grid, not calibrated (static models)
+        "input_grid": None if input_grid is None else {"scale": input_grid[0], "zero_point": input_grid[1]},
     }
 
 
@@ -611,6 +629,7 @@ def export_onnx(
             fine_tuned=None if fine_tune == "never" else fine_tuned,
             fine_tune=fine_tune,
             first_layers_fp32=first_layers_fp32,
+            input_grid=pixel_grid(spec["image"]),
         )
         spec["models"]["int8"] = {**_file_entry(int8), **report}
     (out_dir / EXPORT_SPEC).write_text(json.dumps(spec, indent=2) + "\n")

@@ -428,6 +428,37 @@ def resize_array(pixels: np.ndarray, height: int, width: int, resample: str) -> 
     return pixels
 
 
+def pixel_grid(spec: dict) -> tuple[float, int] | None:
+    """Where 8-bit pixels land after the rescale and normalisation of `image_spec` `spec`: `(step, zero)` when pixel
+    value p becomes exactly `(p - zero) * step` in every channel (one std for all three, and one mean that is a whole
+    pixel value). int8 quantisation of the input with that scale and zero point then represents every pixel exactly.
+    None otherwise: ImageNet's per-channel statistics, or a mean of 0.5, which puts every pixel half-way between two
+    steps of any integer zero point (127.5)."""
+    rescale = spec["rescale_factor"]
+    steps = [rescale / std for std in spec["image_std"]]
+    zeros = [mean / rescale for mean in spec["image_mean"]]
+    zero = round(zeros[0])
+    if max(steps) - min(steps) > 1e-7 * max(steps) or any(abs(z - zero) > 1e-4 for z in zeros) or not 0 <= zero <= 255:
+        return None
+    return steps[0], zero
+
+
+def align_mean_to_pixels(image_processor) -> np.ndarray | None:
+    """Rounds `image_processor`'s normalisation mean to a whole 8-bit pixel value, in place, where that gives its
+    normalised pixels a `pixel_grid` they lack (a mean of 0.5, timm's EfficientNet-Lite's and Google's ViT's, becomes
+    128/255): the normalised image moves by half a pixel level at most. Returns that move per channel ((old mean -
+    new mean) / std, to add to `pixel_values` made with the old mean), or None when nothing changed."""
+    spec = image_spec(image_processor)
+    if not image_processor.do_normalize or pixel_grid(spec) is not None:
+        return None
+    rescale = spec["rescale_factor"]
+    mean = [round(m / rescale) * rescale for m in spec["image_mean"]]
+    if pixel_grid({**spec, "image_mean": mean}) is None:
+        return None
+    image_processor.image_mean = mean
+    return (np.asarray(spec["image_mean"]) - np.asarray(mean)) / np.asarray(spec["image_std"])
+
+
 def image_spec(image_processor) -> dict:
     """What a runtime needs to turn an RGB image into the model's `pixel_values`, read from a saved image processor:
     `resize` (`{"height", "width"}`, or `{"shortest_edge", "crop_pct"}` for ConvNeXt's resize-then-centre-crop),

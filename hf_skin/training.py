@@ -43,7 +43,14 @@ from .models import (
     build_model,
     freeze_backbone,
 )
-from .processing import input_size, load_image, make_batch_transform, parse_image_size, processor_for
+from .processing import (
+    align_mean_to_pixels,
+    input_size,
+    load_image,
+    make_batch_transform,
+    parse_image_size,
+    processor_for,
+)
 from .quantization import QAT_IMAGES, QAT_LEARNING_RATE, QAT_STEPS, describe_copy, quantization_aware_copy
 from .runs import RunFolder
 
@@ -493,13 +500,25 @@ class SkinTrainer(Trainer):
     def make_int8_ready(self) -> None:
         """`--int8_ready`: the model's weights become int8 numbers, as onnxruntime's int8 quantisation stores them
         (`hf_skin.quantization.quantization_aware_copy` with `keep_rounded`: distilled from the trained model on
-        `int8_ready_sample`, training images with evaluation transforms). Recorded in `config.int8_ready`. Made on
-        the main process; `share_main_process_weights` gives it to the others."""
+        `int8_ready_sample`, training images with evaluation transforms), and so do its inputs where a normalisation
+        mean of 0.5 would put every 8-bit pixel half-way between two int8 steps (`align_mean_to_pixels`: the
+        processor's mean becomes 128/255, and the copy learns on inputs normalised so). Recorded in
+        `config.int8_ready`. Made on the main process; `share_main_process_weights` gives it to the others."""
+        image_processor = getattr(self.processing_class, "image_processor", self.processing_class)
+        old_mean = list(image_processor.image_mean)
+        shift = align_mean_to_pixels(image_processor)  # every process: the evaluation transforms read it
+
+        def inputs(batch):
+            pixel_values = batch["pixel_values"].numpy()
+            if shift is not None:
+                pixel_values = (pixel_values + shift.reshape(1, -1, 1, 1)).astype(np.float32)
+            return {**{k: v.numpy() for k, v in batch.items() if k != "labels"}, "pixel_values": pixel_values}
+
         if self.is_world_process_zero():
             loader = torch.utils.data.DataLoader(self.int8_ready_sample, batch_size=64, collate_fn=self.data_collator)
             ready = quantization_aware_copy(
                 self.model,
-                [{k: v.numpy() for k, v in batch.items() if k != "labels"} for batch in loader],
+                [inputs(batch) for batch in loader],
                 steps=QAT_STEPS,
                 learning_rate=QAT_LEARNING_RATE,
                 seed=self.args.seed,
@@ -510,6 +529,7 @@ class SkinTrainer(Trainer):
         self.model.config.int8_ready = {
             **describe_copy(QAT_STEPS, len(self.int8_ready_sample)),
             "learning_rate": QAT_LEARNING_RATE,
+            "image_mean_before": old_mean if shift is not None else None,
         }
 
     def create_optimizer(self, model=None):

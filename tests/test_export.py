@@ -200,6 +200,7 @@ def test_int8_is_calibrated_on_training_images_and_chosen_by_measurement(finishe
     splits = load_ham10000(synthetic_dir)
     assert int8["validation"]["n"] == len(splits["validation"])  # the run's own validation split, all of it
     assert int8["calibration_images"] == min(256, len(splits["train"]))
+    assert int8["input_grid"] is None  # ImageNet statistics: the input's range is calibrated
 
     # the int8 model's own predictions, through the classifier, are what the spec measured
     fp32 = SkinClassifier.from_pretrained(tmp_path / "export")
@@ -211,6 +212,33 @@ def test_int8_is_calibrated_on_training_images_and_chosen_by_measurement(finishe
     assert np.mean(p32 == p8) == pytest.approx(int8["validation"]["top1_agreement"])
     assert int8["validation"]["top1_agreement"] >= 0.9
     assert abs(int8["validation"]["balanced_accuracy"] - int8["validation"]["balanced_accuracy_reference"]) <= 0.05
+
+
+def test_pixels_on_a_grid_are_quantised_exactly(checkpoints, synthetic_dir, tmp_path):
+    """A processor whose mean is a whole pixel value (128/255, std 0.5: --int8_ready's) gives int8's input its scale
+    and zero point: every 8-bit pixel of every image is then an int8 number exactly, whatever the calibration images'
+    range."""
+    import onnx
+    from onnx import numpy_helper
+
+    from hf_skin.processing import align_mean_to_pixels
+
+    classifier = SkinClassifier.from_pretrained(checkpoints["cnn"])
+    classifier.image_processor.image_mean, classifier.image_processor.image_std = [0.5] * 3, [0.5] * 3
+    align_mean_to_pixels(classifier.image_processor)
+    splits = load_ham10000(synthetic_dir)
+    calibration, _ = run_inputs(classifier, splits["train"], 16)
+    validation, labels = run_inputs(classifier, splits["validation"], 32)
+    spec = export_onnx(classifier, tmp_path / "export", "int8", calibration, validation, labels)
+    assert spec["models"]["int8"]["input_grid"] == {"scale": pytest.approx(2 / 255), "zero_point": 128}
+    graph = onnx.load(tmp_path / "export" / "model_int8.onnx").graph
+    stored = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    node = next(n for n in graph.node if n.op_type == "QuantizeLinear" and n.input[0] == "pixel_values")
+    scale, zero_point = stored[node.input[1]], stored[node.input[2]]
+    assert scale == np.float32(2 / 255) and zero_point == 128
+    pixels = np.concatenate([b["pixel_values"] for b in validation])
+    steps = pixels / scale + zero_point
+    np.testing.assert_allclose(steps, np.round(steps), atol=1e-3)  # exact, not rounded
 
 
 def test_serving_an_export_never_imports_torch(checkpoints, synthetic_dir, tmp_path):

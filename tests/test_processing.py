@@ -142,3 +142,28 @@ def test_load_image_lazily_opened_truncated_pil_image_is_named():
     lazy = Image.open(io.BytesIO(buffer.getvalue()[: len(buffer.getvalue()) // 2]))
     with pytest.raises(ValueError, match="cannot decode the given PIL image: OSError: image file is truncated"):
         load_image(lazy)
+
+
+def test_a_mean_of_half_is_rounded_to_a_pixel_value_so_that_pixels_are_exact_int8_numbers():
+    """With mean 0.5 every normalised 8-bit pixel falls half-way between two steps of any int8 grid (127.5); rounded
+    to 128/255, pixel p becomes exactly (p - 128) * 2/255, the grid an int8 input with zero point 128 holds."""
+    from hf_skin.processing import align_mean_to_pixels, image_spec, pixel_grid
+
+    half = build_image_processor((8, 12), [0.5] * 3, [0.5] * 3)
+    assert pixel_grid(image_spec(half)) is None
+    pixels = np.random.default_rng(0).integers(0, 256, (8, 12, 3), dtype=np.uint8)
+    before = half(Image.fromarray(pixels), return_tensors="np")["pixel_values"][0]
+    shift = align_mean_to_pixels(half)
+    np.testing.assert_allclose(shift, [-1 / 255] * 3)
+    assert half.image_mean == pytest.approx([128 / 255] * 3)
+    step, zero = pixel_grid(image_spec(half))
+    assert (step, zero) == (pytest.approx(2 / 255), 128)
+    after = half(Image.fromarray(pixels), return_tensors="np")["pixel_values"][0]
+    np.testing.assert_allclose(after, before + shift.reshape(-1, 1, 1), atol=1e-6)  # what the copy learns on
+    on_grid = after / step + zero
+    np.testing.assert_allclose(on_grid, np.round(on_grid), atol=1e-4)  # whole int8 numbers, not half-way
+    np.testing.assert_allclose(np.round(on_grid), pixels.transpose(2, 0, 1))  # the pixel values themselves
+    assert align_mean_to_pixels(half) is None  # aligned already
+    # ImageNet's statistics give no one grid for the three channels: left as they are
+    imagenet = build_image_processor((8, 12))
+    assert align_mean_to_pixels(imagenet) is None and list(imagenet.image_mean) == [0.485, 0.456, 0.406]

@@ -423,24 +423,38 @@ def test_an_image_damaged_mid_file_is_named_before_training(synthetic_dir, tmp_p
     assert trainer.train().global_step == 1
 
 
-def test_int8_ready_training_leaves_int8_weights_and_scores_that_model(synthetic_dir, tmp_path):
-    """--int8_ready: the saved model's weights are the numbers onnxruntime's int8 model stores (rounding them again
-    changes nothing: every layer's, its BatchNorm folded in, and the metadata embedding tables), its config says how
-    it was made, and the run's test metrics are this model's."""
+def test_int8_ready_training_leaves_int8_weights_and_scores_that_model(synthetic_dir, tiny_timm_checkpoint, tmp_path):
+    """--int8_ready, on a multi-input model over a (tiny) EfficientNet normalising with mean 0.5: the saved model's
+    weights are the numbers onnxruntime's int8 model stores (rounding them again changes nothing: every layer's, its
+    BatchNorm folded in, and the metadata embedding tables), its processor's mean is a whole pixel value (128/255:
+    8-bit pixels exact in int8), its config says how it was made, and the run's test metrics are this model's."""
+    import datasets
     from sklearn.metrics import confusion_matrix
+    from transformers import AutoImageProcessor
 
+    from hf_skin.processing import SkinProcessor, image_spec, make_batch_transform, pixel_grid
     from hf_skin.quantization import QAT_STEPS, _fold_of, _norm_after, int8_weight, uint8_table
     from hf_skin.training import run
 
     out = tmp_path / "run"
     argv = ["--model", "multi-input", "--dataset", str(synthetic_dir), "--output_dir", str(out), "--int8_ready"]
-    argv += ["--config_overrides", '{"hidden_sizes": [8, 16], "normalization": "batch"}', "--max_steps", "2"]
+    argv += ["--backbone", "efficientnet-lite0", "--model_name_or_path", str(tiny_timm_checkpoint)]
+    argv += ["--image_size", "24x32", "--max_steps", "2"]
     argv += ["--per_device_train_batch_size", "8", "--max_train_samples", "48", "--max_eval_samples", "32"]
     argv += ["--eval_strategy", "no", "--save_strategy", "no"]
     run(*parse_args(argv))
     model = AutoModelForImageClassification.from_pretrained(out).eval()
     assert model.config.int8_ready["steps"] == QAT_STEPS and model.config.int8_ready["training_images"] == 48
+    assert model.config.int8_ready["image_mean_before"] == [0.5, 0.5, 0.5]
+    saved = AutoImageProcessor.from_pretrained(out)
+    assert saved.image_mean == pytest.approx([128 / 255] * 3) and pixel_grid(image_spec(saved)) == (
+        pytest.approx(2 / 255),
+        128,
+    )
     trainer, splits = build_trainer(*parse_args(argv))
+    features = splits["test"].features
+    names = {name: f.names for name, f in features.items() if isinstance(f, datasets.ClassLabel)}
+    splits["test"].set_transform(make_batch_transform(SkinProcessor.from_pretrained(out), None, names))  # the saved
     test = splits["test"][:]
     labels = test.pop("labels")
     layers = _norm_after(model, {name: value[:2] for name, value in test.items()})
