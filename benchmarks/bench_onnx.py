@@ -55,7 +55,7 @@ from hf_skin.export import (
     weighted_layers,
 )
 from hf_skin.inference import SkinClassifier
-from hf_skin.processing import build_image_processor
+from hf_skin.processing import build_image_processor, pixel_grid
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA_DIR = ROOT.parent / "shared" / "ham10000"
@@ -200,14 +200,20 @@ def main():
         validation, labels = run_inputs(classifier, splits["validation"], args.validation_images)
         export = work / f"{name}_export"
         spec = export_onnx(classifier, export, None, None, validation, labels, source=str(checkpoint))
-        int8 = quantize_best(export / FP32_FILE, export / INT8_FILE, calibration, validation, labels)
+        grid = pixel_grid(spec["image"])  # as export_onnx quantises the input
+        int8 = quantize_best(export / FP32_FILE, export / INT8_FILE, calibration, validation, labels, input_grid=grid)
         spec["models"]["int8"] = {"file": INT8_FILE, "bytes": (export / INT8_FILE).stat().st_size, **int8}
         (export / "hf_skin_export.json").write_text(json.dumps(spec, indent=2))
 
         # what keeping the first layers fp32 costs (the export's fallback when fully int8 misses the targets)
         first_layers = min(FIRST_FP32, weighted_layers(export / FP32_FILE) - 1)  # the CNN has 3
         first_fp32 = quantize(
-            export / FP32_FILE, work / f"{name}_first_fp32.onnx", "static", calibration, fp32_layers=first_layers
+            export / FP32_FILE,
+            work / f"{name}_first_fp32.onnx",
+            "static",
+            calibration,
+            fp32_layers=first_layers,
+            input_grid=grid,
         )
         fp32 = SkinClassifier.from_export(export, "fp32", session_options=options)
         q8 = SkinClassifier.from_export(export, "int8", session_options=options)

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from hf_skin.export import QAT_LEARNING_RATES, _run, compare_predictions, export_fp32, quantize, run_inputs
 from hf_skin.inference import SkinClassifier
+from hf_skin.processing import image_spec, pixel_grid
 from hf_skin.quantization import QAT_BATCH_SIZE, QAT_IMAGES, QAT_LOSS, QAT_LOSSES, quantization_aware_copy
 from hf_skin.runs import RunFolder
 
@@ -48,9 +49,10 @@ def main():
         tmp = Path(tmp)
         original = export_fp32(classifier, tmp / "fp32.onnx")
         reference = _run(original, validation)
+        grid = pixel_grid(image_spec(classifier.image_processor))  # as export_onnx quantises the input
 
         def measure(fp32, **record):
-            int8 = quantize(fp32, tmp / "int8.onnx", "static", calibration, per_channel=True)
+            int8 = quantize(fp32, tmp / "int8.onnx", "static", calibration, per_channel=True, input_grid=grid)
             result = compare_predictions(reference, _run(int8, validation), labels)
             result["differ"] = round(result["n"] * (1 - result["top1_agreement"]))
             results.append({**record, **result})
