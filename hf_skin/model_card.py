@@ -277,13 +277,21 @@ def _int8_ready_text(config: dict) -> str:
     ready = config.get("int8_ready")
     if not ready:
         return ""
+    before = ready.get("image_mean_before")
+    inputs = (
+        f"; its normalisation mean was rounded from {', '.join(f'{m:g}' for m in before)} to a whole pixel value, so "
+        "that 8-bit pixels are int8 numbers too. Its static per-channel int8 model (what `scripts/export_onnx.py "
+        "--quantize int8` tries first) differs from it only by the rounding of activations."
+        if before
+        else ". Its static per-channel int8 model (what `scripts/export_onnx.py --quantize int8` tries first) differs "
+        "from it only by the rounding of its input and activations."
+    )
     return (
         "**int8-ready.** After training, a copy of the model learned its logits through onnxruntime's int8 rounding "
-        f"({ready['steps']} steps on {ready['training_images']} training images, learning rate "
-        f"{ready['learning_rate']:g}) and kept its rounded weights: this checkpoint's weights are int8 numbers, so "
-        "its static per-channel int8 model (what `scripts/export_onnx.py --quantize int8` tries first) differs from "
-        "it only by the rounding of activations. The metrics above are this model's; the best validation score "
-        "that chose the checkpoint is the model's before this step."
+        f"({ready['steps']} steps on {ready['training_images']:,} training images, learning rate "
+        f"{ready['learning_rate']:g}) and kept its rounded weights: this checkpoint's weights are int8 numbers"
+        f"{inputs} The metrics above are this model's; the best validation score that chose the checkpoint is the "
+        "model's before this step."
     )
 
 

@@ -482,3 +482,4 @@ def test_int8_ready_training_leaves_int8_weights_and_scores_that_model(synthetic
     text = model_card(out).text
     assert "**int8-ready.** After training, a copy of the model learned its logits through onnxruntime's int8 " in text
     assert f"({QAT_STEPS} steps on 48 training images, learning rate 2e-06)" in text
+    assert "its normalisation mean was rounded from 0.5, 0.5, 0.5 to a whole pixel value" in text
