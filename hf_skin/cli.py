@@ -12,9 +12,14 @@ import sys
 
 # `python scripts/X.py` puts scripts/ first on sys.path, where scripts/evaluate.py would shadow the `evaluate`
 # library (imported by hf_skin.metrics). This module is the first hf_skin import of every script and imports no
-# `evaluate` itself, so taking that folder off here, once, protects them all.
-_scripts = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts")
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _scripts]
+# `evaluate` itself, so taking that folder off here, once, protects them all: this package's scripts/ and the
+# running script's folder when it holds an evaluate.py (a clone's scripts/ run over a `pip install .` of hf_skin
+# elsewhere).
+_script = getattr(sys.modules.get("__main__"), "__file__", None)
+_shadowing = {os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts")}
+if _script and os.path.isfile(os.path.join(os.path.dirname(os.path.abspath(_script)), "evaluate.py")):
+    _shadowing.add(os.path.dirname(os.path.abspath(_script)))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) not in _shadowing]
 
 import argparse  # noqa: E402
 import json  # noqa: E402

@@ -20,6 +20,19 @@ def test_each_script_runs_from_its_folder(script):
     assert "usage" in result.stdout.lower()
 
 
+def test_scripts_run_from_a_folder_away_from_the_package(tmp_path):
+    # A clone's scripts/ run over hf_skin installed elsewhere (`pip install .`): the guard takes off the running
+    # script's folder too, so `evaluate` is the library, not that folder's evaluate.py.
+    scripts = tmp_path / "scripts"
+    scripts.mkdir()
+    (scripts / "evaluate.py").write_text((ROOT / "scripts" / "evaluate.py").read_text())
+    probe = scripts / "probe.py"
+    probe.write_text("import hf_skin.cli\nimport evaluate\nprint(evaluate.__file__)\n")
+    result = subprocess.run([sys.executable, str(probe)], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert Path(result.stdout.strip()).parent.name == "evaluate"  # the library's evaluate/__init__.py
+
+
 def test_scripts_are_shims_over_the_cli():
     for script in SCRIPTS:
         tree = ast.parse(script.read_text())
