@@ -23,6 +23,7 @@ from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
 from .data import DX_LABELS, DX_NAMES, MALIGNANT_DX
+from .processing import normalisation, pixel_grid
 from .runs import CARD_FILE, RUN_ARGS_FILE, RunFolder, RunFolderError
 
 logger = logging.getLogger(__name__)
@@ -272,20 +273,24 @@ def _metrics_table(test_metrics: dict, validation_metrics: dict | None) -> str:
     return markdown_table(header, rows)
 
 
-def _int8_ready_text(config: dict) -> str:
-    """The card's paragraph on int8-ready weights (training's `--int8_ready`), empty for other models."""
+def _int8_ready_text(config: dict, processor: dict) -> str:
+    """The card's paragraph on int8-ready weights (training's `--int8_ready`), empty for other models. `processor`:
+    the saved image processor's settings, which say whether int8 holds the input's pixels exactly."""
     ready = config.get("int8_ready")
     if not ready:
         return ""
     before = ready.get("image_mean_before")
-    inputs = (
-        f"; its normalisation mean was rounded from {', '.join(f'{m:g}' for m in before)} to a whole pixel value, so "
-        "that 8-bit pixels are int8 numbers too. Its static per-channel int8 model (what `scripts/export_onnx.py "
-        "--quantize int8` tries first) differs from it only by the rounding of activations."
-        if before
-        else ". Its static per-channel int8 model (what `scripts/export_onnx.py --quantize int8` tries first) differs "
-        "from it only by the rounding of its input and activations."
-    )
+    int8_model = "Its static per-channel int8 model (what `scripts/export_onnx.py --quantize int8` tries first)"
+    if pixel_grid(normalisation(processor)) is None:
+        inputs = f". {int8_model} differs from it only by the rounding of its input and activations."
+    else:
+        why = (
+            f"its normalisation mean was rounded from {', '.join(f'{m:g}' for m in before)} to a whole pixel value"
+            if before
+            else "its normalisation puts them on int8's grid"
+        )
+        inputs = f"; 8-bit pixels are int8 numbers too ({why}). {int8_model} differs from it only by the rounding of "
+        inputs += "activations."
     return (
         "**int8-ready.** After training, a copy of the model learned its logits through onnxruntime's int8 rounding "
         f"({ready['steps']} steps on {ready['training_images']:,} training images, learning rate "
@@ -526,7 +531,7 @@ def model_card(run_dir: str | os.PathLike, *, repo_id: str | None = None) -> Mod
         metrics_table=_metrics_table(run.test_metrics, run.validation_metrics),
         per_class_table=_per_class_table(run.test_metrics),
         calibration_text=_calibration_text(run.config, run.test_metrics),
-        int8_ready_text=_int8_ready_text(run.config),
+        int8_ready_text=_int8_ready_text(run.config, run.read_json("preprocessor_config.json") or {}),
         figures=figures,
         citation=HAM10000_CITATION,
     )

@@ -429,7 +429,8 @@ def resize_array(pixels: np.ndarray, height: int, width: int, resample: str) -> 
 
 
 def pixel_grid(spec: dict) -> tuple[float, int] | None:
-    """Where 8-bit pixels land after the rescale and normalisation of `image_spec` `spec`: `(step, zero)` when pixel
+    """Where 8-bit pixels land after the rescale and normalisation of `image_spec` `spec` (its `rescale_factor`,
+    `image_mean` and `image_std`): `(step, zero)` when pixel
     value p becomes exactly `(p - zero) * step` in every channel (one std for all three, and one mean that is a whole
     pixel value). int8 quantisation of the input with that scale and zero point then represents every pixel exactly.
     None otherwise: ImageNet's per-channel statistics, or a mean of 0.5, which puts every pixel half-way between two
@@ -443,20 +444,35 @@ def pixel_grid(spec: dict) -> tuple[float, int] | None:
     return steps[0], zero
 
 
-def align_mean_to_pixels(image_processor) -> np.ndarray | None:
+def align_mean_to_pixels(image_processor, config=None) -> list[float] | None:
     """Rounds `image_processor`'s normalisation mean to a whole 8-bit pixel value, in place, where that gives its
     normalised pixels a `pixel_grid` they lack (a mean of 0.5, timm's EfficientNet-Lite's and Google's ViT's, becomes
-    128/255): the normalised image moves by half a pixel level at most. Returns that move per channel ((old mean -
-    new mean) / std, to add to `pixel_values` made with the old mean), or None when nothing changed."""
-    spec = image_spec(image_processor)
-    if not image_processor.do_normalize or pixel_grid(spec) is not None:
+    128/255): the normalised image moves by half a pixel level at most. A timm model's `config` (or a multi-input
+    model's, through its `backbone_config`) gets the same mean in its `pretrained_cfg`, which timm's tools and
+    fine-tuning read. Returns the new mean, or None when nothing changed."""
+    settings = normalisation(image_processor.to_dict())
+    if not image_processor.do_normalize or pixel_grid(settings) is not None:
         return None
-    rescale = spec["rescale_factor"]
-    mean = [round(m / rescale) * rescale for m in spec["image_mean"]]
-    if pixel_grid({**spec, "image_mean": mean}) is None:
+    rescale = settings["rescale_factor"]
+    mean = [round(m / rescale) * rescale for m in settings["image_mean"]]
+    if pixel_grid({**settings, "image_mean": mean}) is None:
         return None
     image_processor.image_mean = mean
-    return (np.asarray(spec["image_mean"]) - np.asarray(mean)) / np.asarray(spec["image_std"])
+    image_config = getattr(config, "backbone_config", config)
+    if getattr(image_config, "model_type", None) == "timm_wrapper":
+        image_config.pretrained_cfg = {**(image_config.pretrained_cfg or {}), "mean": mean}
+    return mean
+
+
+def normalisation(settings: dict) -> dict:
+    """`image_spec`'s `rescale_factor`, `image_mean` and `image_std` (identity where a step is skipped) from an image
+    processor's settings: its `to_dict()` or its saved `preprocessor_config.json`."""
+    rescale = float(settings.get("rescale_factor", 1 / 255)) if settings.get("do_rescale", True) else 1.0
+    if not settings.get("do_normalize", True):
+        return {"rescale_factor": rescale, "image_mean": [0.0, 0.0, 0.0], "image_std": [1.0, 1.0, 1.0]}
+    mean = [float(v) for v in settings["image_mean"]]
+    std = [float(v) for v in settings["image_std"]]
+    return {"rescale_factor": rescale, "image_mean": mean, "image_std": std}
 
 
 def image_spec(image_processor) -> dict:
@@ -485,15 +501,10 @@ def image_spec(image_processor) -> dict:
         )
     if not getattr(image_processor, "do_resize", True):
         raise ValueError("the image processor does not resize: an exported model needs a fixed input size")
-    rescale = float(image_processor.rescale_factor) if image_processor.do_rescale else 1.0
-    mean = [float(v) for v in image_processor.image_mean] if image_processor.do_normalize else [0.0, 0.0, 0.0]
-    std = [float(v) for v in image_processor.image_std] if image_processor.do_normalize else [1.0, 1.0, 1.0]
     return {
         "resize": resize,
         "resample": names[resample],
-        "rescale_factor": rescale,
-        "image_mean": mean,
-        "image_std": std,
+        **normalisation(image_processor.to_dict()),
         "input_size": list(spec_input_size(resize)),
         "channel_order": "RGB",
         "layout": "NCHW",

@@ -3,13 +3,19 @@
 embedding table (`uint8_table`), and quantisation-aware copies that learn, by distillation through that rounding,
 weights that survive it (`quantization_aware_copy`), or that are int8 numbers (`keep_rounded=True`, what training's
 `--int8_ready` makes: onnxruntime's int8 model of such a copy then differs from it only by the rounding of
-activations). `hf_skin.export` makes the int8 ONNX models; this module is what the PyTorch side knows of them.
+activations, and of the input where its normalisation puts pixels off int8's grid). `hf_skin.export` makes the
+int8 ONNX models; this module is what the PyTorch side knows of them.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 from tqdm.auto import tqdm
+
+if TYPE_CHECKING:
+    import torch
 
 # How a copy learns: its steps of QAT_BATCH_SIZE among QAT_IMAGES training-split images, and the learning rate that
 # training's --int8_ready uses and hf_skin.export.QAT_LEARNING_RATES tries first (benchmarks/RESULTS.md, issue 12:
@@ -32,7 +38,7 @@ def describe_copy(steps: int, training_images: int, loss: str = QAT_LOSS) -> dic
     return {"steps": steps, "batch_size": QAT_BATCH_SIZE, "training_images": training_images, "loss": QAT_LOSSES[loss]}
 
 
-def int8_weight(weight, fold):
+def int8_weight(weight: torch.Tensor, fold: torch.Tensor) -> torch.Tensor:
     """`weight` as onnxruntime's static per-channel quantisation stores it, with a straight-through gradient: the
     weight the runtime sees (`weight` times `fold`, the BatchNorm that follows folded into it), rounded to int8 with
     one symmetric scale per output channel (max |w| / 127), divided by `fold` again."""
@@ -45,7 +51,7 @@ def int8_weight(weight, fold):
     return torch.fake_quantize_per_channel_affine(folded, scale, zero_point, 0, -127, 127) / fold.view(shape)
 
 
-def uint8_table(weight):
+def uint8_table(weight: torch.Tensor) -> torch.Tensor:
     """An embedding table as onnxruntime's static quantisation stores a Gather's constant input, with a
     straight-through gradient: as an activation, uint8 with one scale and zero point over the table's range, 0
     included ((max - min) / 255). Rounding it again gives the same numbers: its smallest and largest entries fall
@@ -58,7 +64,7 @@ def uint8_table(weight):
     return torch.fake_quantize_per_tensor_affine(weight, scale, round(-low / scale), 0, 255)
 
 
-def _fold_of(norm, weight):
+def _fold_of(norm: torch.nn.BatchNorm2d | None, weight: torch.Tensor) -> torch.Tensor:
     """The per-channel factor BatchNorm `norm` multiplies its input by (1 without one)."""
     import torch
 
@@ -69,7 +75,7 @@ def _fold_of(norm, weight):
     return torch.where(fold.abs() < 1e-8, torch.ones_like(fold), fold)
 
 
-def _norm_after(model, inputs: dict) -> dict:
+def _norm_after(model: torch.nn.Module, inputs: dict) -> dict:
     """Every Conv2d and Linear layer that `model` runs on `inputs`, with the BatchNorm that reads its output directly
     (which onnxruntime folds into it before quantising), or None."""
     import torch
@@ -99,17 +105,17 @@ def _norm_after(model, inputs: dict) -> dict:
 
 
 def quantization_aware_copy(
-    model,
+    model: torch.nn.Module,
     batches: list[dict[str, np.ndarray]],
     steps: int = QAT_STEPS,
     learning_rate: float = QAT_LEARNING_RATE,
     batch_size: int = QAT_BATCH_SIZE,
     seed: int = 0,
-    teacher=None,
+    teacher: torch.nn.Module | None = None,
     loss: str = QAT_LOSS,
     keep_rounded: bool = False,
     progress: bool = True,
-):
+) -> torch.nn.Module:
     """A copy of PyTorch `model` fine-tuned so that its int8 model agrees with the original: its Conv2d and Linear
     weights pass through `int8_weight` (BatchNorm folded in, as onnxruntime folds it), its embedding tables through
     `uint8_table`, and it learns, by distillation, to give the original fp32 model's logits on `batches`

@@ -249,8 +249,9 @@ class SkinTrainingArguments(TrainingArguments):
             f"them: a copy learns the trained model's logits through that rounding ({QAT_STEPS} steps, "
             f"{QAT_IMAGES} training images, learning rate {QAT_LEARNING_RATE:g}) and keeps its rounded weights. Its "
             "static per-channel int8 model (what scripts/export_onnx.py --quantize int8 tries first) then differs "
-            "from it only by the rounding of activations. The run's metrics, calibration and checkpoint are this "
-            "model's."
+            "from it only by the rounding of activations, and of the input where its normalisation has no grid of "
+            "whole pixel values (ImageNet's per-channel statistics); a mean of 0.5 is rounded to 128/255 so that "
+            "int8 holds every pixel exactly. The run's metrics, calibration and checkpoint are this model's."
         },
     )
     train_metrics_samples: int = field(
@@ -490,8 +491,8 @@ class SkinTrainer(Trainer):
         saved model.
 
         DDP keeps the weights in step but each process's running statistics drift after the last broadcast (and
-        `make_int8_ready` runs on each process), so without this the other processes would score their share of the
-        final evaluation with a model nobody saved.
+        `make_int8_ready` changes the main process's weights only), so without this the other processes would score
+        their share of the final evaluation with a model nobody saved.
         """
         if self.args.world_size > 1 and torch.distributed.is_initialized():
             for tensor in self.model.state_dict().values():
@@ -506,19 +507,14 @@ class SkinTrainer(Trainer):
         `config.int8_ready`. Made on the main process; `share_main_process_weights` gives it to the others."""
         image_processor = getattr(self.processing_class, "image_processor", self.processing_class)
         old_mean = list(image_processor.image_mean)
-        shift = align_mean_to_pixels(image_processor)  # every process: the evaluation transforms read it
-
-        def inputs(batch):
-            pixel_values = batch["pixel_values"].numpy()
-            if shift is not None:
-                pixel_values = (pixel_values + shift.reshape(1, -1, 1, 1)).astype(np.float32)
-            return {**{k: v.numpy() for k, v in batch.items() if k != "labels"}, "pixel_values": pixel_values}
-
+        # every process: the evaluation transforms read the processor when called, so the sample's batches (and the
+        # final evaluation's) are made with the aligned mean
+        aligned = align_mean_to_pixels(image_processor, self.model.config)
         if self.is_world_process_zero():
             loader = torch.utils.data.DataLoader(self.int8_ready_sample, batch_size=64, collate_fn=self.data_collator)
             ready = quantization_aware_copy(
                 self.model,
-                [inputs(batch) for batch in loader],
+                [{k: v.numpy() for k, v in batch.items() if k != "labels"} for batch in loader],
                 steps=QAT_STEPS,
                 learning_rate=QAT_LEARNING_RATE,
                 seed=self.args.seed,
@@ -529,7 +525,7 @@ class SkinTrainer(Trainer):
         self.model.config.int8_ready = {
             **describe_copy(QAT_STEPS, len(self.int8_ready_sample)),
             "learning_rate": QAT_LEARNING_RATE,
-            "image_mean_before": old_mean if shift is not None else None,
+            "image_mean_before": old_mean if aligned is not None else None,
         }
 
     def create_optimizer(self, model=None):

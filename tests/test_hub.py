@@ -657,3 +657,23 @@ def test_model_card_names_the_study_cnn_only_when_it_is_the_studys():
     assert "image_size 64" in deeper and "hidden_sizes [32, 64, 128]" in deeper and "the HAM10000" not in deeper
     multi = _family(build_model("multi-input", hidden_sizes=[8]).config.to_dict())
     assert "reads age, sex, localization" in multi and "hidden_sizes [8]" in multi
+
+
+def test_model_card_says_whether_int8_holds_an_int8_ready_models_input_exactly():
+    """The saved processor decides: a mean rounded to 128/255 or a processor on a pixel grid already (no rounding
+    to report) give exact inputs; ImageNet's per-channel statistics leave the input's rounding too."""
+    from hf_skin.model_card import _int8_ready_text
+
+    ready = {"steps": 300, "training_images": 2048, "learning_rate": 2e-6, "image_mean_before": [0.5, 0.5, 0.5]}
+    aligned = {"do_rescale": True, "rescale_factor": 1 / 255, "image_mean": [128 / 255] * 3, "image_std": [0.5] * 3}
+    imagenet = {**aligned, "image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225]}
+    text = _int8_ready_text({"int8_ready": ready}, aligned)
+    assert (
+        "8-bit pixels are int8 numbers too (its normalisation mean was rounded from 0.5, 0.5, 0.5 to a whole" in text
+    )
+    assert "2,048 training images" in text and "only by the rounding of activations." in text
+    text = _int8_ready_text({"int8_ready": {**ready, "image_mean_before": None}}, aligned)
+    assert "rounded from" not in text and "int8 numbers too (its normalisation puts them on int8's grid)" in text
+    text = _int8_ready_text({"int8_ready": {**ready, "image_mean_before": None}}, imagenet)
+    assert "int8 numbers too" not in text and "only by the rounding of its input and activations." in text
+    assert _int8_ready_text({}, aligned) == ""

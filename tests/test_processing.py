@@ -153,13 +153,12 @@ def test_a_mean_of_half_is_rounded_to_a_pixel_value_so_that_pixels_are_exact_int
     assert pixel_grid(image_spec(half)) is None
     pixels = np.random.default_rng(0).integers(0, 256, (8, 12, 3), dtype=np.uint8)
     before = half(Image.fromarray(pixels), return_tensors="np")["pixel_values"][0]
-    shift = align_mean_to_pixels(half)
-    np.testing.assert_allclose(shift, [-1 / 255] * 3)
+    assert align_mean_to_pixels(half) == pytest.approx([128 / 255] * 3)
     assert half.image_mean == pytest.approx([128 / 255] * 3)
     step, zero = pixel_grid(image_spec(half))
     assert (step, zero) == (pytest.approx(2 / 255), 128)
     after = half(Image.fromarray(pixels), return_tensors="np")["pixel_values"][0]
-    np.testing.assert_allclose(after, before + shift.reshape(-1, 1, 1), atol=1e-6)  # what the copy learns on
+    np.testing.assert_allclose(after, before - 1 / 255, atol=1e-6)  # half a pixel level, no more
     on_grid = after / step + zero
     np.testing.assert_allclose(on_grid, np.round(on_grid), atol=1e-4)  # whole int8 numbers, not half-way
     np.testing.assert_allclose(np.round(on_grid), pixels.transpose(2, 0, 1))  # the pixel values themselves
@@ -167,3 +166,26 @@ def test_a_mean_of_half_is_rounded_to_a_pixel_value_so_that_pixels_are_exact_int
     # ImageNet's statistics give no one grid for the three channels: left as they are
     imagenet = build_image_processor((8, 12))
     assert align_mean_to_pixels(imagenet) is None and list(imagenet.image_mean) == [0.485, 0.456, 0.406]
+
+
+def test_aligning_the_mean_reaches_a_timm_models_pretrained_cfg_and_needs_no_exportable_processor():
+    """timm's tools and fine-tuning rebuild the processor from `pretrained_cfg` (an image-only model's config, a
+    multi-input model's backbone_config): it gets the same mean. Only the normalisation is read, so a processor that
+    the exported runtimes do not support (a centre crop, Lanczos) is aligned all the same."""
+    from types import SimpleNamespace
+
+    from transformers import ViTImageProcessor
+    from transformers.image_utils import PILImageResampling
+
+    from hf_skin.processing import align_mean_to_pixels
+
+    backbone = SimpleNamespace(model_type="timm_wrapper", pretrained_cfg={"mean": [0.5] * 3, "std": [0.5] * 3})
+    multi_input = SimpleNamespace(model_type="hf_skin_multi_input", backbone_config=backbone)
+    cropping = ViTImageProcessor(
+        image_mean=[0.5] * 3, image_std=[0.5] * 3, do_center_crop=True, resample=PILImageResampling.LANCZOS
+    )
+    assert align_mean_to_pixels(cropping, multi_input) == pytest.approx([128 / 255] * 3)
+    assert backbone.pretrained_cfg == {"mean": pytest.approx([128 / 255] * 3), "std": [0.5] * 3}
+    timm = SimpleNamespace(model_type="timm_wrapper", pretrained_cfg={"mean": [0.5] * 3})
+    align_mean_to_pixels(build_image_processor((8, 12), [0.5] * 3, [0.5] * 3), timm)
+    assert timm.pretrained_cfg["mean"] == pytest.approx([128 / 255] * 3)

@@ -423,12 +423,26 @@ def test_an_image_damaged_mid_file_is_named_before_training(synthetic_dir, tmp_p
     assert trainer.train().global_step == 1
 
 
-def test_int8_ready_training_leaves_int8_weights_and_scores_that_model(synthetic_dir, tiny_timm_checkpoint, tmp_path):
+def test_int8_ready_training_leaves_int8_weights_and_scores_that_model(
+    synthetic_dir, tiny_timm_checkpoint, tmp_path, monkeypatch
+):
     """--int8_ready, on a multi-input model over a (tiny) EfficientNet normalising with mean 0.5: the saved model's
     weights are the numbers onnxruntime's int8 model stores (rounding them again changes nothing: every layer's, its
     BatchNorm folded in, and the metadata embedding tables), its processor's mean is a whole pixel value (128/255:
-    8-bit pixels exact in int8), its config says how it was made, and the run's test metrics are this model's."""
+    8-bit pixels exact in int8) and the copy learned on the inputs that processor makes, its config says how it was
+    made, and the run's test metrics are this model's."""
     import datasets
+
+    from hf_skin import training
+
+    learned_on = []
+
+    def recording_copy(model, batches, **kwargs):
+        learned_on.extend(batches)
+        return copy_of(model, batches, **kwargs)
+
+    copy_of = training.quantization_aware_copy
+    monkeypatch.setattr(training, "quantization_aware_copy", recording_copy)
     from sklearn.metrics import confusion_matrix
     from transformers import AutoImageProcessor
 
@@ -451,10 +465,18 @@ def test_int8_ready_training_leaves_int8_weights_and_scores_that_model(synthetic
         pytest.approx(2 / 255),
         128,
     )
+    assert model.config.backbone_config.pretrained_cfg["mean"] == pytest.approx([128 / 255] * 3)  # timm's copy of it
     trainer, splits = build_trainer(*parse_args(argv))
     features = splits["test"].features
     names = {name: f.names for name, f in features.items() if isinstance(f, datasets.ClassLabel)}
-    splits["test"].set_transform(make_batch_transform(SkinProcessor.from_pretrained(out), None, names))  # the saved
+    saved_transform = make_batch_transform(SkinProcessor.from_pretrained(out), None, names)
+    # the copy learned on the sample's images as the saved processor makes them (not half a pixel level off)
+    trainer.int8_ready_sample.set_transform(saved_transform)
+    sample = trainer.int8_ready_sample[:]
+    assert len(learned_on) == 1 and len(sample["pixel_values"]) == 48  # one batch of 64 or fewer
+    for name, value in learned_on[0].items():
+        np.testing.assert_allclose(value, sample[name].numpy(), atol=1e-6, err_msg=name)
+    splits["test"].set_transform(saved_transform)  # the saved processor
     test = splits["test"][:]
     labels = test.pop("labels")
     layers = _norm_after(model, {name: value[:2] for name, value in test.items()})
@@ -482,4 +504,4 @@ def test_int8_ready_training_leaves_int8_weights_and_scores_that_model(synthetic
     text = model_card(out).text
     assert "**int8-ready.** After training, a copy of the model learned its logits through onnxruntime's int8 " in text
     assert f"({QAT_STEPS} steps on 48 training images, learning rate 2e-06)" in text
-    assert "its normalisation mean was rounded from 0.5, 0.5, 0.5 to a whole pixel value" in text
+    assert "8-bit pixels are int8 numbers too (its normalisation mean was rounded from 0.5, 0.5, 0.5 to a" in text
