@@ -68,9 +68,12 @@ def test_report_to_tensorboard(synthetic_dir, tmp_path, monkeypatch):
 
 
 def test_two_process_run_evaluates_like_one_process(synthetic_dir, tmp_path):
+    """Two processes score the test split with the saved model: the one --int8_ready made on the main process (its
+    channels-last weights broadcast to the other), as one process scoring the saved checkpoint does."""
     out = tmp_path / "ddp"
     argv = small_args(synthetic_dir, out, "--max_steps", "3", "--per_device_train_batch_size", "8")
     argv += ["--eval_strategy", "no", "--save_strategy", "no", "--per_device_eval_batch_size", "7"]
+    argv += ["--int8_ready", "--channels_last"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     launcher = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--num_machines", "1"]
     # accelerate's --cpu runs ONE process whatever --num_processes says (its simple launcher); --multi_gpu goes through
@@ -102,3 +105,5 @@ def test_two_process_run_evaluates_like_one_process(synthetic_dir, tmp_path):
     assert np.asarray(distributed["confusion_matrix"]).sum() == len(splits["test"])
     assert distributed["confusion_matrix"] == single["confusion_matrix"]
     assert distributed["balanced_accuracy"] == pytest.approx(single["balanced_accuracy"])
+    # to 1e-7: without the broadcast, the int8-ready step (on the main process only) moved it by 2e-6 here
+    assert distributed["nll"] == pytest.approx(single["nll"], rel=1e-7)
