@@ -200,6 +200,10 @@ $("photo").addEventListener("change", () => {
   preview.hidden = !state.file;
   if (state.file) preview.src = URL.createObjectURL(state.file);
 });
+// a file the browser cannot show (not an image, or a corrupt one): no broken-image icon; Classify says what is wrong
+$("preview").addEventListener("error", () => {
+  $("preview").hidden = true;
+});
 $("classify").addEventListener("click", classify);
 
 if ("serviceWorker" in navigator) {
