@@ -16,9 +16,10 @@ import sys
 # running script's folder when it holds an evaluate.py (a clone's scripts/ run over a `pip install .` of hf_skin
 # elsewhere).
 _script = getattr(sys.modules.get("__main__"), "__file__", None)
+_script_folder = os.path.dirname(os.path.abspath(_script)) if _script else None
 _shadowing = {os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts")}
-if _script and os.path.isfile(os.path.join(os.path.dirname(os.path.abspath(_script)), "evaluate.py")):
-    _shadowing.add(os.path.dirname(os.path.abspath(_script)))
+if _script_folder and os.path.isfile(os.path.join(_script_folder, "evaluate.py")):
+    _shadowing.add(_script_folder)
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) not in _shadowing]
 
 import argparse  # noqa: E402

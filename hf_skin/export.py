@@ -469,7 +469,15 @@ def quantize_best(
     def candidate(source: Path, path: Path, method: str, per_channel: bool, fp32_layers: int = 0, **extra):
         how = dict(method=method, per_channel=per_channel, fp32_layers=fp32_layers, **extra)
         try:
-            quantize(source, path, method, calibration, per_channel, fp32_layers, input_grid)
+            quantize(
+                source,
+                path,
+                method,
+                calibration,
+                per_channel=per_channel,
+                fp32_layers=fp32_layers,
+                input_grid=input_grid,
+            )
             result = compare_predictions(reference, _run(path, validation), validation_labels)
         except Exception as err:  # a quantiser that fails on some graph: recorded, the others still compete
             logger.warning("int8 %s failed: %s", how, err)

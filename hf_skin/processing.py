@@ -430,11 +430,10 @@ def resize_array(pixels: np.ndarray, height: int, width: int, resample: str) -> 
 
 def pixel_grid(spec: dict) -> tuple[float, int] | None:
     """Where 8-bit pixels land after the rescale and normalisation of `image_spec` `spec` (its `rescale_factor`,
-    `image_mean` and `image_std`): `(step, zero)` when pixel
-    value p becomes exactly `(p - zero) * step` in every channel (one std for all three, and one mean that is a whole
-    pixel value). int8 quantisation of the input with that scale and zero point then represents every pixel exactly.
-    None otherwise: ImageNet's per-channel statistics, or a mean of 0.5, which puts every pixel half-way between two
-    steps of any integer zero point (127.5)."""
+    `image_mean` and `image_std`): `(step, zero)` when pixel value p becomes exactly `(p - zero) * step` in every
+    channel (one std for all three, and one mean that is a whole pixel value). int8 quantisation of the input with
+    that scale and zero point then represents every pixel exactly. None otherwise: ImageNet's per-channel statistics,
+    or a mean of 0.5, which puts every pixel half-way between two steps of any integer zero point (127.5)."""
     rescale = spec["rescale_factor"]
     steps = [rescale / std for std in spec["image_std"]]
     zeros = [mean / rescale for mean in spec["image_mean"]]
@@ -451,7 +450,7 @@ def align_mean_to_pixels(image_processor, config=None) -> list[float] | None:
     model's, through its `backbone_config`) gets the same mean in its `pretrained_cfg`, which timm's tools and
     fine-tuning read. Returns the new mean, or None when nothing changed."""
     settings = normalisation(image_processor.to_dict())
-    if not image_processor.do_normalize or pixel_grid(settings) is not None:
+    if pixel_grid(settings) is not None:  # on a grid already (no normalisation included)
         return None
     rescale = settings["rescale_factor"]
     mean = [round(m / rescale) * rescale for m in settings["image_mean"]]
