@@ -35,7 +35,8 @@ from scipy.special import log_softmax
 
 # No torch at import (hf_skin.metrics brings it through `evaluate`): an exported model's classifier reads its
 # calibration without it.
-from .data import DEFAULT_DATASET, MALIGNANT_DX, SPLIT_DEFAULTS, SplitArguments
+from .data import DEFAULT_DATASET, SPLIT_DEFAULTS, SplitArguments
+from .labels import DX_PLURAL, malignant_ids
 
 logger = logging.getLogger(__name__)
 
@@ -51,15 +52,6 @@ THRESHOLD_MARGIN = 1e-5
 # A class that the calibration images lack still gets a prior: counts + this (Jeffreys' pseudo-count).
 PSEUDO_COUNT = 0.5
 # HAM10000's diagnoses as a sentence counts them.
-DX_PLURAL = {
-    "akiec": "actinic keratoses",
-    "bcc": "basal cell carcinomas",
-    "bkl": "benign keratoses",
-    "df": "dermatofibromas",
-    "mel": "melanomas",
-    "nv": "moles (nevi)",
-    "vasc": "vascular lesions",
-}
 
 
 class CalibrationError(ValueError):
@@ -376,10 +368,6 @@ def calibrate_model(
 
 # ---------------------------------------------------------------------------------------------------------------
 # The operating point of the referral advice
-
-
-def malignant_ids(label_names: list[str]) -> list[int]:
-    return [i for i, name in enumerate(label_names) if name in MALIGNANT_DX]
 
 
 def choose_operating_point(

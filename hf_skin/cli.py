@@ -7,25 +7,11 @@ taken from a command line (shell history and process lists keep them): every com
 
 from __future__ import annotations
 
-import os
+import argparse
+import json
+import logging
 import sys
-
-# `python scripts/X.py` puts scripts/ first on sys.path, where scripts/evaluate.py would shadow the `evaluate`
-# library (imported by hf_skin.metrics). This module is the first hf_skin import of every script and imports no
-# `evaluate` itself, so taking that folder off here, once, protects them all: this package's scripts/ and the
-# running script's folder when it holds an evaluate.py (a clone's scripts/ run over a `pip install .` of hf_skin
-# elsewhere).
-_script = getattr(sys.modules.get("__main__"), "__file__", None)
-_script_folder = os.path.dirname(os.path.abspath(_script)) if _script else None
-_shadowing = {os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts")}
-if _script_folder and os.path.isfile(os.path.join(_script_folder, "evaluate.py")):
-    _shadowing.add(_script_folder)
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) not in _shadowing]
-
-import argparse  # noqa: E402
-import json  # noqa: E402
-import logging  # noqa: E402
-from pathlib import Path  # noqa: E402
+from pathlib import Path
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 TOKEN_FLAGS = ("--hub_token", "--token")

@@ -9,7 +9,6 @@ import json
 import logging
 import math
 import os
-import re
 import shutil
 import tempfile
 import time
@@ -26,38 +25,20 @@ from datasets.utils.tqdm import are_progress_bars_disabled, disable_progress_bar
 from sklearn.model_selection import train_test_split
 from tqdm.auto import tqdm
 
-# Canonical label order: label ids are identical whatever the source (never sorted from the data).
-DX_LABELS = ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
-DX_NAMES = {
-    "akiec": "Actinic keratosis / intraepithelial carcinoma",
-    "bcc": "Basal cell carcinoma",
-    "bkl": "Benign keratosis-like lesion",
-    "df": "Dermatofibroma",
-    "mel": "Melanoma",
-    "nv": "Melanocytic nevus",
-    "vasc": "Vascular lesion",
-}
-MALIGNANT_DX = ("akiec", "bcc", "mel")
-DX_TYPE_LABELS = ["histo", "follow_up", "consensus", "confocal", "unknown"]
-SEX_LABELS = ["male", "female", "unknown"]
-LOCALIZATION_LABELS = [
-    "abdomen",
-    "acral",
-    "back",
-    "chest",
-    "ear",
-    "face",
-    "foot",
-    "genital",
-    "hand",
-    "lower extremity",
-    "neck",
-    "scalp",
-    "trunk",
-    "upper extremity",
-    "unknown",
-]
-METADATA_COLUMNS = ["lesion_id", "image_id", "dx", "dx_type", "age", "sex", "localization"]
+from .labels import (  # noqa: F401  (re-exported: hf_skin.data's public vocabulary)
+    DX_LABELS,
+    DX_NAMES,
+    DX_TYPE_LABELS,
+    LABEL_VOCABULARIES,
+    LOCALIZATION_LABELS,
+    MALIGNANT_DX,
+    MAX_AGE,
+    METADATA_COLUMNS,
+    MIN_AGE,
+    SEX_LABELS,
+    is_valid_age,
+)
+from .locations import HubUnavailableError, cache_root, hub_reachable, is_hub_id
 
 logger = logging.getLogger(__name__)
 
@@ -80,16 +61,9 @@ ISIC_DX_TYPES = {
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 SPLITS = ("train", "validation", "test")
 
-_LABEL_VOCABULARIES = {
-    "dx": DX_LABELS,
-    "dx_type": DX_TYPE_LABELS,
-    "sex": SEX_LABELS,
-    "localization": LOCALIZATION_LABELS,
-}
 _SPLIT_ALIASES = {"train": "train", "validation": "validation", "valid": "validation", "val": "validation"}
 _SPLIT_ALIASES.update({"dev": "validation", "test": "test"})
 _SAVED_DATASET_FILES = ("dataset_dict.json", "dataset_info.json", "state.json")
-_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 # Bump when the cached build changes (features, checks, layout): old cache entries are then ignored.
 _CACHE_VERSION = 3
 _BUILD_REPORT = "hf_skin_build.json"
@@ -102,7 +76,6 @@ _KEY_BYTES = 4096
 _CACHE_KEEP_PER_SOURCE = 3
 _CACHE_MAX_BYTES = 20 * 2**30
 _STALE_SECONDS = 86400
-MIN_AGE, MAX_AGE = 0, 120
 # A complete JPEG ends with the EOI marker FFD9 and a PNG with its IEND chunk; truncated downloads lack them.
 # The marker may be followed by a little padding, so look at the tail rather than at the last two bytes only.
 _TAIL_BYTES = 1024
@@ -365,7 +338,7 @@ def _resolve_source(source: str | os.PathLike) -> tuple[str, Path | str]:
             f"{', ...' if len(entries) > 5 else ''}{hint}"
         )
     name = os.fspath(source)
-    if _HUB_ID.fullmatch(name) and not name.startswith(("~", ".")):
+    if is_hub_id(name):
         return "hub", name
     raise FileNotFoundError(
         f"no such folder: {path} (and {name!r} is not a Hub dataset id 'user/name'): pass the folder of a HAM10000 "
@@ -381,8 +354,6 @@ def _load_dataset_source(kind: str, location: Path | str, cache_dir) -> Dataset 
         if Path(location).is_file():
             return datasets.load_dataset("parquet", data_files=os.fspath(location), cache_dir=cache_dir)
         return datasets.load_dataset("parquet", data_dir=os.fspath(location), cache_dir=cache_dir)
-    from .pretrained import HubUnavailableError, hub_reachable
-
     # Unreachable, huggingface_hub retries for ~25 s: ask once, quickly, and if it does not answer load in datasets'
     # offline mode, which reads the copy in its cache.
     offline = datasets.config.HF_HUB_OFFLINE or not hub_reachable()
@@ -446,7 +417,7 @@ def _to_canonical(dataset: Dataset, source: str, with_masks: bool, on_missing: s
         return f"row {row}" + ("" if _is_missing(image_ids[row]) else f" (image_id {image_ids[row]})")
 
     new_columns: dict[str, list] = {}
-    for column in _LABEL_VOCABULARIES:
+    for column in LABEL_VOCABULARIES:
         feature = dataset.features[column]
         values = column_values(dataset, column)
         if feature == features[column] and all(value is not None and value >= 0 for value in values):
@@ -456,9 +427,7 @@ def _to_canonical(dataset: Dataset, source: str, with_masks: bool, on_missing: s
         new_columns[column] = _encode_labels(column, values, where, source)
     ages = column_values(dataset, "age")
     # NaN (pandas' missing) -> None; an age outside 0-120 (inf included) is an error. NaN fails both comparisons.
-    if dataset.features["age"] != features["age"] or any(
-        age is not None and not MIN_AGE <= age <= MAX_AGE for age in ages
-    ):
+    if dataset.features["age"] != features["age"] or any(age is not None and not is_valid_age(age) for age in ages):
         new_columns["age"] = _parse_ages(ages, where, source)
     for column in ("image_id", "lesion_id"):
         _check_ids_present(column, column_values(dataset, column), where, source)
@@ -630,8 +599,8 @@ def _load_raw_folder(source: _RawSource, *, on_missing: str, with_masks: bool, c
         digest.update(f"{relpath}\0{size}\0{mtime_ns}\n".encode())
         _hash_head_and_tail(digest, root / relpath, size)
     fingerprint = digest.hexdigest()[:24]
-    cache_root = _cache_root(cache_dir)
-    cached = cache_root / f"ham10000-{fingerprint}"
+    cache = cache_root(cache_dir)
+    cached = cache / f"ham10000-{fingerprint}"
 
     if (cached / _BUILD_REPORT).is_file():
         try:
@@ -647,10 +616,10 @@ def _load_raw_folder(source: _RawSource, *, on_missing: str, with_masks: bool, c
             return dataset, report["summary"]
 
     dataset, report = _build_raw_dataset(
-        source, contents, images, duplicates, masks if use_masks else None, on_missing, cache_root, cached
+        source, contents, images, duplicates, masks if use_masks else None, on_missing, cache, cached
     )
     logger.info("%s: built %s", root, cached)
-    _evict_cache(cache_root, cached)
+    _evict_cache(cache, cached)
     return dataset, report["summary"]
 
 
@@ -928,7 +897,7 @@ def _check_metadata_rows(csv_path: Path, raw: list[dict]) -> list[dict]:
         _check_ids_present(column, [row[column] for row in raw], where, source)
     _refuse_repeated_rows(raw, "image_id", csv_path, "image id")
     labels = {
-        column: _encode_labels(column, [row[column] for row in raw], where, source) for column in _LABEL_VOCABULARIES
+        column: _encode_labels(column, [row[column] for row in raw], where, source) for column in LABEL_VOCABULARIES
     }
     ages = _parse_ages([row["age"] for row in raw], where, source)
     return [
@@ -936,7 +905,7 @@ def _check_metadata_rows(csv_path: Path, raw: list[dict]) -> list[dict]:
             "image_id": row["image_id"],
             "lesion_id": row["lesion_id"],
             "age": ages[i],
-            **{column: labels[column][i] for column in _LABEL_VOCABULARIES},
+            **{column: labels[column][i] for column in LABEL_VOCABULARIES},
         }
         for i, row in enumerate(raw)
     ]
@@ -1006,14 +975,6 @@ def _is_complete_image(data: bytes) -> bool:
     if data[:8] == b"\x89PNG\r\n\x1a\n":
         return b"IEND" in data[-_TAIL_BYTES:]
     return False
-
-
-def _cache_root(cache_dir: str | os.PathLike | None) -> Path:
-    if cache_dir is not None:
-        return Path(cache_dir).expanduser()
-    if os.environ.get("HF_SKIN_CACHE"):
-        return Path(os.environ["HF_SKIN_CACHE"]).expanduser()
-    return Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser() / "hf_skin"
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -1144,7 +1105,7 @@ def _float_or_none(value: str) -> float | None:
 
 def _encode_labels(column: str, values: list, where: Callable[[int], str], source: str) -> list[int]:
     """Canonical ids of label names; empty -> "unknown" (except dx); a name outside the vocabulary is an error."""
-    vocabulary = _LABEL_VOCABULARIES[column]
+    vocabulary = LABEL_VOCABULARIES[column]
     index = {name: i for i, name in enumerate(vocabulary)}
     codes, bad = [], []
     for row, value in enumerate(values):
@@ -1184,7 +1145,7 @@ def _parse_ages(values: list, where: Callable[[int], str], source: str) -> list[
             age = math.inf  # not a number: reported below with the out-of-range ones
         if math.isnan(age):
             ages.append(None)
-        elif MIN_AGE <= age <= MAX_AGE:
+        elif is_valid_age(age):
             ages.append(age)
         else:
             bad.append((row, value))

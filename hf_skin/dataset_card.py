@@ -6,8 +6,7 @@ from __future__ import annotations
 from datasets import ClassLabel, DatasetDict, Image, Value
 from huggingface_hub import DatasetCard, DatasetCardData
 
-from .data import DX_NAMES, MALIGNANT_DX
-from .model_card import HAM10000_CITATION
+from .labels import DX_NAMES, HAM10000_CITATION, MALIGNANT_DX
 
 MASKS_CITATION = """@article{tschandl2020humancomputer,
   title   = {Human--computer collaboration for skin cancer recognition},

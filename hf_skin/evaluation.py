@@ -25,17 +25,10 @@ from PIL import Image
 from sklearn.metrics import balanced_accuracy_score
 from tqdm.auto import tqdm
 
-from .data import (
-    DEFAULT_DATASET,
-    DX_NAMES,
-    ISIC_DX_COLUMNS,
-    MALIGNANT_DX,
-    SplitArguments,
-    column_values,
-    load_ham10000,
-)
+from .data import DEFAULT_DATASET, ISIC_DX_COLUMNS, SplitArguments, column_values, load_ham10000
+from .labels import DX_NAMES, MALIGNANT_DX, malignant_ids, melanoma_id
 from .metrics import BOOTSTRAP_METRICS, BOOTSTRAP_RESAMPLES, bootstrap_intervals, classification_metrics, softmax
-from .model_card import markdown_table
+from .formatting import markdown_table
 from .processing import load_image
 from .runs import RunFolder, RunFolderError
 
@@ -334,8 +327,8 @@ def subgroup_table(
     groups under `MIN_SUBGROUP_SIZE` images.
     """
     labels, preds, groups = np.asarray(labels), np.asarray(preds), np.asarray(groups, dtype=object)
-    malignant = [label_names.index(dx) for dx in MALIGNANT_DX if dx in label_names]
-    mel = label_names.index("mel") if "mel" in label_names else None
+    malignant = malignant_ids(label_names)
+    mel = melanoma_id(label_names)
     rows = []
     for group in order:
         mask = groups == group
@@ -499,7 +492,7 @@ def evaluate_checkpoint(
     )
     plots.plot_roc_curves(labels, probs, label_names, output_dir / FIGURES["roc_curves"])
     plots.plot_reliability_diagram(labels, probs, output_dir / FIGURES["reliability_diagram"], before=raw_probs)
-    overall = _group_scores(labels, preds, *_mel_and_malignant(label_names))
+    overall = _group_scores(labels, preds, melanoma_id(label_names), malignant_ids(label_names))
     plots.plot_subgroups(subgroups, overall, output_dir / FIGURES["subgroups"], min_n=MIN_SUBGROUP_SIZE)
     (output_dir / "report.md").write_text(render_report(metrics, overall))
     logger.info("Evaluation of %s on %s (%s) written to %s", model, dataset, where, output_dir)
@@ -524,11 +517,6 @@ def run_evaluation(args: EvaluationArguments) -> dict:
         bootstrap_resamples=args.bootstrap_resamples,
         bootstrap_seed=args.bootstrap_seed,
     )
-
-
-def _mel_and_malignant(label_names: list[str]) -> tuple[int | None, list[int]]:
-    mel = label_names.index("mel") if "mel" in label_names else None
-    return mel, [label_names.index(dx) for dx in MALIGNANT_DX if dx in label_names]
 
 
 def bootstrap_summary(

@@ -35,6 +35,7 @@ import numpy as np
 import PIL.Image
 
 from .inference import EXPORT_SPEC, UNCERTAIN_BELOW, SkinClassifier, softmax
+from .labels import DX_NAMES, MALIGNANT_DX, MAX_AGE, MIN_AGE
 from .processing import SkinProcessor, image_spec, pixel_grid
 from .quantization import QAT_IMAGES, QAT_LEARNING_RATE, QAT_LOSS, QAT_STEPS, describe_copy, quantization_aware_copy
 
@@ -109,7 +110,6 @@ def export_spec(classifier: SkinClassifier) -> dict[str, Any]:
     encoding, and the calibration and operating point the model config carries (calibration is already folded into
     the exported logits: a runtime only takes their softmax)."""
     from . import __version__
-    from .data import DX_NAMES, MALIGNANT_DX
 
     config = classifier.model.config
     image = image_spec(classifier.image_processor)
@@ -132,7 +132,7 @@ def export_spec(classifier: SkinClassifier) -> dict[str, Any]:
             metadata["age"] = {
                 "mean": processor.age_mean,
                 "std": processor.age_std,
-                "range": [0, 120],
+                "range": [MIN_AGE, MAX_AGE],
                 "encoding": "age = (years - mean) / std and age_missing = 0; unknown: age = 0, age_missing = 1",
             }
     labels = list(classifier.labels)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .data import DX_NAMES, MALIGNANT_DX
+from .labels import DX_NAMES, MALIGNANT_DX, display_name
 from .processing import SkinProcessor, load_image, pixel_values_from_spec
 
 if TYPE_CHECKING:
@@ -226,11 +226,6 @@ class SkinClassifier:
         """(N, num_labels) probabilities (tensor or array) -> one `{label: probability}` dict per row, most probable
         first."""
         return [dict(sorted(zip(self.labels, row.tolist()), key=lambda item: -item[1])) for row in probabilities]
-
-
-def display_name(label: str) -> str:
-    """`"Melanoma (mel)"`: a HAM10000 diagnosis code with its full name in front (other labels as they are)."""
-    return f"{DX_NAMES[label]} ({label})" if label in DX_NAMES else label
 
 
 def malignant_probability(probs: dict[str, float]) -> float:

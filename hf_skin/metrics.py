@@ -1,24 +1,13 @@
-"""Classification metrics for HAM10000 the way the ISIC challenge and clinicians read them, built on scikit-learn,
-and the `evaluate` metric module that wraps them.
+"""Classification metrics for HAM10000 the way the ISIC challenge and clinicians read them, built on scikit-learn.
 
-This file is self-contained on purpose: it imports numpy, scikit-learn, datasets and evaluate, never hf_skin.
-`evaluate.load(path)` copies the file into its own module cache and imports it from there, and the same file can
-be published unchanged as a Hub metric (a Space named `ham10000_metrics` holding it as `ham10000_metrics.py`).
-
-    metric = evaluate.load(hf_skin.metrics.metric_path())     # offline: a local file, no Hub download
-    metric.compute(predictions=probabilities_or_logits, references=label_ids)
-
-`classification_metrics` is the one implementation: the module's `_compute`, the Trainer's `compute_metrics` and
-`hf_skin.evaluation` all go through it.
+`classification_metrics` is the one implementation: the `evaluate` module (`hf_skin.metric_module`), the Trainer's
+`compute_metrics` and the scorer (`hf_skin.evaluation`) all go through it. Torch-free.
 """
 
 from __future__ import annotations
 
-import os
 import warnings
 
-import datasets
-import evaluate
 import numpy as np
 from sklearn.metrics import (
     accuracy_score,
@@ -30,84 +19,9 @@ from sklearn.metrics import (
     roc_curve,
 )
 
-# HAM10000's diagnoses in hf-skin's canonical label order (hf_skin.data.DX_LABELS; a test keeps the two equal).
-# Repeated here rather than imported so that this file stays loadable on its own.
-HAM10000_LABELS = ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
+from .labels import DX_LABELS
+
 ECE_BINS = 15
-
-_DESCRIPTION = """\
-Every metric a skin-lesion classifier on HAM10000 should be judged by, not accuracy alone (a model that always
-answers 'nv', the benign nevus, scores 67% accuracy on HAM10000): accuracy; balanced accuracy (the mean per-class
-recall, the ISIC 2018 challenge's ranking metric); macro and weighted F1; for each class precision, recall
-(= sensitivity), specificity, F1, support and one-vs-rest ROC-AUC; macro ROC-AUC; melanoma sensitivity at 80% and 90%
-specificity (the best threshold on the melanoma probability that keeps specificity at or above the level); the
-top-label expected calibration error (15 equal-width confidence bins), the negative log-likelihood (log loss, nats)
-and the multi-class Brier score; the confusion matrix (rows true, columns
-predicted). Metrics that the data leaves undefined (the AUC of a class absent from the references) are NaN.
-Computed with scikit-learn.
-"""
-
-HAM10000_CITATION = """@article{tschandl2018ham10000,
-  title   = {The {HAM10000} dataset, a large collection of multi-source dermatoscopic images
-             of common pigmented skin lesions},
-  author  = {Tschandl, Philipp and Rosendahl, Cliff and Kittler, Harald},
-  journal = {Scientific Data},
-  volume  = {5},
-  pages   = {180161},
-  year    = {2018},
-  doi     = {10.1038/sdata.2018.161}
-}"""
-
-_CITATION = (
-    """\
-@article{codella2019isic2018,
-  title   = {Skin Lesion Analysis Toward Melanoma Detection 2018: A Challenge Hosted by the International Skin
-             Imaging Collaboration (ISIC)},
-  author  = {Codella, Noel and Rotemberg, Veronica and Tschandl, Philipp and Celebi, M. Emre and Dusza, Stephen
-             and Gutman, David and Helba, Brian and Kalloo, Aadi and Liopyris, Konstantinos and Marchetti, Michael
-             and Kittler, Harald and Halpern, Allan},
-  journal = {arXiv preprint arXiv:1902.03368},
-  year    = {2019}
-}
-@inproceedings{brodersen2010balanced,
-  title     = {The Balanced Accuracy and Its Posterior Distribution},
-  author    = {Brodersen, Kay Henning and Ong, Cheng Soon and Stephan, Klaas Enno and Buhmann, Joachim M.},
-  booktitle = {20th International Conference on Pattern Recognition (ICPR)},
-  pages     = {3121--3124},
-  year      = {2010}
-}
-"""
-    + HAM10000_CITATION
-)
-
-_INPUTS_DESCRIPTION = """
-Args:
-    predictions (`list[list[float]]` of shape `(N, num_labels)`):
-        Class probabilities, or logits: rows that are all non-negative and sum to 1 are read as probabilities,
-        anything else goes through a softmax first.
-    references (`list[int]` of shape `(N,)`):
-        True label ids, in [0, num_labels).
-    label_names (`list[str]`, *optional*, defaults to HAM10000's seven diagnoses in hf-skin's order):
-        The class of each column; metrics about melanoma need a class named `mel`.
-
-Returns:
-    `dict`: `accuracy`, `balanced_accuracy`, `f1_macro`, `f1_weighted`, `auc_macro`, `ece`, `nll`, `brier`,
-    `mel_sensitivity_at_spec80`, `mel_sensitivity_at_spec90` (floats), `per_class` (label -> precision, recall,
-    specificity, f1, support, auc) and `confusion_matrix` (list of rows, true label by predicted label).
-
-Examples:
-    >>> import evaluate
-    >>> from hf_skin.metrics import metric_path
-    >>> metric = evaluate.load(metric_path())
-    >>> results = metric.compute(predictions=[[0.1, 0.0, 0.0, 0.0, 0.8, 0.1, 0.0]], references=[4])
-    >>> results["accuracy"], results["per_class"]["mel"]["recall"]
-    (1.0, 1.0)
-"""
-
-
-def metric_path() -> str:
-    """The path `evaluate.load` takes to load hf-skin's metric module, `evaluate.load(metric_path())` (offline)."""
-    return os.path.abspath(__file__)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -180,7 +94,7 @@ def sensitivity_at_specificity(is_positive: np.ndarray, scores: np.ndarray, spec
     return float(tpr[fpr <= 1 - specificity + 1e-12].max())
 
 
-def classification_metrics(labels, probs, label_names: list[str] = HAM10000_LABELS) -> dict:
+def classification_metrics(labels, probs, label_names: list[str] = DX_LABELS) -> dict:
     """Every metric hf-skin reports, from true label ids `(N,)` and class probabilities `(N, K)`.
 
     Returns a dict of floats plus `per_class` (precision, recall = sensitivity, specificity, f1, support, auc for
@@ -267,7 +181,7 @@ def bootstrap_intervals(
     groups=None,
     *,
     baseline_probs=None,
-    label_names: list[str] = HAM10000_LABELS,
+    label_names: list[str] = DX_LABELS,
     metrics: tuple[str, ...] = BOOTSTRAP_METRICS,
     num_resamples: int = BOOTSTRAP_RESAMPLES,
     confidence: float = 0.95,
@@ -468,40 +382,14 @@ def flatten_metrics(metrics: dict, per_class: tuple[str, ...] = ("precision", "r
     return flat
 
 
-@evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _INPUTS_DESCRIPTION)
-class Ham10000Metrics(evaluate.Metric):
-    """HAM10000 skin-lesion classification metrics as an `evaluate` module (see `_DESCRIPTION`)."""
-
-    def _info(self) -> evaluate.MetricInfo:
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation=_CITATION,
-            inputs_description=_INPUTS_DESCRIPTION,
-            features=datasets.Features(
-                {"predictions": datasets.Sequence(datasets.Value("float32")), "references": datasets.Value("int64")}
-            ),
-            reference_urls=[
-                "https://challenge2018.isic-archive.com/task3/",
-                "https://doi.org/10.1038/sdata.2018.161",
-                "https://scikit-learn.org/stable/modules/model_evaluation.html#balanced-accuracy-score",
-            ],
-        )
-
-    def _compute(self, predictions, references, label_names: list[str] | None = None) -> dict:
-        return classification_metrics(
-            np.asarray(references), as_probabilities(predictions), list(label_names or HAM10000_LABELS)
-        )
-
-
 def compute_metrics(eval_pred) -> dict[str, float]:
     """`Trainer(compute_metrics=...)`: logits and label ids -> the scalar metrics, with per-class recall.
 
-    Goes through the `evaluate` module (kept in memory: no prediction files in its cache), so training logs
-    exactly what `evaluate.load(metric_path())` reports.
+    The same `classification_metrics` as `evaluate.load(metric_path())` (`hf_skin.metric_module`), called directly:
+    training logs exactly what that module reports.
     """
     logits = eval_pred.predictions[0] if isinstance(eval_pred.predictions, tuple) else eval_pred.predictions
-    metric = Ham10000Metrics(keep_in_memory=True)
     # Logits are softmax-ed here rather than left to `as_probabilities`, which cannot tell logits that happen to
     # look like probabilities from probabilities.
-    results = metric.compute(predictions=softmax(np.asarray(logits, dtype=np.float64)), references=eval_pred.label_ids)
+    results = classification_metrics(np.asarray(eval_pred.label_ids), softmax(np.asarray(logits, dtype=np.float64)))
     return flatten_metrics(results, per_class=("recall",))

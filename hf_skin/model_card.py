@@ -8,8 +8,6 @@ folder (`CARD_HASH_FILE`), so that a README.md edited by hand is not replaced wi
 
 from __future__ import annotations
 
-import ast
-import functools
 import hashlib
 import json
 import logging
@@ -19,49 +17,15 @@ from pathlib import Path
 from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
-from huggingface_hub.errors import HFValidationError
-from huggingface_hub.utils import validate_repo_id
 
-from .data import DX_LABELS, DX_NAMES, MALIGNANT_DX
+from .families import STUDY_CNN, base_checkpoint
+from .formatting import markdown_table, metric_name, number
+from .labels import DX_LABELS, DX_NAMES, HAM10000_CITATION, MALIGNANT_DX
+from .locations import is_hub_id
 from .processing import normalisation, pixel_grid
 from .runs import CARD_FILE, RUN_ARGS_FILE, RunFolder, RunFolderError
 
 logger = logging.getLogger(__name__)
-
-_PACKAGE = Path(__file__).parent
-
-
-def _source_literal(path: Path, name: str, *, in_class: str | None = None) -> Any:
-    """A literal in one of hf-skin's source files, read without importing the file.
-
-    The module-level constant `name`, or with `in_class`, the default of the parameter `name` of that class's
-    `__init__`. metrics.py imports `evaluate` and the model configs import transformers' `PreTrainedConfig`, and both
-    import torch: a card needs none of it, so the one copy of each value is read from its source instead.
-    """
-    tree = ast.parse(path.read_text(encoding="utf-8"))
-    if in_class is None:
-        for node in tree.body:
-            if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == name for t in node.targets):
-                return ast.literal_eval(node.value)
-    else:
-        cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == in_class)
-        init = next(n for n in cls.body if isinstance(n, ast.FunctionDef) and n.name == "__init__")
-        params = init.args.args[len(init.args.args) - len(init.args.defaults) :]
-        for param, default in zip(params, init.args.defaults):
-            if param.arg == name:
-                return ast.literal_eval(default)
-    raise LookupError(f"{path} defines no literal {name!r}{f' in {in_class}.__init__' if in_class else ''}")
-
-
-HAM10000_CITATION: str = _source_literal(_PACKAGE / "metrics.py", "HAM10000_CITATION")
-
-
-def markdown_table(header: list[str], rows: list[list], align: str | None = None) -> str:
-    """A markdown table; `align` is one letter a column, `l` or `r` (default: the first left, the rest right)."""
-    align = align or "l" + "r" * (len(header) - 1)
-    rule = ["---:" if a == "r" else "---" for a in align]
-    lines = [header, rule, *rows]
-    return "\n".join("| " + " | ".join(map(str, line)) + " |" for line in lines)
 
 
 MODEL_CARD_TEMPLATE = Path(__file__).with_name("model_card_template.md")
@@ -75,15 +39,17 @@ FAMILY_NAMES = {
     "timm_wrapper": "a timm model",
 }
 HEADLINE_METRICS = (
-    ("accuracy", "Accuracy"),
-    ("balanced_accuracy", "Balanced accuracy (mean recall)"),
-    ("f1_macro", "Macro F1"),
-    ("f1_weighted", "Weighted F1"),
-    ("auc_macro", "Macro ROC-AUC (one-vs-rest)"),
-    ("mel_sensitivity_at_spec90", "Melanoma sensitivity at 90% specificity"),
-    ("mel_sensitivity_at_spec80", "Melanoma sensitivity at 80% specificity"),
-    ("ece", "Expected calibration error (lower is better)"),
+    "accuracy",
+    "balanced_accuracy",
+    "f1_macro",
+    "f1_weighted",
+    "auc_macro",
+    "mel_sensitivity_at_spec90",
+    "mel_sensitivity_at_spec80",
+    "ece",
 )
+# What the headline table adds to a metric's name.
+HEADLINE_NOTES = {"balanced_accuracy": "mean recall", "auc_macro": "one-vs-rest", "ece": "lower is better"}
 # model-index entries, in the metric ids the Hub knows: (key in test_metrics.json, type, name, args)
 MODEL_INDEX_METRICS = (
     ("accuracy", "accuracy", "Accuracy", None),
@@ -127,51 +93,11 @@ QUALIFIES = {"step_decay_gamma": "step_decay_epochs", "balance_power": "balance"
 REPLACED_BY = {"lr_scheduler_type": "step_decay_epochs"}
 
 
-# --model / --backbone names without a default checkpoint: the CNN starts from random weights, `timm` and a
-# `pretrained` backbone from --model_name_or_path, which the run records.
-NO_DEFAULT_CHECKPOINT = (None, "cnn", "timm", "pretrained")
-# What makes a SkinCNN config the study's network (`_cnn_name`), with the study's values read from the config class.
-STUDY_CNN_KEYS = ("image_size", "hidden_sizes", "convs_per_stage", "normalization", "downsample", "head", "dropout")
-
-
-@functools.cache
-def study_cnn() -> dict[str, Any]:
-    """`SkinCNNConfig`'s defaults (the study's CNN) for `STUDY_CNN_KEYS`, as a saved config.json holds them."""
-    path = _PACKAGE / "models" / "configuration_cnn.py"
-    values = {key: _source_literal(path, key, in_class="SkinCNNConfig") for key in STUDY_CNN_KEYS}
-    return {key: list(value) if isinstance(value, tuple) else value for key, value in values.items()}
-
-
-def is_hub_id(name: str | None) -> bool:
-    """Whether `name` is a Hub repo id (`owner/name`) rather than a local path."""
-    if not name or Path(name).expanduser().exists():
-        return False
-    try:
-        validate_repo_id(name)
-    except HFValidationError:
-        return False
-    return "/" in name
-
-
 def _base_model(args: dict[str, Any] | None) -> str | None:
     """The pretrained checkpoint a run started from (Hub id or local path), `None` for a model trained from scratch."""
     if not args:
         return None
-    model, given = args.get("model"), args.get("model_name_or_path")
-    family = args.get("backbone") if model == "multi-input" else model
-    if given or family in NO_DEFAULT_CHECKPOINT:
-        return given
-    # A pretrained family started from its default checkpoint. hf_skin.models (and with it torch) is imported only
-    # here: PRETRAINED_CHECKPOINTS lives beside the model classes.
-    from .models import PRETRAINED_CHECKPOINTS
-
-    return PRETRAINED_CHECKPOINTS.get(family)
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return "n/a" if math.isnan(value) else f"{value:.3f}"
-    return str(value)
+    return base_checkpoint(args.get("model"), args.get("backbone"), args.get("model_name_or_path"))
 
 
 def _parameter_count(run_dir: Path) -> int:
@@ -203,8 +129,7 @@ def _family(config: dict) -> str:
 
 def _cnn_name(config: dict) -> str:
     """The study's CNN when the config is the study's (32 px, conv 32 -> conv 64, flatten), else what differs."""
-    study = study_cnn()
-    changed = [f"{key} {config[key]}" for key in STUDY_CNN_KEYS if key in config and config[key] != study[key]]
+    changed = [f"{key} {config[key]}" for key, value in STUDY_CNN.items() if key in config and config[key] != value]
     if not changed:
         return FAMILY_NAMES["hf_skin_cnn"]
     return f"hf-skin's CNN (`SkinCNN`; the study's CNN with {', '.join(changed)})"
@@ -262,12 +187,17 @@ def _labels_table(config: dict, test_metrics: dict) -> str:
     return markdown_table(["id", "label", "diagnosis", "malignant", "test images"], rows, align="rlllr")
 
 
+def _headline_name(key: str) -> str:
+    note = HEADLINE_NOTES.get(key)
+    return metric_name(key, capitalize=True) + (f" ({note})" if note else "")
+
+
 def _metrics_table(test_metrics: dict, validation_metrics: dict | None) -> str:
     header = ["metric", "test"] + (["validation"] if validation_metrics else [])
     rows = [
-        [name, _fmt(test_metrics[key])]
-        + ([_fmt(validation_metrics.get(key, float("nan")))] if validation_metrics else [])
-        for key, name in HEADLINE_METRICS
+        [_headline_name(key), number(test_metrics[key])]
+        + ([number(validation_metrics.get(key))] if validation_metrics else [])
+        for key in HEADLINE_METRICS
         if key in test_metrics
     ]
     return markdown_table(header, rows)
@@ -349,7 +279,7 @@ def _calibration_text(config: dict, test_metrics: dict) -> str:
 def _per_class_table(test_metrics: dict) -> str:
     keys = ("precision", "recall", "specificity", "f1", "auc")
     rows = [
-        [dx, DX_NAMES.get(dx, dx), *(_fmt(m[key]) for key in keys), m["support"]]
+        [dx, DX_NAMES.get(dx, dx), *(number(m[key]) for key in keys), m["support"]]
         for dx, m in test_metrics.get("per_class", {}).items()
     ]
     header = ["class", "diagnosis", "precision", "recall", "specificity", "F1", "AUC", "support"]
@@ -438,7 +368,7 @@ def _training_results(run: RunFolder) -> str:
     text = f"Trained for {epochs:g} epoch{'s' * (epochs != 1)}" if epochs is not None else "Trained"
     text += f" ({state.get('global_step')} optimizer steps)"
     if state.get("best_metric") is not None:
-        text += f"; best validation {_best_metric_name(run)} {_fmt(state['best_metric'])}"
+        text += f"; best validation {_best_metric_name(run)} {number(state['best_metric'])}"
     return text + ". The loss and validation curves are in `trainer_state.json`."
 
 
@@ -497,8 +427,8 @@ def model_card(run_dir: str | os.PathLike, *, repo_id: str | None = None) -> Mod
     summary = (
         f"A skin-lesion classifier for dermoscopic images: {_family(run.config)}, {origin}, with "
         f"{_parameter_count(run.path):,} parameters. It sorts an image into HAM10000's seven diagnoses. Test "
-        f"balanced accuracy {_fmt(run.test_metrics.get('balanced_accuracy', float('nan')))}, accuracy "
-        f"{_fmt(run.test_metrics.get('accuracy', float('nan')))} (see [Evaluation](#evaluation)). Trained with "
+        f"balanced accuracy {number(run.test_metrics.get('balanced_accuracy', float('nan')))}, accuracy "
+        f"{number(run.test_metrics.get('accuracy', float('nan')))} (see [Evaluation](#evaluation)). Trained with "
         "hf-skin."
     )
     figures = [
@@ -510,7 +440,7 @@ def model_card(run_dir: str | os.PathLike, *, repo_id: str | None = None) -> Mod
         if (run.path / name).is_file()
     ]
     best = run.trainer_state.get("best_metric") if run.trainer_state else None
-    best_metric_text = f"best validation {_best_metric_name(run)}" + (f" {_fmt(best)}" if best is not None else "")
+    best_metric_text = f"best validation {_best_metric_name(run)}" + (f" {number(best)}" if best is not None else "")
     subset = (run.args or {}).get("max_eval_samples")
     return ModelCard.from_template(
         card_data,

