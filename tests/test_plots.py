@@ -3,7 +3,8 @@ import pytest
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, Value
 from PIL import Image as PILImage
 
-from hf_skin.data import DX_LABELS, LOCALIZATION_LABELS, SEX_LABELS
+from hf_skin.formatting import MISSING
+from hf_skin.labels import DX_LABELS, LOCALIZATION_LABELS, SEX_LABELS
 from hf_skin.plots import (
     confusion_matrix_figure,
     data_analysis_figures,
@@ -228,4 +229,4 @@ def test_subgroup_figure_bars_and_small_groups():
     assert [bar.get_width() for bar in balanced] == [0.6, 0.25] and [bar.get_width() for bar in malignant] == [0.8, 0]
     assert [bar.get_alpha() for bar in balanced] == [1.0, 0.3]  # too small to judge: pale
     assert [t.get_text() for t in ax.get_yticklabels()] == ["male (n=120)", "unknown (n=4, too few)"]
-    assert "n/a" in [t.get_text() for t in ax.texts]
+    assert MISSING in [t.get_text() for t in ax.texts]  # no malignant image in the group: no recall
