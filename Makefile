@@ -34,6 +34,7 @@ demo: $(STAMP) $(DEMO_DATA)/HAM10000_metadata.csv
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q
 
 format: $(STAMP)

@@ -20,8 +20,10 @@ PRETRAINED_CHECKPOINTS = {
 MODEL_NAMES = ("cnn", "multi-input", *PRETRAINED_CHECKPOINTS, "timm")
 BACKBONE_NAMES = ("cnn", *PRETRAINED_CHECKPOINTS, "pretrained")
 
-# The study's CNN: `SkinCNNConfig`'s defaults (32×32 input, conv 32 -> conv 64, 50% dropout, flatten, dense 7), and
-# what makes a saved config that network (the cards name it so).
+# The study's CNN (32×32 input, conv 32 -> conv 64, 50% dropout, flatten, dense 7): what makes a saved config that
+# network (the cards name it so). These are `SkinCNNConfig`'s defaults, written there too because a checkpoint's
+# configuration file travels with it as remote code and may import nothing outside hf_skin/models (a test keeps
+# the two equal); here they are readable without torch.
 STUDY_CNN: dict[str, Any] = {
     "image_size": 32,
     "hidden_sizes": [32, 64],

@@ -1,6 +1,6 @@
-"""The pushes to the Hugging Face Hub: a finished training run as a model repo (`scripts/push_to_hub.py`,
-`scripts/finetune.py --push_to_hub`) and a prepared HAM10000 dataset as a dataset repo
-(`scripts/prepare_dataset.py --push_to_hub`), each in one commit.
+"""Pushes to the Hugging Face Hub: a finished training run as a model repo (`scripts/push_to_hub.py`,
+`scripts/finetune.py --push_to_hub`) in one commit, and the token and repo-id checks every push uses (a prepared
+dataset's push, `scripts/prepare_dataset.py --push_to_hub`, is in `hf_skin.preparation`).
 
 The cards are built elsewhere (`hf_skin.model_card`, `hf_skin.dataset_card`); this module decides what a push
 uploads and deletes, says so before it does (`plan_run_push`, `--dry_run`), and does it. The token is never an
@@ -11,14 +11,11 @@ only into the HTTP headers of `huggingface_hub`.
 from __future__ import annotations
 
 import logging
-import math
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from datasets import DatasetDict
-from huggingface_hub import CommitOperationAdd, CommitOperationDelete, DatasetCard, HfApi, ModelCard, get_token
+from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, ModelCard, get_token
 from huggingface_hub.errors import (
     HfHubHTTPError,
     HFValidationError,
@@ -28,15 +25,10 @@ from huggingface_hub.errors import (
 from huggingface_hub.utils import validate_repo_id
 
 from .model_card import EditedCardError, card_is_edited, edited_card_message, model_card, save_model_card
-from .preparation import PLOTS_DIR, write_parquet
 from .runs import CARD_FILE, RunFolder
 
 logger = logging.getLogger(__name__)
 
-# The dataset repo's layout, as `datasets.DatasetDict.push_to_hub` writes it: data/{split}-{i:05d}-of-{n:05d}.parquet.
-DATA_DIR = "data"
-# Parquet shards of at most about this much Arrow data (datasets' own default).
-MAX_SHARD_BYTES = 500 * 2**20
 
 # ----------------------------------------------------------------------------------------------------------------
 # Tokens and repo ids
@@ -71,7 +63,7 @@ def _full_repo_id(api: HfApi, repo_id: str) -> str:
     return repo_id if "/" in repo_id else f"{api.whoami()['name']}/{repo_id}"
 
 
-def _remote_files(api: HfApi, repo_id: str, repo_type: str = "model") -> list[str] | None:
+def remote_files(api: HfApi, repo_id: str, repo_type: str = "model") -> list[str] | None:
     """The files of the repo's main branch, `None` when the repo does not exist (or is not visible to the token)."""
     try:
         return api.list_repo_files(repo_id, repo_type=repo_type)
@@ -86,12 +78,6 @@ def _remote_files(api: HfApi, repo_id: str, repo_type: str = "model") -> list[st
 def read_run(run_dir: str | os.PathLike) -> RunFolder:
     """The finished run in `run_dir` (saved model, test metrics), or an error that says what the folder lacks."""
     return RunFolder(run_dir).require_finished()
-
-
-def run_files(run_dir: str | os.PathLike) -> list[str]:
-    """The files of a run folder that a push publishes (`hf_skin.runs.PUBLISHED_FILES`): weights, configs, processor,
-    modeling code (for `trust_remote_code`), the run's record, metrics, figures and README.md; nothing else."""
-    return RunFolder(run_dir).published_files()
 
 
 @dataclass
@@ -165,7 +151,7 @@ def plan_run_push(
     api = HfApi(token=hub_token(token))
     repo_id = _full_repo_id(api, repo_id)
     _, card_text = _card_for_push(run, repo_id, overwrite_card=overwrite_card, keep_card=keep_card)
-    return _run_push_plan(run, repo_id, _remote_files(api, repo_id), card_text)
+    return _run_push_plan(run, repo_id, remote_files(api, repo_id), card_text)
 
 
 def push_run_to_hub(
@@ -210,7 +196,7 @@ def push_run_to_hub(
         repo_url = api.create_repo(repo_id, private=private, exist_ok=True)
         if card is not None:
             save_model_card(card, run.path, overwrite=overwrite_card)
-        plan = _run_push_plan(run, repo_url.repo_id, _remote_files(api, repo_url.repo_id), card_text)
+        plan = _run_push_plan(run, repo_url.repo_id, remote_files(api, repo_url.repo_id), card_text)
         if plan.deletions:
             logger.warning(
                 "Deleting %d files of %s that this run does not have: %s",
@@ -251,98 +237,3 @@ def trainer_push_settings(training_args) -> dict | None:
     token = hub_token(training_args.hub_token)
     training_args.push_to_hub, training_args.hub_token = False, None
     return {"repo_id": repo_id, "private": training_args.hub_private_repo, "token": token}
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Pushing a prepared dataset
-
-
-def _arrow_bytes(dataset) -> int:
-    """About how much Arrow data the rows of `dataset` hold (its table may hold more rows than a selection uses)."""
-    table = dataset.data
-    return table.nbytes * len(dataset) // max(table.num_rows, 1)
-
-
-def _card_with_data_metadata(card: DatasetCard, dataset_dict: DatasetDict, parquet_bytes: int) -> DatasetCard:
-    """`card` with the `configs` (split -> data files) and `dataset_info` (features, sizes) metadata that the Hub and
-    `datasets.load_dataset` read, as `DatasetDict.push_to_hub` would add them."""
-    from datasets.info import DatasetInfo, DatasetInfosDict
-    from datasets.splits import SplitDict, SplitInfo
-    from datasets.utils.metadata import MetadataConfigs
-
-    pushed = DatasetCard(str(card))
-    info = DatasetInfo(features=next(iter(dataset_dict.values())).features, splits=SplitDict())
-    for split, ds in dataset_dict.items():
-        info.splits.add(SplitInfo(name=split, num_bytes=_arrow_bytes(ds), num_examples=len(ds)))
-    info.download_size = parquet_bytes
-    info.dataset_size = sum(_arrow_bytes(ds) for ds in dataset_dict.values())
-    DatasetInfosDict({"default": info}).to_dataset_card_data(pushed.data)
-    data_files = [{"split": split, "path": f"{DATA_DIR}/{split}-*"} for split in dataset_dict]
-    MetadataConfigs({"default": {"data_files": data_files}}).to_dataset_card_data(pushed.data)
-    return pushed
-
-
-def push_dataset_to_hub(
-    dataset_dict: DatasetDict,
-    repo_id: str,
-    *,
-    card: DatasetCard,
-    plots_dir: str | Path | None = None,
-    private: bool = False,
-    token: str | None = None,
-    commit_message: str = "HAM10000 splits (parquet), dataset card and data-analysis plots",
-) -> str:
-    """Pushes a prepared HAM10000 `DatasetDict` to a Hub dataset repo in one commit: parquet shards, card, plots.
-
-    The splits go to `data/{split}-{i:05d}-of-{n:05d}.parquet` (images embedded, as `DatasetDict.push_to_hub` writes
-    them), the card gets the `configs` and `dataset_info` metadata that map those files to splits, and
-    `plots/*.png` go beside it, all in one commit: a push that fails leaves the repo as it was. Data files and plots
-    of an earlier push that this one does not have are deleted in the same commit (logged). The shards are staged
-    in a temporary folder (as large as the parquet data).
-
-    Args:
-        dataset_dict (`DatasetDict`): the splits to push.
-        repo_id (`str`): `user/name` or `org/name` of the dataset repo (created when missing).
-        card (`DatasetCard`): the README, e.g. from `hf_skin.dataset_card.dataset_card`.
-        plots_dir (`str` or `Path`, *optional*): folder whose `*.png` files are uploaded under `plots/`.
-        private (`bool`, *optional*, defaults to `False`): visibility of the repo if this call creates it.
-        token (`str`, *optional*): defaults to `HF_TOKEN` or the `hf auth login` token; never logged or written.
-
-    Returns:
-        `str`: the URL of the dataset repo.
-    """
-
-    api = HfApi(token=hub_token(token))
-    repo_url = api.create_repo(check_repo_id(repo_id), repo_type="dataset", private=private, exist_ok=True)
-    repo_id = repo_url.repo_id
-    with tempfile.TemporaryDirectory(prefix="hf_skin_dataset_push_") as staging:
-        staging = Path(staging)
-        additions: dict[str, Path] = {}
-        for split, ds in dataset_dict.items():
-            num_shards = max(1, math.ceil(_arrow_bytes(ds) / MAX_SHARD_BYTES))
-            for index in range(num_shards):
-                name = f"{DATA_DIR}/{split}-{index:05d}-of-{num_shards:05d}.parquet"
-                shard = ds.shard(num_shards=num_shards, index=index, contiguous=True)
-                additions[name] = write_parquet(shard, staging / name, desc=f"{split} shard {index + 1}/{num_shards}")
-        parquet_bytes = sum(path.stat().st_size for path in additions.values())
-        for png in sorted(Path(plots_dir).glob("*.png")) if plots_dir else []:
-            additions[f"{PLOTS_DIR}/{png.name}"] = png
-        pushed_card = _card_with_data_metadata(card, dataset_dict, parquet_bytes)
-        remote = _remote_files(api, repo_id, "dataset") or []
-        stale = sorted(
-            path for path in remote if path.startswith((f"{DATA_DIR}/", f"{PLOTS_DIR}/")) and path not in additions
-        )
-        if stale:
-            logger.warning(
-                "Deleting %d files of %s that this push does not have: %s", len(stale), repo_id, ", ".join(stale)
-            )
-        api.create_commit(
-            repo_id,
-            repo_type="dataset",
-            operations=[CommitOperationDelete(path) for path in stale]
-            + [CommitOperationAdd(name, path) for name, path in additions.items()]
-            + [CommitOperationAdd(CARD_FILE, str(pushed_card).encode())],
-            commit_message=commit_message,
-        )
-    logger.info("Pushed the dataset to %s", repo_url)
-    return str(repo_url)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .labels import DX_NAMES, MALIGNANT_DX, display_name
+from .metrics import softmax
 from .processing import SkinProcessor, load_image, pixel_values_from_spec
 
 if TYPE_CHECKING:
@@ -79,11 +80,11 @@ class OnnxModel:
         return self.session.run(["logits"], {name: inputs[name] for name in self.input_names})[0]
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax of `(N, K)` logits, in float64 then float32 (as the PyTorch path's `float().softmax`)."""
-    logits = np.asarray(logits, dtype=np.float64)
-    exp = np.exp(logits - logits.max(axis=-1, keepdims=True))
-    return (exp / exp.sum(axis=-1, keepdims=True)).astype(np.float32)
+def default_device() -> str:
+    """Where a PyTorch checkpoint runs when no device is asked for: `"cuda"` when a GPU is available, else `"cpu"`."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 class SkinClassifier:
@@ -216,7 +217,9 @@ class SkinClassifier:
         """(N, num_labels) probabilities for one image or a list (paths, bytes or PIL images): the softmax of
         `predict_logits`, of the same type (`torch.Tensor`, or `numpy.ndarray` for an exported model)."""
         logits = self.predict_logits(images, **metadata)
-        return softmax(logits) if self.is_onnx else logits.softmax(dim=-1)
+        if self.is_onnx:  # in float64 then float32, as the PyTorch path's `float().softmax`
+            return softmax(np.asarray(logits, dtype=np.float64)).astype(np.float32)
+        return logits.softmax(dim=-1)
 
     def predict(self, images, **metadata) -> list[dict[str, float]]:
         """One `{label: probability}` dict per image, most probable first."""

@@ -25,6 +25,7 @@ ECE_BINS = 15
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of `(N, K)` logits, in their own dtype (hf-skin's one softmax)."""
     shifted = logits - logits.max(axis=1, keepdims=True)
     exp = np.exp(shifted)
     return exp / exp.sum(axis=1, keepdims=True)

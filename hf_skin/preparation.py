@@ -9,20 +9,28 @@ when the folder is loaded. A folder holding anything else is refused.
 from __future__ import annotations
 
 import logging
+import math
 import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from datasets import Dataset, DatasetDict
 from datasets.table import embed_table_storage
+from huggingface_hub import CommitOperationAdd, CommitOperationDelete, DatasetCard, HfApi
 
-from .data import SplitArguments, _resolve_source
+from .data import SplitArguments, resolve_source
 from .dataset_card import dataset_card
+from .hub import check_repo_id, hub_token, remote_files
 from .runs import CARD_FILE
 
 logger = logging.getLogger(__name__)
 
 PLOTS_DIR = "plots"
+# The dataset repo's layout, as `datasets.DatasetDict.push_to_hub` writes it: data/{split}-{i:05d}-of-{n:05d}.parquet.
+DATA_DIR = "data"
+# Parquet shards of at most about this much Arrow data (datasets' own default).
+MAX_SHARD_BYTES = 500 * 2**20
 # save_to_disk writes this beside one folder per split (each with these files).
 DATASET_DICT_FILE = "dataset_dict.json"
 SAVED_SPLIT_FILES = ("state.json", "dataset_info.json")
@@ -85,7 +93,7 @@ def write_parquet(dataset: Dataset, path: Path, desc: str | None = None) -> Path
 
 
 def _describe_source(source: str) -> str:
-    kind, _ = _resolve_source(source)  # what load_ham10000 will read it as
+    kind, _ = resolve_source(source)  # what load_ham10000 will read it as
     if kind == "raw":
         return (
             "a local copy of the HAM10000 release as downloaded (`HAM10000_metadata.csv` and the image folders, "
@@ -200,9 +208,98 @@ def prepare_dataset(args: DatasetPreparationArguments) -> dict[str, object]:
 
     url = None
     if args.push_to_hub:
-        from .hub import push_dataset_to_hub
-
         url = push_dataset_to_hub(
             dataset_dict, args.push_to_hub, card=card, plots_dir=output_dir / PLOTS_DIR, private=args.private
         )
     return {"dataset": dataset_dict, "data_files": data_files, "card_path": card_path, "plots": plots, "url": url}
+
+
+def _arrow_bytes(dataset) -> int:
+    """About how much Arrow data the rows of `dataset` hold (its table may hold more rows than a selection uses)."""
+    table = dataset.data
+    return table.nbytes * len(dataset) // max(table.num_rows, 1)
+
+
+def _card_with_data_metadata(card: DatasetCard, dataset_dict: DatasetDict, parquet_bytes: int) -> DatasetCard:
+    """`card` with the `configs` (split -> data files) and `dataset_info` (features, sizes) metadata that the Hub and
+    `datasets.load_dataset` read, as `DatasetDict.push_to_hub` would add them."""
+    from datasets.info import DatasetInfo, DatasetInfosDict
+    from datasets.splits import SplitDict, SplitInfo
+    from datasets.utils.metadata import MetadataConfigs
+
+    pushed = DatasetCard(str(card))
+    info = DatasetInfo(features=next(iter(dataset_dict.values())).features, splits=SplitDict())
+    for split, ds in dataset_dict.items():
+        info.splits.add(SplitInfo(name=split, num_bytes=_arrow_bytes(ds), num_examples=len(ds)))
+    info.download_size = parquet_bytes
+    info.dataset_size = sum(_arrow_bytes(ds) for ds in dataset_dict.values())
+    DatasetInfosDict({"default": info}).to_dataset_card_data(pushed.data)
+    data_files = [{"split": split, "path": f"{DATA_DIR}/{split}-*"} for split in dataset_dict]
+    MetadataConfigs({"default": {"data_files": data_files}}).to_dataset_card_data(pushed.data)
+    return pushed
+
+
+def push_dataset_to_hub(
+    dataset_dict: DatasetDict,
+    repo_id: str,
+    *,
+    card: DatasetCard,
+    plots_dir: str | Path | None = None,
+    private: bool = False,
+    token: str | None = None,
+    commit_message: str = "HAM10000 splits (parquet), dataset card and data-analysis plots",
+) -> str:
+    """Pushes a prepared HAM10000 `DatasetDict` to a Hub dataset repo in one commit: parquet shards, card, plots.
+
+    The splits go to `data/{split}-{i:05d}-of-{n:05d}.parquet` (images embedded, as `DatasetDict.push_to_hub` writes
+    them), the card gets the `configs` and `dataset_info` metadata that map those files to splits, and
+    `plots/*.png` go beside it, all in one commit: a push that fails leaves the repo as it was. Data files and plots
+    of an earlier push that this one does not have are deleted in the same commit (logged). The shards are staged
+    in a temporary folder (as large as the parquet data).
+
+    Args:
+        dataset_dict (`DatasetDict`): the splits to push.
+        repo_id (`str`): `user/name` or `org/name` of the dataset repo (created when missing).
+        card (`DatasetCard`): the README, e.g. from `hf_skin.dataset_card.dataset_card`.
+        plots_dir (`str` or `Path`, *optional*): folder whose `*.png` files are uploaded under `plots/`.
+        private (`bool`, *optional*, defaults to `False`): visibility of the repo if this call creates it.
+        token (`str`, *optional*): defaults to `HF_TOKEN` or the `hf auth login` token; never logged or written.
+
+    Returns:
+        `str`: the URL of the dataset repo.
+    """
+
+    api = HfApi(token=hub_token(token))
+    repo_url = api.create_repo(check_repo_id(repo_id), repo_type="dataset", private=private, exist_ok=True)
+    repo_id = repo_url.repo_id
+    with tempfile.TemporaryDirectory(prefix="hf_skin_dataset_push_") as staging:
+        staging = Path(staging)
+        additions: dict[str, Path] = {}
+        for split, ds in dataset_dict.items():
+            num_shards = max(1, math.ceil(_arrow_bytes(ds) / MAX_SHARD_BYTES))
+            for index in range(num_shards):
+                name = f"{DATA_DIR}/{split}-{index:05d}-of-{num_shards:05d}.parquet"
+                shard = ds.shard(num_shards=num_shards, index=index, contiguous=True)
+                additions[name] = write_parquet(shard, staging / name, desc=f"{split} shard {index + 1}/{num_shards}")
+        parquet_bytes = sum(path.stat().st_size for path in additions.values())
+        for png in sorted(Path(plots_dir).glob("*.png")) if plots_dir else []:
+            additions[f"{PLOTS_DIR}/{png.name}"] = png
+        pushed_card = _card_with_data_metadata(card, dataset_dict, parquet_bytes)
+        remote = remote_files(api, repo_id, "dataset") or []
+        stale = sorted(
+            path for path in remote if path.startswith((f"{DATA_DIR}/", f"{PLOTS_DIR}/")) and path not in additions
+        )
+        if stale:
+            logger.warning(
+                "Deleting %d files of %s that this push does not have: %s", len(stale), repo_id, ", ".join(stale)
+            )
+        api.create_commit(
+            repo_id,
+            repo_type="dataset",
+            operations=[CommitOperationDelete(path) for path in stale]
+            + [CommitOperationAdd(name, path) for name, path in additions.items()]
+            + [CommitOperationAdd(CARD_FILE, str(pushed_card).encode())],
+            commit_message=commit_message,
+        )
+    logger.info("Pushed the dataset to %s", repo_url)
+    return str(repo_url)

@@ -33,7 +33,7 @@ from huggingface_hub.errors import HfHubHTTPError
 
 from hf_skin.cli import CommandLineError
 from hf_skin.data import DX_LABELS, load_ham10000
-from hf_skin.hub import run_files
+from hf_skin.runs import RunFolder
 from hf_skin.model_card import CARD_HASH_FILE
 
 TOKEN = "hf_FakeTok3n_7c1d9e_must_never_be_written"
@@ -208,14 +208,14 @@ def test_finetune_pushes_the_finished_run_once(hub, cnn_push):
         "hf-skin training run: model, processor, modeling code, metrics, model card"
     ]
     files = hub.files("model", f"{USER}/cnn")
-    assert set(files) == {".gitattributes", *run_files(run_dir)}
+    assert set(files) == {".gitattributes", *RunFolder(run_dir).published_files()}
     assert {
         "README.md", "config.json", "model.safetensors", "modeling_cnn.py", "configuration_cnn.py",
         "preprocessor_config.json", "run_args.json", "test_metrics.json", "validation_metrics.json",
         "all_results.json", "trainer_state.json", "test_confusion_matrix.png", "test_confusion_matrix_normalized.png",
     } <= set(files)  # fmt: skip
     assert not any(name.startswith("checkpoint-") or name.endswith((".bin", ".pt", ".pth")) for name in files)
-    for name in set(run_files(run_dir)) - {"run_state.json"}:
+    for name in set(RunFolder(run_dir).published_files()) - {"run_state.json"}:
         assert files[name] == (run_dir / name).read_bytes(), name
     # the run was finished when it was pushed; the folder's state adds where it went (and when that was recorded)
     state, published = json.loads((run_dir / "run_state.json").read_text()), json.loads(files["run_state.json"])
@@ -243,7 +243,7 @@ def test_push_script_publishes_a_finished_run(hub, pushed, tmp_path, capsys):
         "metadata_processor.json",
     }
     assert expected <= set(files)
-    assert set(hub.files("model", f"{USER}/vit")) == {".gitattributes", *run_files(pushed[f"{USER}/vit"])}
+    assert set(hub.files("model", f"{USER}/vit")) == {".gitattributes", *RunFolder(pushed[f"{USER}/vit"]).published_files()}
     for run_dir in pushed.values():
         assert_token_absent(paths=[run_dir])
 
@@ -252,7 +252,7 @@ def test_push_script_publishes_a_finished_run(hub, pushed, tmp_path, capsys):
     multi_input = shutil.copytree(pushed[f"{USER}/multi-input"], tmp_path / "multi_input")
     vit = shutil.copytree(pushed[f"{USER}/vit"], tmp_path / "vit")
     script.main([str(multi_input), f"{USER}/replaced"])
-    gone = sorted(set(hub.files("model", f"{USER}/replaced")) - {".gitattributes", *run_files(vit)})
+    gone = sorted(set(hub.files("model", f"{USER}/replaced")) - {".gitattributes", *RunFolder(vit).published_files()})
     assert "modeling_multi_input.py" in gone and "metadata_processor.json" in gone
 
     # --dry_run says so beforehand, and changes nothing: no commit, and the run folder's card is left as it is
@@ -262,10 +262,10 @@ def test_push_script_publishes_a_finished_run(hub, pushed, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert hub.repos[("model", f"{USER}/replaced")].commits == commits
     assert (vit / "README.md").read_bytes() == card
-    assert plan.deletions == gone and plan.uploads == run_files(vit) and plan.repo_exists
+    assert plan.deletions == gone and plan.uploads == RunFolder(vit).published_files() and plan.repo_exists
     assert "Dry run, nothing was changed." in printed
     assert f"delete {len(gone)} files the run does not have: {', '.join(gone)}" in printed
-    assert f"upload {len(plan.uploads)} files: {', '.join(run_files(vit))}" in printed
+    assert f"upload {len(plan.uploads)} files: {', '.join(RunFolder(vit).published_files())}" in printed
     assert "README.md: the generated model card, replacing the one hf-skin wrote before" in printed
     script.main([str(tmp_path / "vit"), f"{USER}/not-yet", "--dry_run"])
     assert "(a new repo)" in capsys.readouterr().out and ("model", f"{USER}/not-yet") not in hub.repos
@@ -276,7 +276,7 @@ def test_push_script_publishes_a_finished_run(hub, pushed, tmp_path, capsys):
     assert f"Deleting {len(gone)} files of {USER}/replaced that this run does not have: {', '.join(gone)}" in (
         output.getvalue()
     )
-    assert set(hub.files("model", f"{USER}/replaced")) == {".gitattributes", *run_files(vit)}
+    assert set(hub.files("model", f"{USER}/replaced")) == {".gitattributes", *RunFolder(vit).published_files()}
     assert "modeling_multi_input.py" in hub.repos[("model", f"{USER}/replaced")].commits[-2].files
     assert f"pushed: {hub.url}/{USER}/replaced" in output.getvalue()
     assert_token_absent(texts=[printed, output.getvalue()])
@@ -291,7 +291,7 @@ def test_push_publishes_only_the_listed_files(hub, pushed, tmp_path):
     (run_dir / "training_args.bin").write_bytes(b"pickle")
     load_script("push_to_hub").main([str(run_dir), f"{USER}/listed"])
     files = set(hub.files("model", f"{USER}/listed"))
-    assert files == {".gitattributes", *run_files(run_dir)}
+    assert files == {".gitattributes", *RunFolder(run_dir).published_files()}
     assert {"config.json", "model.safetensors", "README.md", "modeling_cnn.py"} <= files
     for local_only in ("notes.json", "x.py", "checkpoint-1/model.safetensors", "training_args.bin", CARD_HASH_FILE):
         assert local_only not in files
@@ -478,7 +478,7 @@ def tiny_dataset(lesions: list[str], dx: list[int]) -> DatasetDict:
 
 def test_a_failed_dataset_push_leaves_the_repo_as_it_was(hub, tmp_path):
     from hf_skin.dataset_card import dataset_card
-    from hf_skin.hub import push_dataset_to_hub
+    from hf_skin.preparation import push_dataset_to_hub
 
     def push(data: DatasetDict, plots: Path | None = None) -> str:
         card = dataset_card(data, source_description="a test.", split_description="by hand.")
@@ -646,11 +646,8 @@ def test_finetune_push_without_token_fails_before_training(hub, synthetic_dir, t
 
 
 def test_model_card_names_the_study_cnn_only_when_it_is_the_studys():
-    from hf_skin.model_card import _family, study_cnn
-    from hf_skin.models import SkinCNNConfig, build_model
-
-    defaults = SkinCNNConfig().to_dict()  # the card reads them from the source, without importing torch
-    assert study_cnn() == {key: defaults[key] for key in study_cnn()}
+    from hf_skin.model_card import _family
+    from hf_skin.models import build_model
 
     assert _family(build_model("cnn").config.to_dict()).startswith("the HAM10000 study's CNN")
     deeper = _family(build_model("cnn", image_size=64, hidden_sizes=[32, 64, 128]).config.to_dict())

@@ -32,6 +32,13 @@ def test_default_config_is_the_studys_network():
     assert model.config.label2id["mel"] == 4
 
 
+def test_the_torch_free_study_cnn_record_is_the_configs_defaults():
+    from hf_skin.families import STUDY_CNN
+
+    defaults = SkinCNNConfig().to_dict()
+    assert {key: defaults[key] for key in STUDY_CNN} == STUDY_CNN
+
+
 def test_stronger_cnn_is_one_config_away():
     model = build_model(
         "cnn", image_size=64, hidden_sizes=[8, 16, 32], normalization="batch", downsample=True, head="avg"

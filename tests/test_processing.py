@@ -189,3 +189,30 @@ def test_aligning_the_mean_reaches_a_timm_models_pretrained_cfg_and_needs_no_exp
     timm = SimpleNamespace(model_type="timm_wrapper", pretrained_cfg={"mean": [0.5] * 3})
     align_mean_to_pixels(build_image_processor((8, 12), [0.5] * 3, [0.5] * 3), timm)
     assert timm.pretrained_cfg["mean"] == pytest.approx([128 / 255] * 3)
+
+
+def test_one_resolver_gives_the_input_size_from_every_description_of_it():
+    """A processor, its model, its saved `size`, its export spec and a timm `pretrained_cfg` all answer alike."""
+    from types import SimpleNamespace
+
+    from transformers import ConvNextImageProcessor
+
+    from hf_skin.processing import image_spec, input_size, parse_image_size, resolve_input_size
+
+    cnn = build_model("cnn", image_size=48)
+    assert resolve_input_size(cnn) == resolve_input_size(cnn.config) == (48, 48)
+    assert resolve_input_size(processor_for(cnn)) == (48, 48)
+    multi_input = build_model("multi-input", hidden_sizes=[4, 8])
+    assert resolve_input_size(multi_input) == resolve_input_size(processor_for(multi_input)) == (32, 32)
+    wide = build_image_processor((150, 200))
+    assert resolve_input_size(wide) == resolve_input_size(wide.to_dict()["size"]) == (150, 200)
+    assert image_spec(wide)["input_size"] == [150, 200] and input_size(wide) == 200  # the longer side
+    # ResNet's processor: the short side to 224 / crop_pct, then a 224 centre crop
+    resnet = ConvNextImageProcessor(size={"shortest_edge": 224})
+    assert resolve_input_size(resnet) == resolve_input_size(image_spec(resnet)["resize"]) == (224, 224)
+    timm = SimpleNamespace(model_type="timm_wrapper", pretrained_cfg={"input_size": [3, 132, 176]})
+    assert resolve_input_size(SimpleNamespace(config=timm)) == (132, 176)
+    assert resolve_input_size(SimpleNamespace(model_type="resnet")) is None  # its config names no size
+    assert resolve_input_size(parse_image_size("150x200")) == (150, 200) and parse_image_size("224") == (224, 224)
+    with pytest.raises(ValueError, match="at least 8 px"):
+        parse_image_size("4x300")

@@ -10,7 +10,7 @@ import pytest
 from conftest import load_script, small_args
 
 from hf_skin.evaluation import evaluate_checkpoint
-from hf_skin.hub import read_run, run_files
+from hf_skin.hub import read_run
 from hf_skin.runs import FAILED, FINISHED, PUBLISHED_FILES, RunFolder, RunFolderError
 from hf_skin.training import SkinTrainer, parse_args, run
 
@@ -142,7 +142,7 @@ def test_a_failed_run_is_visibly_unfinished_and_not_published(synthetic_dir, tmp
 def test_a_push_publishes_only_the_listed_files(seed7_run):
     (seed7_run / "notes.json").write_text("{}")
     (seed7_run / "helper.py").write_text("")
-    names = run_files(seed7_run)
+    names = RunFolder(seed7_run).published_files()
     assert "notes.json" not in names and "helper.py" not in names and "split.json" not in names
     assert {"config.json", "model.safetensors", "run_state.json", "test_metrics.json"} <= set(names)
     assert "configuration_cnn.py" in names and "modeling_cnn.py" in names

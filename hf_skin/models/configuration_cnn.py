@@ -2,8 +2,6 @@
 
 from transformers import PreTrainedConfig
 
-from ..families import STUDY_CNN
-
 
 class SkinCNNConfig(PreTrainedConfig):
     r"""
@@ -38,14 +36,14 @@ class SkinCNNConfig(PreTrainedConfig):
     def __init__(
         self,
         num_channels: int = 3,
-        image_size: int = STUDY_CNN["image_size"],
-        hidden_sizes: list[int] | tuple[int, ...] = tuple(STUDY_CNN["hidden_sizes"]),
-        convs_per_stage: int = STUDY_CNN["convs_per_stage"],
+        image_size: int = 32,
+        hidden_sizes: list[int] | tuple[int, ...] = (32, 64),
+        convs_per_stage: int = 1,
         kernel_size: int = 3,
-        normalization: str = STUDY_CNN["normalization"],
-        downsample: bool = STUDY_CNN["downsample"],
-        dropout: float = STUDY_CNN["dropout"],
-        head: str = STUDY_CNN["head"],
+        normalization: str = "none",
+        downsample: bool = False,
+        dropout: float = 0.5,
+        head: str = "flatten",
         classifier_dropout: float = 0.0,
         **kwargs,
     ):

@@ -8,7 +8,7 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .labels import DX_LABELS, DX_TYPE_LABELS, LOCALIZATION_LABELS, METADATA_COLUMNS, SEX_LABELS
+from ..labels import DX_LABELS, DX_TYPE_LABELS, LOCALIZATION_LABELS, METADATA_COLUMNS, SEX_LABELS
 
 # Full-dataset class counts (of 10,015 images), used as the per-lesion class prior.
 CLASS_COUNTS = {"akiec": 327, "bcc": 514, "bkl": 1099, "df": 115, "mel": 1113, "nv": 6705, "vasc": 142}
@@ -256,9 +256,3 @@ def make_synthetic_ham10000(
     with open(out_dir / "HAM10000_metadata.csv", "w", newline="") as f:
         csv.writer(f, lineterminator="\n").writerows([METADATA_COLUMNS, *rows])
     return out_dir
-
-
-if __name__ == "__main__":  # python -m hf_skin.synthetic OUT_DIR: the command lives with the others
-    from .cli import synthetic
-
-    synthetic()
