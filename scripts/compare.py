@@ -5,7 +5,6 @@ interval of each headline metric's difference, said in words.
 python scripts/compare.py runs/cnn runs/multi-input runs/resnet101 --output_dir runs/compare
 """
 
-# hf_skin.cli, imported first, keeps scripts/evaluate.py from shadowing the `evaluate` library.
 from hf_skin.cli import compare as main
 
 if __name__ == "__main__":

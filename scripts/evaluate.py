@@ -4,7 +4,6 @@ python scripts/evaluate.py --model runs/cnn --dataset /path/to/HAM10000 [--split
 python scripts/evaluate.py args.json
 """
 
-# hf_skin.cli, imported first, keeps scripts/evaluate.py from shadowing the `evaluate` library.
 from hf_skin.cli import evaluate as main
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ images), and `hf_skin_export.json`, the spec of the inputs, preprocessing, label
 the in-browser page over it.
 """
 
-# hf_skin.cli, imported first, keeps scripts/evaluate.py from shadowing the `evaluate` library.
 from hf_skin.cli import export_onnx as main
 
 if __name__ == "__main__":

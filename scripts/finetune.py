@@ -1,10 +1,10 @@
-"""Fine-tune an hf-skin model on HAM10000.
+"""Fine-tune an hf-skin model on HAM10000: a shim over `hf_skin.cli.finetune` (the library's `run()`), kept as a
+script so that `accelerate launch scripts/finetune.py` works.
 
 accelerate launch scripts/finetune.py --model cnn --dataset /path/to/HAM10000
 python scripts/finetune.py args.json
 """
 
-# hf_skin.cli, imported first, keeps scripts/evaluate.py from shadowing the `evaluate` library.
 from hf_skin.cli import finetune as main
 
 if __name__ == "__main__":

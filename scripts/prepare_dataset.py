@@ -6,7 +6,6 @@
 Arguments: `hf_skin.preparation.DatasetPreparationArguments` (or a single .json file of them).
 """
 
-# hf_skin.cli, imported first, keeps scripts/evaluate.py from shadowing the `evaluate` library.
 from hf_skin.cli import prepare_dataset as main
 
 if __name__ == "__main__":

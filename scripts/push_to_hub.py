@@ -7,7 +7,6 @@ The token comes from HF_TOKEN or `hf auth login` (never from the command line, w
 lists would keep it). `scripts/finetune.py --push_to_hub --hub_model_id user/name` does the same at the end of a run.
 """
 
-# hf_skin.cli, imported first, keeps scripts/evaluate.py from shadowing the `evaluate` library.
 from hf_skin.cli import push_to_hub as main
 
 if __name__ == "__main__":

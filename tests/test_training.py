@@ -49,12 +49,24 @@ def test_arguments_from_a_json_file(tmp_path):
     [
         (["--balance", "smote"], "invalid choice: 'smote'"),
         (["--config_overrides", "{hidden"], "not valid JSON"),
+        (["--image_size", "150y200"], "not a side or HEIGHTxWIDTH"),  # named at parse time, before a model loads
     ],
 )
 def test_bad_arguments_are_named(argv, message, capsys):
     with pytest.raises((SystemExit, ValueError)) as err:
         parse_args(["--dataset", "x", *argv])
     assert message in str(err.value) + capsys.readouterr().err
+
+
+def test_image_size_is_parsed_once_and_recorded_as_given():
+    from hf_skin.training import run_args
+
+    model_args, data_args, args = parse_args(["--model", "resnet101", "--dataset", "x", "--image_size", "150x200"])
+    assert model_args.parsed_image_size == (150, 200)
+    # run_args.json keeps the flag as written, so that parse_args reads a run's arguments back unchanged
+    saved = run_args(model_args, data_args, args)
+    assert saved["image_size"] == "150x200" and "parsed_image_size" not in saved
+    assert parse_args(["--model", "cnn", "--dataset", "x"])[0].parsed_image_size is None
 
 
 def test_paper_augmentation_keeps_size_and_mode_and_changes_pixels():
@@ -433,7 +445,7 @@ def test_int8_ready_training_leaves_int8_weights_and_scores_that_model(
     made, and the run's test metrics are this model's."""
     import datasets
 
-    from hf_skin import training
+    from hf_skin.training import trainer as trainer_module
 
     learned_on = []
 
@@ -441,8 +453,8 @@ def test_int8_ready_training_leaves_int8_weights_and_scores_that_model(
         learned_on.extend(batches)
         return copy_of(model, batches, **kwargs)
 
-    copy_of = training.quantization_aware_copy
-    monkeypatch.setattr(training, "quantization_aware_copy", recording_copy)
+    copy_of = trainer_module.quantization_aware_copy
+    monkeypatch.setattr(trainer_module, "quantization_aware_copy", recording_copy)
     from sklearn.metrics import confusion_matrix
     from transformers import AutoImageProcessor
 
