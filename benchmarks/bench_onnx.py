@@ -7,14 +7,13 @@ Models: `cnn` is the study's CNN at 32 px; `efficientnet-lite0` the finished run
 model, so that its int8 agreement means something) or, without one, the ImageNet checkpoint at 132x176; `resnet101`
 and `vit` are ResNet-101 and ViT-Base/16 built from transformers configs at 224² with random weights (latency does
 not depend on the weights; the Hub checkpoints cannot be downloaded offline). Each is exported with
-`hf_skin.export.export_onnx`; int8 is `quantize_best` calibrated on `--calibration_images` real training images and
-chosen on `--validation_images` validation images (random weights make that choice a formality: their agreement
-numbers are not meaningful).
+`hf_skin.export.export_onnx`, int8 (static, per channel) calibrated on `--calibration_images` real training images
+and measured against fp32 on `--validation_images` validation images (with random weights that agreement is not
+meaningful).
 
 Timing: one real validation image, preprocessed once; each round times `--iters` calls of each of eager (`model(
-**inputs)` under `torch.inference_mode()`), ONNX fp32, ONNX int8 (onnxruntime CPU) and the static int8 model that keeps
-its first `FP32_LAYER_COUNTS[-1]` layers fp32 (the export's fallback; the CNN keeps 2 of its 3), interleaved so that
-load from other processes hits all four alike; torch and onnxruntime get `--threads` threads. p50/p95 are over every
+**inputs)` under `torch.inference_mode()`), ONNX fp32 and ONNX int8 (onnxruntime CPU), interleaved so that load from
+other processes hits all three alike; torch and onnxruntime get `--threads` threads. p50/p95 are over every
 call of every round, after `--warmup` untimed calls; ratios are eager's p50 over each ONNX model's p50. The browser
 number is the page's own `session.run` time (onnxruntime-web, single-threaded WebAssembly: a static page has no
 cross-origin isolation) for the Lite0 int8 model in headless Chromium, over `--browser_iters` runs.
@@ -43,24 +42,13 @@ import numpy as np
 import torch
 
 from hf_skin.data import SplitArguments, load_ham10000
-from hf_skin.export import (
-    FP32_FILE,
-    FP32_LAYER_COUNTS,
-    INT8_FILE,
-    describe_int8,
-    export_onnx,
-    quantize,
-    quantize_best,
-    run_inputs,
-    weighted_layers,
-)
+from hf_skin.export import FP32_FILE, INT8_FILE, export_onnx, run_inputs
 from hf_skin.inference import SkinClassifier
-from hf_skin.processing import build_image_processor, pixel_grid
+from hf_skin.processing import build_image_processor
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA_DIR = ROOT.parent / "shared" / "ham10000"
 MODELS = ("cnn", "efficientnet-lite0", "resnet101", "vit")
-FIRST_FP32 = FP32_LAYER_COUNTS[-1]  # the most first layers the export keeps fp32
 
 
 def build_checkpoint(name: str, path: Path, lite0_run: str | None) -> Path:
@@ -199,25 +187,10 @@ def main():
         calibration, _ = run_inputs(classifier, splits["train"], args.calibration_images, seed=1)
         validation, labels = run_inputs(classifier, splits["validation"], args.validation_images)
         export = work / f"{name}_export"
-        spec = export_onnx(classifier, export, None, None, validation, labels, source=str(checkpoint))
-        grid = pixel_grid(spec["image"])  # as export_onnx quantises the input
-        int8 = quantize_best(export / FP32_FILE, export / INT8_FILE, calibration, validation, labels, input_grid=grid)
-        spec["models"]["int8"] = {"file": INT8_FILE, "bytes": (export / INT8_FILE).stat().st_size, **int8}
-        (export / "hf_skin_export.json").write_text(json.dumps(spec, indent=2))
-
-        # what keeping the first layers fp32 costs (the export's fallback when fully int8 misses the targets)
-        first_layers = min(FIRST_FP32, weighted_layers(export / FP32_FILE) - 1)  # the CNN has 3
-        first_fp32 = quantize(
-            export / FP32_FILE,
-            work / f"{name}_first_fp32.onnx",
-            "static",
-            calibration,
-            fp32_layers=first_layers,
-            input_grid=grid,
-        )
+        spec = export_onnx(classifier, export, "int8", calibration, validation, labels, source=str(checkpoint))
+        int8 = spec["models"]["int8"]
         fp32 = SkinClassifier.from_export(export, "fp32", session_options=options)
         q8 = SkinClassifier.from_export(export, "int8", session_options=options)
-        q8_first = onnxruntime.InferenceSession(str(first_fp32), options, providers=["CPUExecutionProvider"])
         torch_inputs = classifier.model_inputs(image_path)
         onnx_inputs = fp32.model_inputs(image_path)
 
@@ -230,7 +203,6 @@ def main():
                 "eager": eager,
                 "onnx_fp32": functools.partial(fp32.model.logits, onnx_inputs),
                 "onnx_int8": functools.partial(q8.model.logits, onnx_inputs),
-                "onnx_int8_first_fp32": functools.partial(q8_first.run, None, onnx_inputs),
             },
             args.iters,
             args.rounds,
@@ -241,21 +213,17 @@ def main():
             "source": "run " + str(checkpoint) if name == "efficientnet-lite0" and lite0_run else "random init",
             "input_size": spec["image"]["input_size"],
             "parameters": sum(p.numel() for p in classifier.model.parameters()),
-            "int8_method": describe_int8(int8),
             "int8_validation": int8["validation"],
-            "first_fp32_layers": first_layers,
             "bytes": {
                 "safetensors": sum(p.stat().st_size for p in Path(checkpoint).glob("*.safetensors")),
                 "onnx_fp32": (export / FP32_FILE).stat().st_size,
                 "onnx_int8": (export / INT8_FILE).stat().st_size,
-                "onnx_int8_first_fp32": first_fp32.stat().st_size,
             },
         }
         for key, values in times.items():
             row[key] = {"p50_ms": percentile(values, 50), "p95_ms": percentile(values, 95), "n": len(values)}
         row["speedup_fp32"] = row["eager"]["p50_ms"] / row["onnx_fp32"]["p50_ms"]
         row["speedup_int8"] = row["eager"]["p50_ms"] / row["onnx_int8"]["p50_ms"]
-        row["speedup_int8_first_fp32"] = row["eager"]["p50_ms"] / row["onnx_int8_first_fp32"]["p50_ms"]
         row["int8_size_ratio"] = row["bytes"]["onnx_int8"] / row["bytes"]["onnx_fp32"]
         if name == "efficientnet-lite0":
             row["browser_int8"] = browser_latency(export, image_path, args.browser_iters)
@@ -268,9 +236,9 @@ def main():
     )
     print(
         "| model | eager p50 / p95 ms | ONNX fp32 p50 / p95 ms | int8 p50 / p95 ms | fp32 speed-up | int8 speed-up "
-        "| fp32 MB | int8 MB (ratio) | int8 method | static int8, first layers fp32: layers, p50 ms, speed-up, MB |"
+        "| fp32 MB | int8 MB (ratio) | int8 agreement with fp32 (images) |"
     )
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in results:
         mb = {k: v / 2**20 for k, v in r["bytes"].items()}
         print(
@@ -278,9 +246,7 @@ def main():
             f"| {r['onnx_fp32']['p50_ms']:.2f} / {r['onnx_fp32']['p95_ms']:.2f} "
             f"| {r['onnx_int8']['p50_ms']:.2f} / {r['onnx_int8']['p95_ms']:.2f} | {r['speedup_fp32']:.2f}× "
             f"| {r['speedup_int8']:.2f}× | {mb['onnx_fp32']:.1f} | {mb['onnx_int8']:.1f} ({r['int8_size_ratio']:.2f}) "
-            f"| {r['int8_method']} | {r['first_fp32_layers']}, {r['onnx_int8_first_fp32']['p50_ms']:.2f}, "
-            f"{r['speedup_int8_first_fp32']:.2f}×, "
-            f"{mb['onnx_int8_first_fp32']:.1f} |"
+            f"| {r['int8_validation']['top1_agreement']:.4f} ({r['int8_validation']['n']}) |"
         )
     for r in results:
         if r.get("browser_int8"):

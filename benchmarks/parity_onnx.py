@@ -20,7 +20,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from hf_skin.evaluation import metadata_words, model_label_ids
-from hf_skin.export import _balanced_accuracy
+from hf_skin.export.parity import _balanced_accuracy
 from hf_skin.inference import EXPORT_SPEC, SkinClassifier
 from hf_skin.processing import load_image
 from hf_skin.runs import RunFolder

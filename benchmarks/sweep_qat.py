@@ -1,4 +1,5 @@
-"""How much quantisation-aware fine-tuning int8 needs: a finished run's static per-channel int8 model (onnxruntime,
+"""How much quantisation-aware fine-tuning int8 needs (`hf_skin.quantization.quantization_aware_copy`, what
+training's `--int8_ready` makes with `--keep_rounded`): a finished run's static per-channel int8 model (onnxruntime,
 calibrated on its training images as `export_onnx.py` does) measured against its fp32 ONNX model on the validation
 split, after 0, N, 2N, ... fine-tuning steps at each learning rate (each chunk goes on from the last one's weights,
 with a fresh optimiser; the teacher is always the original model).
@@ -18,17 +19,24 @@ import tempfile
 import time
 from pathlib import Path
 
-from hf_skin.export import QAT_LEARNING_RATES, _run, compare_predictions, export_fp32, quantize, run_inputs
+from hf_skin.export import compare_predictions, export_fp32, quantize, run_inputs, run_onnx
 from hf_skin.inference import SkinClassifier
 from hf_skin.processing import image_spec, pixel_grid
-from hf_skin.quantization import QAT_BATCH_SIZE, QAT_IMAGES, QAT_LOSS, QAT_LOSSES, quantization_aware_copy
+from hf_skin.quantization import (
+    QAT_BATCH_SIZE,
+    QAT_IMAGES,
+    QAT_LEARNING_RATE,
+    QAT_LOSS,
+    QAT_LOSSES,
+    quantization_aware_copy,
+)
 from hf_skin.runs import RunFolder
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dir")
-    parser.add_argument("--learning_rates", default=",".join(f"{rate:g}" for rate in QAT_LEARNING_RATES))
+    parser.add_argument("--learning_rates", default=f"{QAT_LEARNING_RATE:g}", help="comma-separated")
     parser.add_argument("--steps", type=int, default=300, help="fine-tuning steps between measurements")
     parser.add_argument("--chunks", type=int, default=3)
     parser.add_argument("--batch_size", type=int, default=QAT_BATCH_SIZE)
@@ -36,6 +44,9 @@ def main():
     parser.add_argument("--calibration_images", type=int, default=256)
     parser.add_argument("--losses", default=QAT_LOSS, help=f"comma-separated, of: {', '.join(QAT_LOSSES)}")
     parser.add_argument("--seeds", default="0", help="comma-separated: each repeats the sweep with its own seed")
+    parser.add_argument(
+        "--keep_rounded", action="store_true", help="measure the rounded weights themselves, as --int8_ready keeps"
+    )
     parser.add_argument("--output", default=None)
     args = parser.parse_args()
     folder = RunFolder(args.run_dir).require_finished()
@@ -48,12 +59,12 @@ def main():
     with tempfile.TemporaryDirectory(prefix="hf_skin_sweep_") as tmp:
         tmp = Path(tmp)
         original = export_fp32(classifier, tmp / "fp32.onnx")
-        reference = _run(original, validation)
+        reference = run_onnx(original, validation)
         grid = pixel_grid(image_spec(classifier.image_processor))  # as export_onnx quantises the input
 
         def measure(fp32, **record):
-            int8 = quantize(fp32, tmp / "int8.onnx", "static", calibration, per_channel=True, input_grid=grid)
-            result = compare_predictions(reference, _run(int8, validation), labels)
+            int8 = quantize(fp32, tmp / "int8.onnx", calibration, input_grid=grid)
+            result = compare_predictions(reference, run_onnx(int8, validation), labels)
             result["differ"] = round(result["n"] * (1 - result["top1_agreement"]))
             results.append({**record, **result})
             print(json.dumps(results[-1]), flush=True)
@@ -78,6 +89,7 @@ def main():
                     seed=seed * 1000 + chunk,  # seed 0: the draws of the sweeps before --seeds existed
                     teacher=classifier.model,
                     loss=loss,
+                    keep_rounded=args.keep_rounded,
                 )
                 seconds += time.perf_counter() - start
                 measure(

@@ -126,7 +126,8 @@ def evaluate(argv: list[str] | None = None) -> dict:
 
 def calibrate(argv: list[str] | None = None) -> dict:
     """`scripts/calibrate.py`: a trained checkpoint recalibrated on labelled images, into a new folder."""
-    from .calibration import CalibrationError, RecalibrationArguments, recalibrate
+    from .calibration import CalibrationError
+    from .evaluation import RecalibrationArguments, recalibrate
     from .runs import RunFolderError
 
     argv = _argv(argv)
@@ -306,28 +307,17 @@ def synthetic(argv: list[str] | None = None) -> Path:
 
 def export_onnx(argv: list[str] | None = None) -> dict:
     """`scripts/export_onnx.py`: a finished run -> ONNX (+ int8) and its spec; prints the files and the parity."""
-    from .export import (
-        FINE_TUNE_CHOICES,
-        FIRST_LAYERS_CHOICES,
-        FP32_LAYER_COUNTS,
-        MAX_BALANCED_ACCURACY_DROP,
-        MIN_AGREEMENT,
-        QAT_LEARNING_RATES,
-        QUANTIZATION_CHOICES,
-        ExportError,
-        describe_int8,
-        export_run,
-    )
-    from .quantization import QAT_IMAGES, QAT_STEPS
+    from .export import MAX_BALANCED_ACCURACY_DROP, MIN_AGREEMENT, QUANTIZATION_CHOICES, ExportError, export_run
     from .runs import RunFolderError
 
     parser = argparse.ArgumentParser(
         prog="export_onnx.py",
         description="Export a finished training run to ONNX: model.onnx (fp32, dynamic batch axis), with --quantize "
-        "int8 also model_int8.onnx (onnxruntime's static and dynamic quantisation, measured against fp32 on the run's "
-        "validation images, the better kept; while none meets the targets, static int8 with the first "
-        f"{' or '.join(map(str, FP32_LAYER_COUNTS))} layers kept fp32), and hf_skin_export.json (inputs, "
-        "preprocessing, labels, metadata encoding, calibration and operating point). "
+        "int8 also model_int8.onnx (onnxruntime's static quantisation, per channel, calibrated on the run's training "
+        "images and measured against fp32 on its validation images; a warning when it misses the targets, "
+        f"{100 * MIN_AGREEMENT:g}% top-1 agreement with fp32 and balanced accuracy within "
+        f"{MAX_BALANCED_ACCURACY_DROP:g}: train with --int8_ready for a model made for int8), and hf_skin_export.json "
+        "(inputs, preprocessing, labels, metadata encoding, calibration and operating point). "
         "SkinClassifier.from_pretrained(OUT_DIR) serves it without torch.",
     )
     parser.add_argument("run_dir", help="The --output_dir of a finished scripts/finetune.py run.")
@@ -343,38 +333,10 @@ def export_onnx(argv: list[str] | None = None) -> dict:
         "--validation_images",
         type=int,
         default=None,
-        help="Validation-split images for the parity check and the int8 choice (default: the whole split).",
-    )
-    parser.add_argument(
-        "--fine_tune",
-        choices=FINE_TUNE_CHOICES,
-        default="auto",
-        help="Quantisation-aware fine-tuning for int8: a copy of the model learns, from the fp32 model's logits on "
-        "training images, weights that survive int8 rounding; its int8 model competes with the others. One copy "
-        f"per learning rate ({', '.join(f'{rate:g}' for rate in QAT_LEARNING_RATES)}), in order. auto (default): "
-        f"while no candidate meets the targets ({100 * MIN_AGREEMENT:g}%% top-1 agreement with fp32, balanced "
-        f"accuracy within {MAX_BALANCED_ACCURACY_DROP:g}); always: every rate.",
-    )
-    parser.add_argument(
-        "--first_layers_fp32",
-        choices=FIRST_LAYERS_CHOICES,
-        default="auto",
-        help="auto (default): while no fully int8 model meets the targets, static int8 models that keep their first "
-        f"{' or '.join(map(str, FP32_LAYER_COUNTS))} layers fp32 compete (closer to fp32 on this CPU; in the "
-        "browser their probabilities differ from Python onnxruntime's by up to a few hundredths); never: fully int8 "
-        "only (the on-device page then gives Python onnxruntime's probabilities to the bit).",
-    )
-    parser.add_argument(
-        "--fine_tune_images",
-        type=int,
-        default=QAT_IMAGES,
-        help=f"Training-split images it learns on (default {QAT_IMAGES}).",
-    )
-    parser.add_argument(
-        "--fine_tune_steps", type=int, default=QAT_STEPS, help=f"Its steps of 32 images (default {QAT_STEPS})."
+        help="Validation-split images for the parity check and int8's agreement (default: the whole split).",
     )
     args = parser.parse_args(_argv(argv))
-    for name in ("calibration_images", "validation_images", "fine_tune_images", "fine_tune_steps"):
+    for name in ("calibration_images", "validation_images"):
         value = getattr(args, name)
         if value is not None and value < 1:
             parser.error(f"--{name} must be at least 1, not {value}")
@@ -389,10 +351,6 @@ def export_onnx(argv: list[str] | None = None) -> dict:
             dataset=args.dataset,
             calibration_images=args.calibration_images,
             validation_images=args.validation_images,
-            fine_tune=args.fine_tune,
-            fine_tune_images=args.fine_tune_images,
-            fine_tune_steps=args.fine_tune_steps,
-            first_layers_fp32=args.first_layers_fp32,
         )
     except (ExportError, RunFolderError, FileNotFoundError) as err:
         raise CommandLineError(str(err)) from None
@@ -400,7 +358,7 @@ def export_onnx(argv: list[str] | None = None) -> dict:
         check = entry.get("parity") or entry.get("validation") or {}
         against = "PyTorch" if precision == "fp32" else "fp32"
         inputs = "validation" if check.get("balanced_accuracy") is not None else "random"
-        how = f" ({describe_int8(entry)})" if "method" in entry else ""
+        how = " (static, per channel)" if precision == "int8" else ""
         print(
             f"{precision}{how}: {Path(args.out_dir) / entry['file']} ({entry['bytes'] / 2**20:.1f} MiB); on "
             f"{check.get('n')} {inputs} inputs, top-1 agreement with {against} {check.get('top1_agreement', 0):.4f}, "

@@ -18,9 +18,8 @@ if TYPE_CHECKING:
     import torch
 
 # How a copy learns: its steps of QAT_BATCH_SIZE among QAT_IMAGES training-split images, and the learning rate that
-# training's --int8_ready uses and hf_skin.export.QAT_LEARNING_RATES tries first (benchmarks/RESULTS.md, issue 12:
-# on EfficientNet-Lite0 a copy kept rounded at 2e-6 gave the trained model's top-1 on 99.6% of validation images,
-# at 2e-5 on 99.4%, rounding alone on 99.0%)
+# training's --int8_ready uses (benchmarks/RESULTS.md, issue 12: on EfficientNet-Lite0 a copy kept rounded at 2e-6
+# gave the trained model's top-1 on 99.6% of validation images, at 2e-5 on 99.4%, rounding alone on 99.0%)
 QAT_STEPS = 300
 QAT_LEARNING_RATE = 2e-6
 QAT_BATCH_SIZE = 32

@@ -57,7 +57,7 @@ def stored_weights(net, tmp_path):
     example = {name: torch.from_numpy(value[:1]) for name, value in batches()[0].items()}
     path = tmp_path / "net.onnx"
     torch.onnx.export(Logits(), (), path, kwargs=example, input_names=list(example), dynamo=True, external_data=False)
-    graph = onnx.load(quantize(path, tmp_path / "int8.onnx", "static", batches())).graph
+    graph = onnx.load(quantize(path, tmp_path / "int8.onnx", batches())).graph
     stored = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
     dequantized = {}
     for node in graph.node:
