@@ -6,6 +6,7 @@ from __future__ import annotations
 from datasets import ClassLabel, DatasetDict, Image, Value
 from huggingface_hub import DatasetCard, DatasetCardData
 
+from .data import class_counts, shared_lesions
 from .labels import DX_NAMES, HAM10000_CITATION, MALIGNANT_DX
 
 MASKS_CITATION = """@article{tschandl2020humancomputer,
@@ -56,31 +57,16 @@ def _feature_type(feature) -> str:
     return f"`{type(feature).__name__}`"
 
 
-def _lesions_in_several_splits(dataset_dict: DatasetDict) -> int | None:
-    if not all("lesion_id" in ds.column_names for ds in dataset_dict.values()):
-        return None
-    seen: dict[str, str] = {}
-    shared = set()
-    for split, ds in dataset_dict.items():
-        for lesion in set(ds["lesion_id"]):
-            if seen.setdefault(lesion, split) != split:
-                shared.add(lesion)
-    return len(shared)
-
-
 def _class_table(dataset_dict: DatasetDict) -> str:
     splits = list(dataset_dict)
-    names = dataset_dict[splits[0]].features["dx"].names
-    counts = {split: [0] * len(names) for split in splits}
-    for split, ds in dataset_dict.items():
-        for label in ds["dx"]:
-            counts[split][label] += 1
+    counts = {split: class_counts(ds) for split, ds in dataset_dict.items()}
+    names = list(dict.fromkeys(dx for split in splits for dx in counts[split]))  # DX_LABELS' order, then any other
     lines = [
         "| dx | diagnosis | malignant | " + " | ".join(splits) + " | total |",
         "| --- | --- | --- | " + " | ".join("---:" for _ in splits) + " | ---: |",
     ]
-    for i, dx in enumerate(names):
-        row = [counts[split][i] for split in splits]
+    for dx in names:
+        row = [counts[split].get(dx, 0) for split in splits]
         malignant = "yes" if dx in MALIGNANT_DX else "no"
         cells = " | ".join(f"{n:,}" for n in [*row, sum(row)])
         lines.append(f"| {dx} | {DX_NAMES.get(dx, dx)} | {malignant} | {cells} |")
@@ -129,7 +115,7 @@ def dataset_card(
     )
 
     lesions_text = f" of {n_lesions:,} lesions" if n_lesions is not None else ""
-    shared = _lesions_in_several_splits(dataset_dict)
+    shared = len(shared_lesions(dataset_dict)) if has_lesions else None
     if shared is None:
         overlap = "This copy has no `lesion_id` column, so whether splits share lesions cannot be checked."
     elif shared == 0:

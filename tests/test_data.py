@@ -8,24 +8,25 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import datasets
 import pytest
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value, concatenate_datasets
 from datasets import Image as ImageFeature
 from PIL import Image
 
-from hf_skin import data
 from hf_skin.data import (
-    DX_LABELS,
-    DX_TYPE_LABELS,
-    LOCALIZATION_LABELS,
+    DEFAULT_DATASET,
     MASK_FOLDER,
-    METADATA_COLUMNS,
-    SEX_LABELS,
     class_counts,
     ham10000_features,
     lesion_grouped_split,
     load_ham10000,
+    shared_lesions,
 )
+from hf_skin.data import loading as data_loading
+from hf_skin.data.sources import folder as raw_folder
+from hf_skin.data.sources import saved as saved_source
+from hf_skin.labels import DX_LABELS, DX_TYPE_LABELS, LOCALIZATION_LABELS, METADATA_COLUMNS, SEX_LABELS
 
 REAL_CLASS_COUNTS = {"akiec": 281, "bcc": 440, "bkl": 942, "df": 98, "mel": 954, "nv": 5748, "vasc": 121}
 SPLITS = ["train", "validation", "test"]
@@ -156,8 +157,8 @@ def test_second_load_is_served_from_cache_and_changes_rebuild(raw_dir, tmp_path,
         raise AssertionError("rebuilt although the folder did not change")
 
     # Checking no image either: the cache key reads each file's head and tail, and decodes nothing.
-    monkeypatch.setattr(data, "_build_raw_dataset", no_build)
-    monkeypatch.setattr(data, "_is_complete_image", no_build)
+    monkeypatch.setattr(raw_folder, "build_raw_dataset", no_build)
+    monkeypatch.setattr(raw_folder, "is_complete_image", no_build)
     caplog.set_level(logging.INFO, logger="hf_skin.data")
     second = load_ham10000(root, cache_dir=cache)
     assert f"loaded from cache {entry}" in caplog.text
@@ -165,17 +166,19 @@ def test_second_load_is_served_from_cache_and_changes_rebuild(raw_dir, tmp_path,
     assert second["test"]["image_id"][:] == first["test"]["image_id"][:]
     monkeypatch.undo()
 
-    # A changed image (size/mtime) and a changed CSV each give a new cache entry.
+    # A changed image (size/mtime) and a changed CSV each give a new cache entry, which replaces the folder's old one.
     Image.new("RGB", (9, 6), "red").save(next(root.glob("HAM10000_images_part_1/*.jpg")))
     load_ham10000(root, cache_dir=cache)
-    assert len(list(cache.glob("ham10000-*"))) == 2
+    (changed_image,) = cache.glob("ham10000-*")
+    assert changed_image != entry
     write_csv(root / "HAM10000_metadata.csv", rows[:-1])
     assert sum(map(len, load_ham10000(root, cache_dir=cache).values())) == len(rows) - 1
-    assert len(list(cache.glob("ham10000-*"))) == 3
+    (changed_csv,) = cache.glob("ham10000-*")
+    assert changed_csv not in (entry, changed_image)
     assert not list(cache.glob(".build-*"))  # staging folders are cleaned up
 
     # A damaged entry (its Arrow data deleted by hand) is rebuilt rather than failing.
-    latest = max(cache.glob("ham10000-*"), key=lambda path: path.stat().st_mtime_ns)
+    latest = changed_csv
     for arrow in latest.glob("*.arrow"):
         arrow.unlink()
     caplog.clear()
@@ -403,8 +406,9 @@ def test_replaced_image_with_same_size_and_mtime_rebuilds(raw_dir, tmp_path):
     os.utime(target, ns=(before.st_atime_ns, before.st_mtime_ns))
     assert target.stat().st_mtime_ns == before.st_mtime_ns
 
+    first_entries = set(cache.glob("ham10000-*"))
     splits = load_ham10000(root, cache_dir=cache)
-    assert len(list(cache.glob("ham10000-*"))) == 2
+    assert set(cache.glob("ham10000-*")).isdisjoint(first_entries)  # a new build, not the old entry
     stored = {
         row["image_id"]: row["image"]["bytes"]
         for split in splits.values()
@@ -413,35 +417,42 @@ def test_replaced_image_with_same_size_and_mtime_rebuilds(raw_dir, tmp_path):
     assert stored[rows[0]["image_id"]] == new_bytes
 
 
-def test_cache_keeps_the_most_recently_used_builds_per_source(raw_dir, tmp_path, monkeypatch):
+def test_cache_keeps_the_newest_build_of_each_folder(raw_dir, tmp_path, caplog):
     root, rows = raw_dir
     cache = tmp_path / "cache"
-    monkeypatch.setattr(data, "_CACHE_KEEP_PER_SOURCE", 2)
-    entries = []
-    for n in range(3):
-        write_csv(root / "HAM10000_metadata.csv", rows[: len(rows) - n])
-        load_ham10000(root, cache_dir=cache)
-        (built,) = set(cache.glob("ham10000-*")) - set(entries)
-        entries.append(built)
-        if n == 1:
-            write_csv(root / "HAM10000_metadata.csv", rows)
-            load_ham10000(root, cache_dir=cache)  # a cache hit makes the first build the most recently used
-    assert sorted(cache.glob("ham10000-*")) == sorted([entries[0], entries[2]])
+    load_ham10000(root, cache_dir=cache)
+    (first,) = cache.glob("ham10000-*")
+    # Another load option is another build of the same folder: it replaces the first.
+    load_ham10000(root, cache_dir=cache, on_missing="skip")
+    (second,) = cache.glob("ham10000-*")
+    assert second != first
+    # A hit builds nothing, so it evicts nothing.
+    load_ham10000(root, cache_dir=cache, on_missing="skip")
+    assert list(cache.glob("ham10000-*")) == [second]
 
-    # Another source's builds count for that source only, until the total size is over the budget.
+    # Another folder's build leaves this folder's entry alone.
     other = tmp_path / "other"
     write_raw_folder(other, lesions_per_class=2)
     load_ham10000(other, cache_dir=cache)
-    assert len(list(cache.glob("ham10000-*"))) == 3
-    monkeypatch.setattr(data, "_CACHE_MAX_BYTES", 1)
-    stale = cache / ".build-crashed"  # the staging folder of a build killed two days ago
+    (other_entry,) = set(cache.glob("ham10000-*")) - {second}
+    assert json.loads((other_entry / "hf_skin_build.json").read_text())["rows"] == 21
+
+    # The next build sweeps the staging folder of a build killed two days ago (not one that may still be running),
+    # and the entries of folders that no longer exist.
+    stale, running = cache / ".build-crashed", cache / ".build-running"
     stale.mkdir()
+    running.mkdir()
     os.utime(stale, (time.time() - 2 * 86400,) * 2)
-    write_csv(other / "HAM10000_metadata.csv", write_raw_folder(other, lesions_per_class=2)[:-1])
-    load_ham10000(other, cache_dir=cache)
-    (kept,) = cache.glob("ham10000-*")  # only the build just made survives an impossible budget
-    assert json.loads((kept / "hf_skin_build.json").read_text())["rows"] == 20
-    assert not list(cache.glob(".build-*"))
+    shutil.rmtree(other)
+    write_csv(root / "HAM10000_metadata.csv", rows[:-1])
+    caplog.set_level(logging.INFO, logger="hf_skin.data")
+    load_ham10000(root, cache_dir=cache)
+    (kept,) = cache.glob("ham10000-*")
+    assert kept not in (first, second, other_entry)
+    assert json.loads((kept / "hf_skin_build.json").read_text())["rows"] == len(rows) - 1
+    assert list(cache.glob(".build-*")) == [running]
+    assert f"evicting cache entry {second}: {os.path.realpath(root)} was built again" in caplog.text
+    assert f"evicting cache entry {other_entry}: the folder it was built from" in caplog.text
 
 
 def test_bad_arguments(raw_dir):
@@ -455,11 +466,32 @@ def test_bad_arguments(raw_dir):
 
 
 def test_offline_hub_id_gives_a_clear_error(tmp_path):
-    for source in ("marmal88/skin_cancer", data.DEFAULT_DATASET):
+    for source in ("marmal88/skin_cancer", DEFAULT_DATASET):
         with pytest.raises(
             ConnectionError, match=r"no network/Hub access.*--dataset /path/to/HAM10000.*hf_skin.synthetic"
         ):
             load_ham10000(source, cache_dir=tmp_path)
+
+
+@pytest.mark.parametrize("reachable", [False, True])
+def test_hub_dataset_loads_offline_only_while_the_hub_does_not_answer(tmp_path, monkeypatch, reachable):
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(saved_source, "hub_reachable", lambda: reachable)
+    seen = []
+
+    def load_dataset(path, cache_dir=None):
+        seen.append(datasets.config.HF_HUB_OFFLINE)
+        raise FileNotFoundError(f"{path} is not in the cache")  # what datasets raises offline for an uncached id
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    if reachable:  # online, a missing dataset is not a network problem: datasets' own error
+        with pytest.raises(FileNotFoundError, match="not in the cache"):
+            load_ham10000("someone/ham10000", cache_dir=tmp_path)
+    else:
+        with pytest.raises(ConnectionError, match="cannot load the Hub dataset 'someone/ham10000'"):
+            load_ham10000("someone/ham10000", cache_dir=tmp_path)
+    assert seen == [not reachable]  # datasets' offline mode during the load only when the Hub does not answer
+    assert datasets.config.HF_HUB_OFFLINE is False  # and as it was after it
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -627,7 +659,7 @@ def test_bad_image_in_dataset_sources_error_then_skip(raw_dir, tmp_path, monkeyp
             split.to_parquet(tmp_path / "source" / f"{name}.parquet")
         source = tmp_path / "source"
     else:  # what datasets.load_dataset gives for a Hub id, without the network
-        monkeypatch.setattr(data, "_load_dataset_source", lambda kind, location, cache_dir: given)
+        monkeypatch.setattr(data_loading, "load_dataset_source", lambda kind, location, cache_dir: given)
         source = "someone/ham10000"
     with pytest.raises(ValueError, match=rf"split 'train', row 2 \(image_id {bad_id}\): .*on_missing='skip'"):
         load_ham10000(source, cache_dir=tmp_path / "cache")
@@ -715,6 +747,20 @@ def test_class_counts_lists_every_class():
     dataset = Dataset.from_dict({"dx": [4, 4, 5]}, features=Features({"dx": ClassLabel(names=DX_LABELS)}))
     assert class_counts(dataset) == {"akiec": 0, "bcc": 0, "bkl": 0, "df": 0, "mel": 2, "nv": 1, "vasc": 0}
     assert class_counts(Dataset.from_dict({"dx": ["nv", "nv"]}))["nv"] == 2
+    # Ids are read by the dataset's own names (here in another order), and a selection of rows is honoured.
+    reordered = Features({"dx": ClassLabel(names=sorted(DX_LABELS, reverse=True))})  # vasc, nv, mel, ...
+    counts = class_counts(Dataset.from_dict({"dx": [0, 1, 1, 2]}, features=reordered).select([0, 1]))
+    assert (counts["vasc"], counts["nv"], counts["mel"], sum(counts.values())) == (1, 1, 0, 2)
+
+
+def test_shared_lesions_across_datasets_and_id_lists():
+    train = Dataset.from_dict({"lesion_id": ["L1", "L1", "L2"], "dx": [0, 0, 1]})
+    test = Dataset.from_dict({"lesion_id": ["L3", "L2"], "dx": [1, 1]})
+    assert shared_lesions({"train": train, "test": test}) == {"L2"}
+    assert shared_lesions({"train": train, "test": test.select([0])}) == set()
+    # A split given as its lesion ids: e.g. the lesions a run trained on, against an evaluation split.
+    assert shared_lesions({"test": test, "trained on": ["L3", "L9"]}) == {"L3"}
+    assert shared_lesions({"train": train}) == set()  # a lesion's several images in one split are no leak
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -770,7 +816,7 @@ def test_real_ham10000_second_load_from_cache(real_ham_dir, real_splits, real_ca
     def no_build(*args, **kwargs):
         raise AssertionError("the unchanged real folder was rebuilt")
 
-    monkeypatch.setattr(data, "_build_raw_dataset", no_build)
+    monkeypatch.setattr(raw_folder, "build_raw_dataset", no_build)
     caplog.set_level(logging.INFO, logger="hf_skin.data")
     again = load_ham10000(real_ham_dir, cache_dir=real_cache)
     (entry,) = real_cache.glob("ham10000-*")

@@ -14,7 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from hf_skin.data import DX_LABELS, LOCALIZATION_LABELS, METADATA_COLUMNS, SEX_LABELS, _read_metadata
+from hf_skin.data.sources.ham10000 import read_metadata
+from hf_skin.labels import DX_LABELS, LOCALIZATION_LABELS, METADATA_COLUMNS, SEX_LABELS
 from hf_skin.processing import load_image
 
 FUZZ = settings(
@@ -140,7 +141,7 @@ metadata_bytes = st.one_of(
 def test_read_metadata_any_bytes(data):
     path = Path("/data/HAM10000/HAM10000_metadata.csv")
     try:
-        rows = _read_metadata(path, data)
+        rows = read_metadata(path, data)
     except ValueError as err:
         assert str(path) in str(err), err  # names the file (and, where it can, the line)
         return
@@ -154,7 +155,7 @@ def test_read_metadata_any_bytes(data):
 def test_the_fuzzer_reaches_valid_inputs():
     """The strategies are not all noise: the unmutated seeds decode, the seed CSV parses."""
     assert all(load_image(seed).size == (16, 12) for seed in SEEDS)
-    rows = _read_metadata(Path("HAM10000_metadata.csv"), f"{HEADER}\n{VALID_ROW}\n".encode())
+    rows = read_metadata(Path("HAM10000_metadata.csv"), f"{HEADER}\n{VALID_ROW}\n".encode())
     assert rows[0]["image_id"] == "ISIC_0027419" and rows[0]["age"] == 80.0
 
 

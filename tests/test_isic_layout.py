@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 from datasets import Image as ImageFeature
 
-from hf_skin import data
 from hf_skin.data import (
     ISIC_DX_COLUMNS,
     ISIC_DX_TYPES,
@@ -21,6 +20,7 @@ from hf_skin.data import (
     ham10000_features,
     load_ham10000,
 )
+from hf_skin.data.sources import folder as raw_folder
 
 CONFIRM_TYPES = {dx_type: confirm for confirm, dx_type in ISIC_DX_TYPES.items()}
 LESIONS_PER_CLASS = 5
@@ -163,7 +163,7 @@ def test_nested_files_and_second_load_from_cache(tmp_path, synthetic_source, mon
         raise AssertionError("the unchanged ISIC folder was rebuilt")
 
     with monkeypatch.context() as patch:
-        patch.setattr(data, "_build_raw_dataset", no_build)
+        patch.setattr(raw_folder, "build_raw_dataset", no_build)
         caplog.set_level(logging.INFO, logger="hf_skin.data")
         again = load_ham10000(root)
     assert "loaded from cache" in caplog.text
