@@ -11,7 +11,7 @@ negative log-likelihood, scales that back. Together, for logits z:
 
 π is the training split's class mix (HAM10000's: a dermatology clinic's referrals, two-thirds nevi) unless a
 *deployment prior* is given: the class mix of the setting the model is used in, stated or measured on that setting's
-own labelled images (`recalibrate`, behind `scripts/calibrate.py`).
+own labelled images (`hf_skin.evaluation.recalibrate`, behind `scripts/calibrate.py`).
 
 Applying it: `fold` writes z' into the classifier head's weights (W' = W / T, b' = b / T + shift) and records the
 calibration in `config.calibration`, so every runtime that reads the checkpoint — `SkinClassifier`, transformers'
@@ -22,21 +22,17 @@ threshold of the "see a dermatologist" advice, chosen on the same validation ima
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import os
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import numpy as np
 from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax
 
-# No torch at import (hf_skin.metrics brings it through `evaluate`): an exported model's classifier reads its
-# calibration without it.
-from .data import DEFAULT_DATASET, SPLIT_DEFAULTS, SplitArguments
+# No torch at import: an exported model's classifier reads its calibration without it.
 from .labels import DX_PLURAL, malignant_ids
+from .metrics import brier_score, expected_calibration_error, negative_log_likelihood, softmax
 
 logger = logging.getLogger(__name__)
 
@@ -51,11 +47,38 @@ _TEMPERATURE_BOUNDS = (0.05, 20.0)
 THRESHOLD_MARGIN = 1e-5
 # A class that the calibration images lack still gets a prior: counts + this (Jeffreys' pseudo-count).
 PSEUDO_COUNT = 0.5
-# HAM10000's diagnoses as a sentence counts them.
 
 
 class CalibrationError(ValueError):
     """Calibration cannot be fitted or applied as asked (the message says why and what to do)."""
+
+
+def check_calibration_arguments(
+    method: str = DEFAULT_CALIBRATION,
+    target_sensitivity: float = DEFAULT_TARGET_SENSITIVITY,
+    target_prior: str = "training",
+) -> None:
+    """The one check of the calibration arguments, in the command line's words (training's and recalibration's
+    arguments, `fit_calibration` and `choose_operating_point` all call it).
+
+    Args:
+        method (`str`, *optional*, defaults to `DEFAULT_CALIBRATION`): one of `CALIBRATION_METHODS`.
+        target_sensitivity (`float`, *optional*, defaults to `DEFAULT_TARGET_SENSITIVITY`): in (0, 1].
+        target_prior (`str`, *optional*, defaults to `"training"`): any other prior needs a method with a prior
+            shift, which would otherwise ignore it.
+
+    Raises:
+        `CalibrationError` (a `ValueError`) naming the argument and what to give instead.
+    """
+    if method not in CALIBRATION_METHODS:
+        raise CalibrationError(f"--calibration {method!r} is not one of {', '.join(CALIBRATION_METHODS)}")
+    if not 0 < target_sensitivity <= 1:
+        raise CalibrationError(f"--target_sensitivity {target_sensitivity} must be in (0, 1], e.g. 0.9")
+    if target_prior != "training" and "prior" not in method:
+        raise CalibrationError(
+            f"--target_prior {target_prior!r} needs a prior shift: use --calibration prior+temperature or "
+            f"prior (--calibration {method} would ignore it)"
+        )
 
 
 def sampling_prior(train_counts, balance: str = "none", balance_power: float = 1.0) -> np.ndarray:
@@ -225,10 +248,7 @@ def fit_calibration(
     `target_prior` defaults to the training split's mix (`train_counts`); the temperature is fitted after the prior
     shift, the shift being known exactly rather than fitted.
     """
-    from .metrics import softmax
-
-    if method not in CALIBRATION_METHODS:
-        raise CalibrationError(f"--calibration {method!r} is not one of {', '.join(CALIBRATION_METHODS)}")
+    check_calibration_arguments(method)
     logits, labels = np.asarray(logits, dtype=np.float64), np.asarray(labels, dtype=np.int64)
     num_labels = logits.shape[1]
     use_prior, use_temperature = method in ("prior", "prior+temperature"), "temperature" in method
@@ -264,8 +284,6 @@ def fit_calibration(
 
 def calibration_scores(labels, before, after) -> dict:
     """NLL, Brier score and ECE of probabilities `before` and `after` calibration (lower is better for all three)."""
-    from .metrics import brier_score, expected_calibration_error, negative_log_likelihood
-
     return {
         f"{name}_{when}": float(score(labels, probs))
         for name, score in (
@@ -338,8 +356,6 @@ def calibrate_model(
     chooses the referral operating point on the calibrated probabilities, and folds both into `model` (replacing
     any calibration it had: `logits` must be the raw model's, `Calibration.undo` of a calibrated model's). Returns
     `(calibration, operating_point)`."""
-    from .metrics import softmax
-
     calibration = fit_calibration(logits, labels, **fit_kwargs)
     fitted_on = fit_kwargs.get("fitted_on") or {}
     label_names = [model.config.id2label[i] for i in range(model.config.num_labels)]
@@ -380,8 +396,7 @@ def choose_operating_point(
     case. The dict holds `threshold`, `target_sensitivity`, the `sensitivity` and `specificity` it reaches on these
     images, `n_malignant`, `n_benign` and `fitted_on`.
     """
-    if not 0 < target_sensitivity <= 1:
-        raise CalibrationError(f"target sensitivity {target_sensitivity} is not in (0, 1]")
+    check_calibration_arguments(target_sensitivity=target_sensitivity)
     malignant = malignant_ids(label_names)
     labels, probs = np.asarray(labels), np.asarray(probs, dtype=np.float64)
     is_malignant = np.isin(labels, malignant)
@@ -421,175 +436,3 @@ def operating_point_scores(labels, probs, label_names: list[str], threshold: flo
         "true_positives": int(referred[is_malignant].sum()),
         "true_negatives": int((~referred[~is_malignant]).sum()),
     }
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Recalibrating a trained checkpoint (scripts/calibrate.py)
-
-CALIBRATION_FILE = "calibration.json"
-
-
-@dataclass(kw_only=True)
-class RecalibrationArguments(SplitArguments):
-    """Arguments of `scripts/calibrate.py` (and of `recalibrate`). The split's arguments default to the run's own
-    when `model` is a run folder."""
-
-    model: str = field(metadata={"help": "A checkpoint folder (e.g. runs/cnn) or a Hub model id."})
-    output_dir: str = field(metadata={"help": "A new folder for the recalibrated checkpoint (the original is kept)."})
-    dataset: str | None = field(
-        default=None,
-        metadata={
-            "help": "The labelled images to calibrate on: HAM10000-format data (raw folder, ISIC 2018 layout, "
-            "parquet/save_to_disk folder or Hub id), e.g. a clinic's own. Default: a run folder's own training data "
-            f"(its validation split), else {DEFAULT_DATASET}."
-        },
-    )
-    split: str = field(
-        default="validation",
-        metadata={
-            "help": "validation (the run's own lesion-grouped split) or all (every row: a clinic's own set). Never "
-            "test: the images that judge a model cannot also tune it.",
-            "choices": ["validation", "all"],
-        },
-    )
-    calibration: str = field(
-        default=DEFAULT_CALIBRATION,
-        metadata={"help": "What to fit.", "choices": list(CALIBRATION_METHODS)},
-    )
-    target_prior: str = field(
-        default="training",
-        metadata={
-            "help": "The class mix to calibrate for: 'training' (the training images' mix), 'data' (the mix of the "
-            "calibration images: a clinic's own), or the setting's mix stated per class, e.g. "
-            "'nv=0.8,mel=0.03,bkl=0.1,bcc=0.03,akiec=0.02,df=0.01,vasc=0.01'."
-        },
-    )
-    target_sensitivity: float = field(
-        default=DEFAULT_TARGET_SENSITIVITY,
-        metadata={"help": "Share of malignant calibration images the referral threshold must flag."},
-    )
-    batch_size: int = field(default=64, metadata={"help": "Images per forward pass."})
-    max_samples: int | None = field(default=None, metadata={"help": "Use only the first N rows (debugging)."})
-    device: str | None = field(default=None, metadata={"help": "cpu, cuda, ... (default: cuda when available)."})
-
-    def __post_init__(self):
-        if self.split not in ("validation", "all"):
-            hint = " (the images that judge a model cannot also tune it)" if self.split == "test" else ""
-            raise ValueError(f"--split {self.split!r}: calibrate on validation or all{hint}")
-        if self.calibration not in CALIBRATION_METHODS:
-            raise ValueError(f"--calibration {self.calibration!r} is not one of {', '.join(CALIBRATION_METHODS)}")
-        if not 0 < self.target_sensitivity <= 1:
-            raise ValueError(f"--target_sensitivity {self.target_sensitivity} must be in (0, 1], e.g. 0.9")
-        if self.target_prior != "training" and "prior" not in self.calibration:
-            raise ValueError(
-                f"--target_prior {self.target_prior!r} needs a prior shift: use --calibration prior+temperature or "
-                f"prior (--calibration {self.calibration} would ignore it)"
-            )
-
-
-def _training_balance(classifier, folder, label_names: list[str]) -> tuple[list[int], str, float]:
-    """The training's class counts and balancing of a checkpoint: from its calibration, else from its run folder
-    (the arguments in `run_args.json`, the counts from its training split)."""
-    from .evaluation import load_eval_split, model_label_ids
-
-    stored = classifier.calibration
-    if stored is not None:
-        return stored.train_counts, stored.balance, stored.balance_power
-    args = folder.args if folder is not None else None
-    if not args or "dataset" not in args:
-        raise CalibrationError(
-            "this checkpoint records neither a calibration nor its training run (run_args.json), so the class mix "
-            "it was trained on is unknown: use --calibration temperature, or calibrate the run folder itself"
-        )
-    split_args = SplitArguments(**{k: v for k, v in (folder.split_arguments() or {}).items() if k in SPLIT_DEFAULTS})
-    split_args.fill()
-    try:
-        train = load_eval_split(args["dataset"], "train", **split_args.load_kwargs())
-    except (FileNotFoundError, ValueError) as err:
-        raise CalibrationError(
-            f"the run's training data {args['dataset']!r} (from run_args.json) is needed to count its classes and "
-            f"could not be loaded ({err}); run where it is, or use --calibration temperature"
-        ) from None
-    lesions = folder.training_lesions()
-    if lesions is not None:  # the lesions the run trained on (after any --max_train_samples)
-        train = train.filter(lambda ids: [i in lesions for i in ids], input_columns="lesion_id", batched=True)
-    labels = model_label_ids(train, label_names, folder.path.name)
-    counts = np.bincount(labels, minlength=len(label_names)).tolist()
-    return counts, args.get("balance", "none"), float(args.get("balance_power", 1.0))
-
-
-def recalibrate(args: RecalibrationArguments) -> dict:
-    """Fits a new calibration and referral threshold for a trained checkpoint on labelled images (its own
-    validation split, or a clinic's images with `split="all"`), without retraining, and writes the recalibrated
-    checkpoint to `args.output_dir` (with the run's record, so evaluation keeps its split) and `calibration.json`.
-
-    Returns the `calibration.json` content: `calibration` and `operating_point` (as in the config), `model`,
-    `dataset`, `split`, `n`.
-    """
-    import torch
-
-    from .evaluation import check_no_training_lesions, load_eval_split, model_label_ids, predict_dataset, run_split
-    from .inference import SkinClassifier
-    from .runs import RunFolder
-
-    output = Path(args.output_dir)
-    if output.exists() and (not output.is_dir() or any(output.iterdir())):  # before the forward pass, not after
-        raise CalibrationError(f"{output} exists and is not an empty folder: choose a new folder")
-    split_args, folder = run_split(args.model, args.split, args)
-    if args.dataset is None:
-        args.dataset = ((folder.args if folder is not None else None) or {}).get("dataset") or DEFAULT_DATASET
-    data = load_eval_split(args.dataset, args.split, **split_args.load_kwargs(), max_samples=args.max_samples)
-    if folder is not None:
-        check_no_training_lesions(data, folder, args.split, args.dataset)
-    classifier = SkinClassifier.from_pretrained(args.model)
-    classifier.model.to(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    label_names = classifier.labels
-    labels = model_label_ids(data, label_names, args.model)
-    stored = classifier.calibration
-    train_counts, balance, power = (
-        _training_balance(classifier, folder, label_names)
-        if args.calibration in ("prior", "prior+temperature")
-        else (stored.train_counts, stored.balance, stored.balance_power)
-        if stored is not None
-        else (None, "none", 1.0)
-    )
-    dataset_name = Path(os.fspath(args.dataset).rstrip("/")).name
-    if args.target_prior == "training":
-        target, source = None, "the class mix of the training images"
-    elif args.target_prior == "data":
-        target = class_mix(labels, len(label_names), PSEUDO_COUNT)
-        source = f"the class mix of {dataset_name} ({args.split}, {len(labels):,} images)"
-    else:
-        target, source = parse_prior(args.target_prior, label_names), "the class mix stated for this setting"
-    logits = predict_dataset(
-        classifier, data, batch_size=args.batch_size, desc=f"Calibrating on {len(data):,} images"
-    )[0]
-    raw = classifier.calibration.undo(logits) if classifier.calibration is not None else logits
-    calibration, operating_point = calibrate_model(
-        classifier.model.cpu(),
-        raw,
-        labels,
-        train_counts=train_counts,
-        method=args.calibration,
-        balance=balance,
-        balance_power=power,
-        target_prior=target,
-        target_prior_source=source,
-        target_sensitivity=args.target_sensitivity,
-        fitted_on={"dataset": dataset_name, "split": args.split},
-    )
-    if Path(args.model).is_dir():
-        RunFolder(args.model).copy_checkpoint(output)
-    classifier.model.save_pretrained(output)
-    if not Path(args.model).is_dir():  # a Hub checkpoint: its processor too (a folder's was copied as it is)
-        classifier.processor.save_pretrained(output)
-    record = {
-        "model": os.fspath(args.model),
-        "dataset": dataset_name,
-        "split": args.split,
-        "n": len(labels),
-        "calibration": calibration.to_dict(),
-        "operating_point": operating_point,
-    }
-    (output / CALIBRATION_FILE).write_text(json.dumps(record, indent=2) + "\n")
-    return record

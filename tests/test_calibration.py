@@ -10,6 +10,7 @@ from transformers import AutoModelForImageClassification, pipeline
 
 from hf_skin import calibration as cal
 from hf_skin.data import DX_LABELS
+from hf_skin.evaluation import CALIBRATION_FILE
 from hf_skin.inference import SkinClassifier, percent, summarize
 from hf_skin.training import BalancedSampler
 
@@ -110,6 +111,31 @@ def test_deployment_prior_gives_the_posterior_of_that_population():
 def test_bad_priors_are_named(text, message):
     with pytest.raises(cal.CalibrationError, match=message):
         cal.parse_prior(text, DX_LABELS)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"method": "platt"}, "--calibration 'platt' is not one of none, prior"),
+        ({"target_sensitivity": 0.0}, r"--target_sensitivity 0.0 must be in \(0, 1\]"),
+        ({"target_sensitivity": 1.5}, r"--target_sensitivity 1.5 must be in \(0, 1\]"),
+        ({"method": "temperature", "target_prior": "data"}, "needs a prior shift"),
+    ],
+)
+def test_calibration_arguments_are_checked_in_one_place(kwargs, message):
+    from hf_skin.evaluation import RecalibrationArguments
+
+    with pytest.raises(cal.CalibrationError, match=message):
+        cal.check_calibration_arguments(**kwargs)
+    names = {"method": "calibration"}
+    with pytest.raises(cal.CalibrationError, match=message):  # the script's arguments say it in the same words
+        RecalibrationArguments(model="m", output_dir="o", **{names.get(k, k): v for k, v in kwargs.items()})
+    if "method" in kwargs and "target_prior" not in kwargs:  # ... and so does the library
+        with pytest.raises(cal.CalibrationError, match=message):
+            cal.fit_calibration(np.zeros((1, 7)), [0], train_counts=None, method=kwargs["method"])
+    if "target_sensitivity" in kwargs:
+        with pytest.raises(cal.CalibrationError, match=message):
+            cal.choose_operating_point([0, 5], np.eye(7)[[0, 5]], DX_LABELS, kwargs["target_sensitivity"])
 
 
 def test_operating_point_is_the_highest_threshold_reaching_the_target():
@@ -311,9 +337,29 @@ def test_recalibration_on_a_clinic_set_fits_its_prior_without_retraining(oversam
         labels = [DX_LABELS.index(row["dx"]) for row in csv.DictReader(f)]
     expected = (np.bincount(labels, minlength=7) + cal.PSEUDO_COUNT) / (len(labels) + 7 * cal.PSEUDO_COUNT)
     np.testing.assert_allclose(stored.target_prior, expected)
-    assert json.loads((out / cal.CALIBRATION_FILE).read_text())["n"] == len(labels) == record["n"]
+    assert json.loads((out / CALIBRATION_FILE).read_text())["n"] == len(labels) == record["n"]
     # The run's record came along: evaluating the copy still uses, and guards, the run's own split.
     assert (out / "split.json").read_bytes() == (oversampled_run / "split.json").read_bytes()
+
+
+def test_recalibrating_an_uncalibrated_run_counts_the_classes_it_trained_on(synthetic_dir, tmp_path):
+    """Without a stored calibration, the prior shift needs the training's class counts: they come from the run
+    folder (its own split of its own data, only the lesions it trained on) and its balancing from run_args.json."""
+    from hf_skin.training import parse_args, run
+
+    trained = tmp_path / "uncalibrated"
+    argv = small_args(synthetic_dir, trained, "--calibration", "none", "--balance", "oversample")
+    argv += ["--num_train_epochs", "1", "--max_train_samples", "40", "--train_metrics_samples", "0"]
+    run(*parse_args(argv))
+    assert SkinClassifier.from_pretrained(trained).calibration is None
+    out = tmp_path / "recalibrated"
+    load_script("calibrate").main(["--model", str(trained), "--output_dir", str(out)])
+    stored = SkinClassifier.from_pretrained(out).calibration
+    lesions = set(json.loads((trained / "split.json").read_text())["lesions"]["train"])
+    with (synthetic_dir / "HAM10000_metadata.csv").open() as f:
+        labels = [DX_LABELS.index(row["dx"]) for row in csv.DictReader(f) if row["lesion_id"] in lesions]
+    assert stored.train_counts == np.bincount(labels, minlength=7).tolist()
+    assert stored.method == cal.DEFAULT_CALIBRATION and stored.balance == "oversample"
 
 
 def test_recalibration_refuses_what_would_leak_or_lose(oversampled_run, synthetic_dir, tmp_path):
@@ -399,10 +445,11 @@ def test_recalibrating_on_the_same_validation_split_gives_the_training_calibrati
 def test_a_temperature_only_recalibration_evaluates_and_refuses_a_prior_it_would_ignore(
     oversampled_run, synthetic_dir, tmp_path
 ):
+    from hf_skin.cli import CommandLineError
     from hf_skin.evaluation import evaluate_checkpoint
 
     calibrate = load_script("calibrate")
-    with pytest.raises(ValueError, match="needs a prior shift"):
+    with pytest.raises(CommandLineError, match="needs a prior shift"):
         calibrate.main(
             ["--model", str(oversampled_run), "--calibration", "temperature", "--target_prior", "data"]
             + ["--output_dir", str(tmp_path / "refused")]

@@ -89,7 +89,7 @@ def test_isic_scorer_agrees_with_hf_skin_on_every_metric(synthetic_dir, checkpoi
         labels = np.array([classifier.labels.index(dx.int2str(v)) for v in data["dx"]])
         return np.log(confident_predictions(labels))[None]  # (views, N, K) logits whose softmax is these probabilities
 
-    monkeypatch.setattr(evaluation, "predict_dataset", predict)
+    monkeypatch.setattr("hf_skin.evaluation.checkpoint.predict_dataset", predict)  # where evaluate_checkpoint calls it
     metrics = evaluate_checkpoint(checkpoint, synthetic_dir, "all", output_dir=tmp_path)
     assert metrics["isic_files"] is True
     assert all(metrics["per_class"][dx]["support"] > 0 for dx in DX_LABELS)  # every class: every AUC defined
