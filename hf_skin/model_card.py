@@ -22,7 +22,8 @@ from .families import STUDY_CNN, base_checkpoint
 from .formatting import markdown_table, metric_name, number
 from .labels import DX_LABELS, DX_NAMES, HAM10000_CITATION, MALIGNANT_DX
 from .locations import is_hub_id
-from .processing import normalisation, pixel_grid
+from .processing.sizes import resolve_input_size
+from .processing.spec import normalisation, pixel_grid
 from .runs import CARD_FILE, RUN_ARGS_FILE, RunFolder, RunFolderError
 
 logger = logging.getLogger(__name__)
@@ -138,12 +139,13 @@ def _cnn_name(config: dict) -> str:
 def _input_description(run_dir: Path) -> str:
     processor = RunFolder(run_dir).read_json("preprocessor_config.json") or {}
     size = processor.get("size") or {}
-    height, width = size.get("height"), size.get("width")
-    side = size.get("shortest_edge")
-    if height and width:
-        text = f"{width}×{height} pixels (width × height), the whole image resized"
+    resolved = resolve_input_size(size)
+    if resolved is None:
+        text = "the model's input size"
+    elif size.get("height"):
+        text = f"{resolved[1]}×{resolved[0]} pixels (width × height), the whole image resized"
     else:
-        text = f"{side}×{side} pixels" if side else "the model's input size"
+        text = f"{resolved[1]}×{resolved[0]} pixels"
     metadata = RunFolder(run_dir).read_json("metadata_processor.json")
     if metadata:
         text += "; age, sex and body site as a person types them, anything missing or not understood as unknown"
@@ -248,14 +250,15 @@ def _calibration_text(config: dict, test_metrics: dict) -> str:
         )
         + ". The validation column above is the raw model's, before the calibration that was fitted on it."
     ]
-    raw = test_metrics.get("raw")
+    summary = test_metrics.get("calibration") or {}
+    raw = summary.get("before")
     if raw:
         parts.append(
             f"The metrics above are the calibrated model's; the prior shift moves some decisions to the common "
             f"classes, and the raw model scored test accuracy {raw['accuracy']:.3f}, balanced accuracy "
             f"{raw['balanced_accuracy']:.3f}."
         )
-    scores = test_metrics.get("calibration")
+    scores = summary.get("scores")
     if scores:
         parts.append(
             f"On test, negative log-likelihood {scores['nll_before']:.3f} → {scores['nll_after']:.3f}, Brier score "
@@ -403,7 +406,7 @@ def model_card(run_dir: str | os.PathLike, *, repo_id: str | None = None) -> Mod
             metric_args=metric_args,
         )
         for key, metric_type, name, metric_args in MODEL_INDEX_METRICS
-        if key in run.test_metrics and not math.isnan(run.test_metrics[key])
+        if run.test_metrics.get(key) is not None and not math.isnan(run.test_metrics[key])
     ]
     card_data = ModelCardData(
         model_name=model_name,

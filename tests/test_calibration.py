@@ -300,8 +300,14 @@ def test_evaluation_reports_calibration_before_and_after(oversampled_run, synthe
     )
     assert scores["nll_before"] != pytest.approx(scores["nll_after"])
     run_test = json.loads((oversampled_run / "test_metrics.json").read_text())
+    # One scorer: the run's test metrics and the evaluation's have one shape, down to the calibration and referral
+    # summaries (the evaluation adds what it evaluated, and with bootstrap_resamples 0 neither has intervals).
+    evaluated = {"split", "split_arguments", "model", "dataset", "tta", "metadata_fields", "isic_files"}
+    assert set(run_test) == set(metrics) - evaluated
+    assert set(run_test["calibration"]) == set(scores and metrics["calibration"])
+    assert set(run_test["operating_point"]) == set(metrics["operating_point"])
     assert metrics["confusion_matrix"] == run_test["confusion_matrix"]  # the serving path is the run's own model
-    assert scores["nll_before"] == pytest.approx(run_test["calibration"]["nll_before"], abs=1e-3)
+    assert scores["nll_before"] == pytest.approx(run_test["calibration"]["scores"]["nll_before"], abs=1e-3)
     point = metrics["operating_point"]
     assert point["threshold"] == pytest.approx(
         json.loads((oversampled_run / "config.json").read_text())["operating_point"]["threshold"]
@@ -421,7 +427,7 @@ def test_the_model_card_states_the_calibration_and_the_threshold(oversampled_run
     config = json.loads((oversampled_run / "config.json").read_text())
     test = json.loads((oversampled_run / "test_metrics.json").read_text())
     assert "**Calibration.** `prior+temperature`, fitted on the validation split" in text
-    assert f"expected calibration error {test['calibration']['ece_before']:.3f} → " in text
+    assert f"expected calibration error {test['calibration']['scores']['ece_before']:.3f} → " in text
     assert f"at least {config['operating_point']['threshold']:.2%}" in text
     assert f"on test, sensitivity {test['operating_point']['sensitivity']:.3f}" in text
     assert _calibration_text({}, {}).startswith("**Calibration.** None")

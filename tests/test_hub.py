@@ -33,8 +33,8 @@ from huggingface_hub.errors import HfHubHTTPError
 
 from hf_skin.cli import CommandLineError
 from hf_skin.data import DX_LABELS, load_ham10000
-from hf_skin.runs import RunFolder
 from hf_skin.model_card import CARD_HASH_FILE
+from hf_skin.runs import RunFolder
 
 TOKEN = "hf_FakeTok3n_7c1d9e_must_never_be_written"
 USER = "user"
@@ -243,7 +243,10 @@ def test_push_script_publishes_a_finished_run(hub, pushed, tmp_path, capsys):
         "metadata_processor.json",
     }
     assert expected <= set(files)
-    assert set(hub.files("model", f"{USER}/vit")) == {".gitattributes", *RunFolder(pushed[f"{USER}/vit"]).published_files()}
+    assert set(hub.files("model", f"{USER}/vit")) == {
+        ".gitattributes",
+        *RunFolder(pushed[f"{USER}/vit"]).published_files(),
+    }
     for run_dir in pushed.values():
         assert_token_absent(paths=[run_dir])
 

@@ -12,7 +12,7 @@ import os
 
 import datasets
 
-from ..data import SplitArguments, column_values, load_ham10000
+from ..data import SplitArguments, column_values, load_ham10000, shared_lesions
 from ..runs import RunFolder, RunFolderError
 
 logger = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ def check_no_training_lesions(data: datasets.Dataset, folder: RunFolder, split: 
     if split == "train" or trained is None:
         return
     lesions = set(column_values(data, "lesion_id"))
-    seen = sorted(lesions & trained)
+    seen = sorted(shared_lesions({split: lesions, "train": trained}))
     if seen:
         hint = (
             "this is the data it trained on: evaluate its test (or validation) split instead"

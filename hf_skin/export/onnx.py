@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from ..inference import EXPORT_SPEC, SkinClassifier
-from ..processing import SkinProcessor, image_spec, pixel_grid
+from ..processing import SkinProcessor, image_spec, pixel_grid, resolve_input_size
 from .int8 import QUANTIZATION_CHOICES, export_int8
 from .parity import compare_predictions, run_onnx
 from .spec import FP32_FILE, INT8_FILE, METADATA_INPUTS, ExportError, export_spec, input_names, is_export
@@ -149,7 +149,7 @@ def _parity(classifier, fp32: Path, validation, labels) -> dict[str, float]:
 
     if not validation:
         rng = np.random.default_rng(0)
-        height, width = image_spec(classifier.image_processor)["input_size"]
+        height, width = resolve_input_size(classifier.image_processor)
         batch = {"pixel_values": rng.normal(size=(8, 3, height, width)).astype(np.float32)}
         if isinstance(classifier.processor, SkinProcessor):
             batch.update(classifier.processor.encode_metadata(8, return_tensors="np"))

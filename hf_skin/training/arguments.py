@@ -14,7 +14,12 @@ from typing import Any
 import torch
 from transformers import HfArgumentParser, TrainingArguments
 
-from ..calibration import CALIBRATION_METHODS, DEFAULT_CALIBRATION, DEFAULT_TARGET_SENSITIVITY
+from ..calibration import (
+    CALIBRATION_METHODS,
+    DEFAULT_CALIBRATION,
+    DEFAULT_TARGET_SENSITIVITY,
+    check_calibration_arguments,
+)
 from ..data import DEFAULT_DATASET, SplitArguments
 from ..families import BACKBONE_NAMES, MODEL_NAMES, PRETRAINED_CHECKPOINTS
 from ..processing import parse_image_size
@@ -237,10 +242,7 @@ class SkinTrainingArguments(TrainingArguments):
             raise ValueError(f"--balance {self.balance!r} is not one of {', '.join(BALANCE_MODES)}")
         if self.augment not in AUGMENTATIONS:
             raise ValueError(f"--augment {self.augment!r} is not one of {', '.join(AUGMENTATIONS)}")
-        if self.calibration not in CALIBRATION_METHODS:
-            raise ValueError(f"--calibration {self.calibration!r} is not one of {', '.join(CALIBRATION_METHODS)}")
-        if not 0 < self.target_sensitivity <= 1:
-            raise ValueError(f"--target_sensitivity {self.target_sensitivity} must be in (0, 1], e.g. 0.9")
+        check_calibration_arguments(self.calibration, self.target_sensitivity)
         if self.early_stopping_patience is not None and self.eval_strategy == "no":
             raise ValueError("--early_stopping_patience needs evaluation: set --eval_strategy epoch or steps")
         if self.eval_strategy == "no":

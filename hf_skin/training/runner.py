@@ -16,7 +16,7 @@ from ..calibration import Calibration, calibrate_model
 from ..data import column_values
 from ..families import base_checkpoint
 from ..labels import DX_LABELS
-from ..metrics import classification_metrics, compute_metrics, flatten_metrics, softmax
+from ..metrics import compute_metrics, flatten_metrics, softmax
 from ..models import build_model, freeze_backbone
 from ..processing import input_size, processor_for
 from ..quantization import QAT_IMAGES
@@ -26,6 +26,17 @@ from .inputs import attach_transforms, load_splits, shrink_images
 from .trainer import SkinTrainer, TrainSampleMetrics
 
 logger = logging.getLogger(__name__)
+
+# What the checkpoint's config keeps of the referral threshold's test scores (`config.operating_point["test"]`).
+OPERATING_POINT_TEST_KEYS = (
+    "threshold",
+    "sensitivity",
+    "specificity",
+    "n_malignant",
+    "n_benign",
+    "true_positives",
+    "true_negatives",
+)
 
 
 def build_trainer(model_args: ModelArguments, data_args: DataArguments, training_args: SkinTrainingArguments):
@@ -80,29 +91,24 @@ def build_trainer(model_args: ModelArguments, data_args: DataArguments, training
 
 
 def evaluate_split(trainer: Trainer, dataset, split: str, output_dir: Path, calibration=None) -> tuple[dict, object]:
-    """Full metrics of the trained model on one split: `{split}_metrics.json` and confusion-matrix PNGs; returns
-    `(metrics, prediction)` (the Trainer's `PredictionOutput`). With the model's `calibration` (folded into it), the
-    metrics also hold `calibration`: NLL, Brier and ECE before and after it, `raw`: the raw model's headline
-    metrics, and `operating_point`: the referral threshold's sensitivity and specificity on this split."""
-    from ..calibration import calibration_scores, operating_point_scores
+    """Full metrics of the trained model on one split, scored by `hf_skin.evaluation.score` (the shape of an
+    evaluation's `metrics.json`): `{split}_metrics.json` and confusion-matrix PNGs; returns `(metrics, prediction)`
+    (the Trainer's `PredictionOutput`). With the model's `calibration` (folded into it), `calibration` holds NLL,
+    Brier and ECE before and after it and the raw model's metrics, and `operating_point` the referral threshold's
+    sensitivity and specificity on this split."""
+    from ..evaluation import json_safe, score
     from ..plots import plot_confusion_matrix
 
     prediction = trainer.predict(dataset, metric_key_prefix=split)
     probs = softmax(prediction.predictions)
-    metrics = classification_metrics(prediction.label_ids, probs)
-    if calibration is not None:
-        raw = softmax(calibration.undo(prediction.predictions))
-        metrics["calibration"] = calibration_scores(prediction.label_ids, raw, probs)
-        raw_metrics = classification_metrics(prediction.label_ids, raw)
-        metrics["raw"] = {key: raw_metrics[key] for key in ("accuracy", "balanced_accuracy", "f1_macro", "auc_macro")}
-        operating_point = getattr(trainer.model.config, "operating_point", None)
-        if operating_point:
-            metrics["operating_point"] = operating_point_scores(
-                prediction.label_ids, probs, DX_LABELS, operating_point["threshold"]
-            )
+    raw = softmax(calibration.undo(prediction.predictions)) if calibration is not None else None
+    operating_point = getattr(trainer.model.config, "operating_point", None) if calibration is not None else None
+    metrics = score(
+        prediction.label_ids, probs, DX_LABELS, raw_probs=raw, calibration=calibration, operating_point=operating_point
+    )
     if trainer.is_world_process_zero():
         output_dir.mkdir(parents=True, exist_ok=True)
-        (output_dir / f"{split}_metrics.json").write_text(json.dumps(metrics, indent=2))
+        (output_dir / f"{split}_metrics.json").write_text(json.dumps(json_safe(metrics), indent=2) + "\n")
         cm = np.asarray(metrics["confusion_matrix"])
         for normalize, suffix in ((False, ""), (True, "_normalized")):
             plot_confusion_matrix(
@@ -182,13 +188,14 @@ def _train_and_evaluate(model_args, data_args, training_args, folder: RunFolder,
     for split in ("validation", "test"):
         if split in splits and len(splits[split]):
             metrics, prediction = evaluate_split(trainer, splits[split], split, folder.path, calibration)
-            flat = {f"{split}_{key}": value for key, value in flatten_metrics(metrics).items()}
-            if "calibration" in metrics:  # NLL / Brier / ECE before and after calibration, as test_nll_before, ...
-                flat.update({f"{split}_{key}": value for key, value in metrics["calibration"].items()})
+            flat = {f"{split}_{key}": value for key, value in flatten_metrics(metrics).items() if key != "n"}
+            if metrics["calibration"]:  # NLL / Brier / ECE before and after calibration, as test_nll_before, ...
+                flat.update({f"{split}_{key}": value for key, value in metrics["calibration"]["scores"].items()})
                 # The calibrated model's decisions differ from the raw one's (the prior shift moves the argmax):
                 # the raw model's, for comparing with validation (raw) and with runs made before calibration.
-                flat.update({f"{split}_raw_{key}": metrics["raw"][key] for key in ("accuracy", "balanced_accuracy")})
-            if "operating_point" in metrics:
+                before = metrics["calibration"]["before"]
+                flat.update({f"{split}_raw_{key}": before[key] for key in ("accuracy", "balanced_accuracy")})
+            if metrics["operating_point"]:
                 point = metrics["operating_point"]
                 flat.update(
                     {
@@ -204,8 +211,10 @@ def _train_and_evaluate(model_args, data_args, training_args, folder: RunFolder,
                 # Fitted on validation (the metrics above are the raw model's: what chose the checkpoint), applied
                 # to test and to everything the checkpoint serves.
                 calibration = calibrate_checkpoint(trainer, prediction, data_args, training_args)
-            elif calibration is not None and "operating_point" in metrics:
-                trainer.model.config.operating_point["test"] = metrics["operating_point"]
+            elif metrics["operating_point"]:
+                trainer.model.config.operating_point["test"] = {
+                    key: metrics["operating_point"][key] for key in OPERATING_POINT_TEST_KEYS
+                }
                 if main:
                     trainer.model.config.save_pretrained(folder.path)
     if calibration is None:
