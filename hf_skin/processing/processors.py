@@ -111,7 +111,9 @@ def make_batch_transform(
 
     `processor` is an image processor (image-only models) or a `SkinProcessor` (multi-input models, which also read
     the metadata columns; `category_names` turns their `ClassLabel` ids back into the words the processor reads).
-    Evaluation uses the processor alone, exactly as serving does; training applies `augment` to each decoded image.
+    Evaluation (no `augment`) decodes each image whole and uses the processor alone, exactly as serving does (one
+    pixel path: a run's stored metrics and calibration are those of what serving sees); training decodes JPEGs at
+    reduced size (never below the model's input) and applies `augment` to each image.
     """
     skin = processor if isinstance(processor, SkinProcessor) else None
     image_processor = skin.image_processor if skin else processor
@@ -121,9 +123,10 @@ def make_batch_transform(
     category_names = category_names or {}
 
     def transform(batch: dict[str, list]) -> dict[str, torch.Tensor]:
-        images = [load_image(value, target_size=target) for value in batch[image_column]]
-        if augment is not None:
-            images = [augment(image) for image in images]
+        if augment is None:
+            images = [load_image(value) for value in batch[image_column]]
+        else:
+            images = [augment(load_image(value, target_size=target)) for value in batch[image_column]]
         out = {"pixel_values": image_processor(images, return_tensors="pt")["pixel_values"]}
         if skin is not None:
             metadata = {

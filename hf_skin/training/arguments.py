@@ -136,7 +136,10 @@ class DataArguments(SplitArguments):
     )
     shrink_images: bool = field(
         default=True,
-        metadata={"help": f"Downsize images once (cached) for models whose input is <= {SHRINK_BELOW} px."},
+        metadata={
+            "help": f"Downsize training images once (cached) for models whose input is <= {SHRINK_BELOW} px "
+            "(validation and test are scored on the images as serving sees them)."
+        },
     )
     max_train_samples: int | None = field(default=None, metadata={"help": "Truncate the train split (debugging)."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Truncate validation and test (debugging)."})

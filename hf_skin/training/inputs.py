@@ -1,5 +1,5 @@
-"""What a model reads during training: the splits (checked, reduced to the model's columns, small images downsized
-once) and the on-the-fly transforms, augmented for the train split."""
+"""What a model reads during training: the splits (checked, reduced to the model's columns, small training images
+downsized once) and the on-the-fly transforms, augmented for the train split."""
 
 from __future__ import annotations
 
@@ -59,10 +59,12 @@ def load_splits(data_args: DataArguments, columns: list[str]) -> datasets.Datase
 
 
 def shrink_images(splits: datasets.DatasetDict, side: int) -> datasets.DatasetDict:
-    """Decodes every image once at reduced size (shorter side `side`, kept as PNG) for small-input models.
+    """Decodes every training image once at reduced size (shorter side `side`, kept as PNG) for small-input models.
 
-    `datasets` caches the result beside the dataset's own cache, so later runs and epochs decode a few kilobytes
-    per image instead of a full JPEG; augmentation then works on the small image.
+    `datasets` caches the result beside the dataset's own cache, so later epochs and runs decode a few kilobytes
+    per image instead of a full JPEG; augmentation then works on the small image. Only the train split: validation
+    and test keep their images as they are, so that the checkpoint's choice, its calibration and its stored metrics
+    are measured on the pixels that serving (`SkinClassifier`, `scripts/evaluate.py`, the Space, the export) sees.
     """
 
     def shrink(batch: dict[str, list]) -> dict[str, list]:
@@ -80,6 +82,8 @@ def shrink_images(splits: datasets.DatasetDict, side: int) -> datasets.DatasetDi
     return datasets.DatasetDict(
         {
             name: split.map(shrink, batched=True, batch_size=256, desc=f"Downsizing {name} images to {side} px once")
+            if name == "train"
+            else split
             for name, split in splits.items()
         }
     )
