@@ -128,7 +128,32 @@ def test_confusion_matrix_shape_mismatch_is_an_error():
         confusion_matrix_figure(np.eye(2), ["a", "b", "c"])
 
 
-def test_roc_curves_name_each_class_with_its_auc():
+def _drawn(figure):
+    """The figure laid out and drawn (as savefig would), and its renderer, to measure what lands where."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    return canvas.get_renderer()
+
+
+def assert_keys_clear_of_data(figure):
+    """Every legend lies inside the figure (not clipped) and outside every panel that shows data."""
+    renderer = _drawn(figure)
+    legends = [*figure.legends, *(ax.get_legend() for ax in figure.axes if ax.get_legend() is not None)]
+    assert legends, "the figure has no key"
+    panels = [ax for ax in figure.axes if ax.axison and (ax.lines or ax.patches or ax.collections)]
+    assert panels
+    page = figure.bbox
+    for legend in legends:
+        box = legend.get_window_extent(renderer)
+        assert page.x0 <= box.x0 and box.x1 <= page.x1 and page.y0 <= box.y0 and box.y1 <= page.y1, "key clipped"
+        for ax in panels:
+            title = ax.get_title() or ax.get_title(loc="left")
+            assert not box.overlaps(ax.get_window_extent(renderer)), f"the key covers the panel {title!r}"
+
+
+def test_roc_curves_give_each_class_a_panel_of_its_own():
     from sklearn.metrics import roc_auc_score
 
     from hf_skin.plots import roc_curves_figure
@@ -138,14 +163,28 @@ def test_roc_curves_name_each_class_with_its_auc():
     probs = rng.dirichlet(np.ones(7), size=len(labels))
     probs[labels == 4, 4] += 0.5
     figure = roc_curves_figure(labels, probs, DX_LABELS)
-    legend = [t.get_text() for t in figure.legends[0].get_texts()]
+    panels = {ax.get_title().split(":")[0]: ax for ax in figure.axes if ax.axison}
+    assert list(panels) == DX_LABELS  # one panel per class, in label order
     mel_auc = roc_auc_score(labels == 4, probs[:, 4])
-    assert f"mel (Melanoma): AUC {mel_auc:.2f}, n=15" in legend
-    assert "vasc (Vascular lesion): n=0, no curve" in legend
-    assert any(t.startswith("melanoma at 90% specificity: sensitivity") for t in legend)
-    ax = figure.axes[0]
-    mel_line = next(line for line in ax.lines if line.get_label().startswith("mel ("))
-    assert mel_line.get_xdata()[0] == 0 and mel_line.get_ydata()[-1] == 1  # a ROC curve from (0, 0) to (1, 1)
+    assert panels["mel"].get_title() == f"mel: AUC {mel_auc:.2f}\nMelanoma\n15 images"
+    assert panels["vasc"].get_title() == "vasc: no curve\nVascular lesion\n0 images"
+    assert not panels["vasc"].lines and [t.get_text() for t in panels["vasc"].texts] == [
+        "no image of this class:\nno ROC curve"
+    ]
+    for name in ("akiec", "bcc", "mel", "nv"):
+        ax = panels[name]
+        own = [line for line in ax.lines if line.get_label().startswith(f"{name}: AUC")]
+        assert len(own) == 1, f"{name}'s panel draws {len(own)} curves of its own"
+        # the class's curve lies on top, in colour; the other classes' curves are grey context beneath it
+        others = [line for line in ax.lines if line is not own[0] and len(line.get_xdata()) > 2]
+        assert len(others) == 3
+        curves = [line for line in ax.lines if line is not own[0] and line.get_linestyle() != "None"]  # not markers
+        assert all(line.get_zorder() < own[0].get_zorder() for line in curves)
+        assert all(line.get_color() == "#C8C8C8" for line in others) and own[0].get_color() != "#C8C8C8"
+        assert own[0].get_xdata()[0] == 0 and own[0].get_ydata()[-1] == 1  # a ROC curve from (0, 0) to (1, 1)
+    legend = [t.get_text() for t in figure.axes[len(DX_LABELS)].get_legend().get_texts()]
+    assert any(t.startswith("melanoma at 90%\nspecificity: sensitivity") for t in legend)
+    assert_keys_clear_of_data(figure)
 
 
 def test_reliability_diagram_bars_are_bin_accuracies():
@@ -164,8 +203,29 @@ def test_reliability_diagram_bars_are_bin_accuracies():
     assert [round(bar.get_height(), 6) for bar in gaps] == [0.05, 0.35]  # confidence - accuracy
     assert f"ECE = {expected_calibration_error(labels, probs, 10):.3f}" in ax.get_title()
     assert "ECE = 0.200" in ax.get_title()  # (0.05 + 0.35) / 2
-    assert [t.get_text() for t in ax.texts if t.get_text().isdigit()] == ["10", "10"]
+    # the counts stand over the count panel's bars, where no line or point of the upper panel can cover them
+    assert [t.get_text() for t in hist.texts] == ["10", "10"]
+    assert not [t for t in ax.texts if t.get_text().isdigit()]
     assert sum(bar.get_height() for bar in hist.containers[0]) == 20
+    assert_keys_clear_of_data(figure)
+
+
+def test_reliability_diagram_key_shows_the_red_box_even_when_no_bin_is_over_confident():
+    from matplotlib.colors import to_rgba
+
+    from hf_skin.plots import reliability_diagram_figure
+
+    labels = np.array([0] * 10 + [1] * 10)  # every image right: no bin over-confident, no red box drawn
+    probs = np.array([[0.95, 0.05]] * 10 + [[0.45, 0.55]] * 10)
+    before = np.array([[0.99, 0.01]] * 10 + [[0.2, 0.8]] * 10)
+    figure = reliability_diagram_figure(labels, probs, num_bins=10, before=before)
+    assert len(figure.axes[0].containers[1]) == 0
+    (legend,) = figure.legends
+    entries = dict(zip((t.get_text() for t in legend.get_texts()), legend.legend_handles))
+    box = next(handle for text, handle in entries.items() if text.startswith("over-confidence"))
+    assert box.get_facecolor() == pytest.approx(to_rgba("#C44E52", 0.35))
+    assert any(text.startswith("before calibration (ECE 0.") for text in entries)
+    assert_keys_clear_of_data(figure)
 
 
 def test_training_curves_draw_train_and_validation_per_run_and_epoch(tmp_path):
@@ -191,10 +251,13 @@ def test_training_curves_draw_train_and_validation_per_run_and_epoch(tmp_path):
 
     histories = {
         "a": history([0.2, 0.4, 0.5], [0.6, 0.7, 0.72], [1.5, 1.0, 0.8]),
-        "b": history([0.3, 0.3], [0.5, 0.6], [2, 1], train_sample=False),  # a run from before train_sample_*
+        # a run from before train_sample_*, named by its whole path (two runs with one folder name): the key wraps it
+        "/home/someone/experiments/hf-skin/runs/efficientnet_lite0_balanced_sampler_lr3e-4": history(
+            [0.3, 0.3], [0.5, 0.6], [2, 1], train_sample=False
+        ),
     }
     figure = training_curves_figure(histories, best_epochs={"a": 3.0}, reference_accuracy=0.67)
-    balanced, accuracy, loss = figure.axes
+    balanced, accuracy, loss, key = figure.axes
 
     def lines(axis):
         return [
@@ -209,8 +272,20 @@ def test_training_curves_draw_train_and_validation_per_run_and_epoch(tmp_path):
     assert ([1.0, 2.0, 3.0], [0.6, 0.7, 0.72], "-") in lines(accuracy)
     assert ([1.0, 2.0, 3.0], [0.7, 0.8, 0.82], ":") in lines(accuracy)
     assert len(lines(balanced)) == 4 and [0.67, 0.67] in [line[1] for line in lines(accuracy)]
-    losses = [line[1] for line in lines(loss)]
-    assert [1.5, 1.0, 0.8] in losses and [1.8, 1.3, 1.1] in losses  # training and validation loss, no summary point
+    # one style rule in every panel, the loss's included: validation solid with points, training dotted
+    assert ([1.0, 2.0, 3.0], [1.5, 1.0, 0.8], ":") in lines(loss)  # training loss, no summary point
+    assert ([1.0, 2.0, 3.0], [1.8, 1.3, 1.1], "-") in lines(loss)  # validation loss
+    assert all(
+        line.get_marker() == "o"
+        for axis in (balanced, accuracy, loss)
+        for line in axis.lines
+        if line.get_linestyle() == "-"
+    )
+    assert_keys_clear_of_data(figure)
+    assert not key.axison and key.get_legend() is not None
+    assert "always answering the commonest\nclass: accuracy 0.67" in [
+        t.get_text() for t in key.get_legend().get_texts()
+    ]
     assert "balanced accuracy" in figure.get_suptitle()
     path = plot_training_curves(histories, tmp_path / "curves.png")
     assert path.stat().st_size > 20_000
@@ -230,3 +305,29 @@ def test_subgroup_figure_bars_and_small_groups():
     assert [bar.get_alpha() for bar in balanced] == [1.0, 0.3]  # too small to judge: pale
     assert [t.get_text() for t in ax.get_yticklabels()] == ["male (n=120)", "unknown (n=4, too few)"]
     assert MISSING in [t.get_text() for t in ax.texts]  # no malignant image in the group: no recall
+
+
+def test_subgroup_figure_keeps_bars_and_values_uncovered():
+    from matplotlib.colors import to_rgba
+
+    from hf_skin.plots import subgroup_figure
+
+    def row(group, n, balanced, malignant):
+        return {"group": group, "n": n, "balanced_accuracy": balanced, "malignant_recall": malignant}
+
+    # long bars in a short panel: where an inner key would sit
+    tables = {
+        "sex": [row("male", 822, 0.95, 0.97), row("female", 660, 0.93, 0.96), row("unknown", 20, 0.99, 1.0)],
+        "age band": [row("<30", 156, 0.72, 0.81), row("30–44", 345, 0.70, 0.71), row("≥75", 146, 0.98, 1.0)],
+    }
+    overall = {"balanced_accuracy": 0.71, "malignant_recall": 0.80}
+    figure = subgroup_figure(tables, overall, min_n=30)
+    assert_keys_clear_of_data(figure)
+    entries = [t.get_text() for t in figure.legends[0].get_texts()]
+    assert "balanced accuracy, all images: 0.71" in entries and "malignant recall, all images: 0.80" in entries
+    for ax in figure.axes:
+        # the dashed lines of all images pass beneath the values written at the bars' ends, each on white
+        top_line = max(line.get_zorder() for line in ax.lines)
+        for text in ax.texts:
+            assert text.get_zorder() > top_line
+            assert text.get_bbox_patch() is not None and text.get_bbox_patch().get_facecolor() == to_rgba("white")
