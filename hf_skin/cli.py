@@ -1,21 +1,28 @@
-"""The command lines: `scripts/*.py` and the `hf-skin-*` console commands both call these `main`s.
+"""The command lines: `hf-skin SUBCOMMAND` (and its `hf-skin-*` aliases) and `scripts/*.py` call these functions.
 
-The library logs and never prints; what a person reads at the end of a command is printed here. Tokens are never
-taken from a command line (shell history and process lists keep them): every command reads `HF_TOKEN` or the
-`hf auth login` token.
+The library logs and never prints; what a person reads at the end of a command is printed here, and a mistake is one
+`error:` line (a non-zero exit status), with advice in flag spelling. Tokens are never taken from a command line
+(shell history and process lists keep them): every command reads `HF_TOKEN` or the `hf auth login` token.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
+import os
+import re
 import sys
 from pathlib import Path
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-TOKEN_FLAGS = ("--hub_token", "--token")
+# The token arguments of transformers' and hf-skin's parsers, and how a token looks: refused in any spelling.
+TOKEN_NAMES = ("hub_token", "token")
+TOKEN_VALUE = re.compile(r"\bhf_[A-Za-z0-9]{16,}")
 TOKEN_HELP = "set HF_TOKEN in the environment or run `hf auth login` instead"
+# The library's messages name its Python arguments (`on_missing='skip'`); a command line's user reads flags.
+_PYTHON_ARGUMENT = re.compile(r"\b(on_missing|with_masks|resplit)=(['\"]?)(\w+)\2")
 
 
 def _hub_errors() -> tuple[type[Exception], ...]:
@@ -28,7 +35,7 @@ HUB_ERRORS = _hub_errors()  # a missing token, a refused or failed request, an u
 
 
 class CommandLineError(SystemExit):
-    """A command-line mistake: one `error:` line, exit status 2, no traceback."""
+    """A command-line mistake: one `error:` line, exit status 1, no traceback."""
 
     def __init__(self, message: str):
         super().__init__(f"error: {message}")
@@ -41,18 +48,64 @@ def configure_logging() -> None:
     datasets.utils.logging.set_verbosity_warning()
 
 
+def _token_name(name: str) -> bool:
+    """Whether a flag or argument-file key names a token, in any spelling: `--hub-token`, `--HUB_TOKEN`, `--hubtoken`,
+    or a prefix argparse would once have expanded (`--hub_tok`, `--tok`)."""
+    name = name.split("=", 1)[0].lstrip("-").replace("-", "_").lower()
+    squashed = name.replace("_", "")
+    return any(
+        name == token or squashed == token.replace("_", "") or (len(name) >= 3 and token.startswith(name))
+        for token in TOKEN_NAMES
+    )
+
+
 def refuse_tokens(argv: list[str]) -> None:
-    """One policy for every command: no token on the command line or in an argument file."""
+    """One policy for every command: no token on the command line or in an argument file, in any spelling."""
     for arg in argv:
-        if arg.split("=", 1)[0] in TOKEN_FLAGS:
+        if arg.startswith("-") and _token_name(arg):
             raise CommandLineError(f"{arg.split('=', 1)[0]} is not accepted on the command line: {TOKEN_HELP}")
+        if TOKEN_VALUE.search(arg):
+            raise CommandLineError(f"an argument looks like a Hugging Face token (hf_...): remove it, {TOKEN_HELP}")
         if arg.endswith(".json") and Path(arg).is_file():
             try:
                 values = json.loads(Path(arg).read_text())
             except (json.JSONDecodeError, UnicodeDecodeError):
                 continue  # the parser names the problem
-            if isinstance(values, dict) and any(k.endswith("_token") and v for k, v in values.items()):
+            if isinstance(values, dict) and any(
+                (_token_name(k) or k.endswith("_token")) and v for k, v in values.items()
+            ):
                 raise CommandLineError(f"{arg} holds a token: remove it, {TOKEN_HELP}")
+
+
+def flag_spelling(message: str) -> str:
+    """A library message in a command line's words: `on_missing='skip'` -> `--on_missing skip`."""
+
+    def flag(match: re.Match) -> str:
+        name, value = match.group(1), match.group(3)
+        if value in ("True", "False"):
+            return f"--{name}" if value == "True" else f"--no_{name}"
+        return f"--{name} {value}"
+
+    return _PYTHON_ARGUMENT.sub(flag, message)
+
+
+def user_errors(command):
+    """Runs a command; an error written for its user (a bad file, folder, value or id) becomes one `error:` line in
+    flag spelling instead of a traceback (`HF_SKIN_TRACEBACK=1` shows the traceback)."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        from .locations import HubUnavailableError
+        from .runs import RunFolderError
+
+        try:
+            return command(*args, **kwargs)
+        except (ValueError, FileNotFoundError, NotADirectoryError, HubUnavailableError, RunFolderError) as err:
+            if os.environ.get("HF_SKIN_TRACEBACK"):
+                raise
+            raise CommandLineError(flag_spelling(str(err))) from None
+
+    return wrapper
 
 
 def _argv(argv: list[str] | None) -> list[str]:
@@ -64,12 +117,13 @@ def _argv(argv: list[str] | None) -> list[str]:
 def _dataclass_args(cls, argv: list[str]):
     from transformers import HfArgumentParser
 
-    parser = HfArgumentParser(cls)
+    parser = HfArgumentParser(cls, allow_abbrev=False)
     if len(argv) == 1 and argv[0].endswith(".json"):
         return parser.parse_json_file(argv[0])[0]
     return parser.parse_args_into_dataclasses(args=argv)[0]
 
 
+@user_errors
 def finetune(argv: list[str] | None = None) -> dict:
     """`scripts/finetune.py`: train, evaluate, save (and push) one run."""
     from .pretrained import HubUnavailableError
@@ -98,6 +152,7 @@ def finetune(argv: list[str] | None = None) -> dict:
     return results
 
 
+@user_errors
 def evaluate(argv: list[str] | None = None) -> dict:
     """`scripts/evaluate.py`: metrics, report and figures of a checkpoint on HAM10000-format data."""
     from .evaluation import EvaluationArguments, run_evaluation
@@ -124,6 +179,7 @@ def evaluate(argv: list[str] | None = None) -> dict:
     return metrics
 
 
+@user_errors
 def calibrate(argv: list[str] | None = None) -> dict:
     """`scripts/calibrate.py`: a trained checkpoint recalibrated on labelled images, into a new folder."""
     from .calibration import CalibrationError
@@ -153,6 +209,7 @@ def calibrate(argv: list[str] | None = None) -> dict:
     return record
 
 
+@user_errors
 def compare(argv: list[str] | None = None) -> list[dict]:
     """`scripts/compare.py`: one table of several runs' test metrics, their training curves on one figure, and paired
     bootstrap intervals of the differences between runs scored on the same images."""
@@ -160,6 +217,7 @@ def compare(argv: list[str] | None = None) -> list[dict]:
     from .metrics import BOOTSTRAP_RESAMPLES
 
     parser = argparse.ArgumentParser(
+        allow_abbrev=False,
         prog="compare.py",
         description="Compare training runs: one table of their test metrics and per-class recalls, their training "
         "curves on one figure, and for each pair scored on the same images (their predictions.csv from "
@@ -202,15 +260,17 @@ def compare(argv: list[str] | None = None) -> list[dict]:
     return rows
 
 
+@user_errors
 def push_to_hub(argv: list[str] | None = None):
     """`scripts/push_to_hub.py`: publish a finished run as a Hub model repo (or, with `--dry_run`, say what a push
     would upload and delete); returns the repo URL, or the `PushPlan` of a dry run."""
     from huggingface_hub.errors import HfHubHTTPError
 
     from .hub import check_repo_id, plan_run_push, push_run_to_hub
-    from .runs import RunFolderError
+    from .runs import CARD_FILE, RunFolderError
 
     parser = argparse.ArgumentParser(
+        allow_abbrev=False,
         prog="push_to_hub.py",
         description="Publish a finished training run on the Hugging Face Hub: weights, config, processor, modeling "
         "code, metrics, confusion matrices and a model card, in one commit that also deletes the repo's files the run "
@@ -246,6 +306,7 @@ def push_to_hub(argv: list[str] | None = None):
         if args.dry_run:
             plan = plan_run_push(args.run_dir, args.repo_id, **card_choice)
             print(f"Dry run, nothing was changed.\n{plan.describe()}")
+            print(f"\nThe model card it would publish ({CARD_FILE}):\n\n{plan.card_text}")
             return plan
         url = push_run_to_hub(args.run_dir, args.repo_id, private=args.private or None, **card_choice)
     except HfHubHTTPError as err:  # the log has already said that the run folder is intact
@@ -259,6 +320,7 @@ def push_to_hub(argv: list[str] | None = None):
     return url
 
 
+@user_errors
 def prepare_dataset(argv: list[str] | None = None) -> dict:
     """`scripts/prepare_dataset.py`: splits, plots, a dataset card, optionally a Hub push."""
     from .preparation import DatasetPreparationArguments, OutputFolderError
@@ -278,6 +340,7 @@ def prepare_dataset(argv: list[str] | None = None) -> dict:
     return result
 
 
+@user_errors
 def synthetic(argv: list[str] | None = None) -> Path:
     """`python -m hf_skin.synthetic OUT_DIR`: a synthetic HAM10000 folder (raw download layout)."""
     import csv
@@ -287,7 +350,9 @@ def synthetic(argv: list[str] | None = None) -> Path:
     from .synthetic import make_synthetic_ham10000
 
     parser = argparse.ArgumentParser(
-        prog="python -m hf_skin.synthetic", description="Write a synthetic HAM10000 folder (raw download layout)."
+        allow_abbrev=False,
+        prog="python -m hf_skin.synthetic",
+        description="Write a synthetic HAM10000 folder (raw download layout).",
     )
     parser.add_argument("out_dir")
     parser.add_argument("--num_lesions", type=int, default=600)
@@ -305,12 +370,14 @@ def synthetic(argv: list[str] | None = None) -> Path:
     return out_dir
 
 
+@user_errors
 def export_onnx(argv: list[str] | None = None) -> dict:
     """`scripts/export_onnx.py`: a finished run -> ONNX (+ int8) and its spec; prints the files and the parity."""
     from .export import MAX_BALANCED_ACCURACY_DROP, MIN_AGREEMENT, QUANTIZATION_CHOICES, ExportError, export_run
     from .runs import RunFolderError
 
     parser = argparse.ArgumentParser(
+        allow_abbrev=False,
         prog="export_onnx.py",
         description="Export a finished training run to ONNX: model.onnx (fp32, dynamic batch axis), with --quantize "
         "int8 also model_int8.onnx (onnxruntime's static quantisation, per channel, calibrated on the run's training "
@@ -366,3 +433,58 @@ def export_onnx(argv: list[str] | None = None) -> dict:
         )
     print(f"spec: {Path(args.out_dir) / 'hf_skin_export.json'}")
     return spec
+
+
+# `hf-skin SUBCOMMAND`: what each runs, and what `hf-skin --help` says of it.
+COMMANDS = {
+    "train": (
+        finetune,
+        "train, evaluate and save one run (scripts/finetune.py; accelerate launch it for more processes)",
+    ),
+    "evaluate": (evaluate, "metrics, report and figures of a checkpoint on HAM10000-format data (default: its run's)"),
+    "calibrate": (calibrate, "recalibrate a checkpoint on labelled images, into a new folder, without retraining"),
+    "compare": (compare, "one table of several runs' test metrics, their curves, paired intervals of differences"),
+    "prepare": (
+        prepare_dataset,
+        "HAM10000 -> lesion-grouped splits as save_to_disk/parquet, plots and a dataset card",
+    ),
+    "export": (export_onnx, "a finished run -> ONNX (fp32, int8) and the spec a runtime needs"),
+    "push": (push_to_hub, "publish a finished run as a Hub model repo with its card (--dry_run: offline, no token)"),
+    "synthetic": (synthetic, "write a synthetic HAM10000-layout folder (a demo's data; it is not real lesions)"),
+}
+# The console commands that name one subcommand (`hf-skin-evaluate ...` is `hf-skin evaluate ...`).
+ALIASES = {
+    "hf-skin-finetune": "train",
+    "hf-skin-evaluate": "evaluate",
+    "hf-skin-calibrate": "calibrate",
+    "hf-skin-compare": "compare",
+    "hf-skin-push": "push",
+    "hf-skin-prepare-dataset": "prepare",
+    "hf-skin-export-onnx": "export",
+}
+
+
+def usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = [f"  {name:{width}}  {text}" for name, (_, text) in COMMANDS.items()]
+    return (
+        "usage: hf-skin COMMAND [ARGS ...]   (hf-skin COMMAND --help for its flags)\n\n"
+        "Fine-tune, evaluate, calibrate, export and publish skin-lesion classifiers on HAM10000.\n\ncommands:\n"
+        + "\n".join(lines)
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The `hf-skin` console command (and its `hf-skin-*` aliases): runs one subcommand and returns 0; a mistake
+    exits non-zero with one `error:` line."""
+    command = ALIASES.get(Path(sys.argv[0]).name) if argv is None else None
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if command is None:
+        if not argv or argv[0] in ("-h", "--help"):
+            print(usage(), file=sys.stdout if argv else sys.stderr)
+            return 0 if argv else 2
+        command, argv = argv[0], argv[1:]
+        if command not in COMMANDS:
+            raise CommandLineError(f"no command {command!r}: one of {', '.join(COMMANDS)} (hf-skin --help)")
+    COMMANDS[command][0](argv)
+    return 0

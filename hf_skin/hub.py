@@ -86,21 +86,25 @@ class PushPlan:
 
     run_dir: Path
     repo_id: str
-    repo_exists: bool
+    repo_exists: bool | None  # None: unknown (a dry run without a token or without the Hub)
     uploads: list[str]
-    deletions: list[str]  # files of the repo that the run does not have (.gitattributes is kept)
+    deletions: list[str] | None  # files of the repo that the run does not have (.gitattributes is kept); None: unknown
     card: str  # what happens to README.md, in words
+    card_text: str = ""  # the README.md the push would publish
 
     def describe(self) -> str:
-        repo = "the existing repo" if self.repo_exists else "a new repo"
+        repo = {True: "the existing repo", False: "a new repo", None: "whether it exists is unknown offline"}
         lines = [
-            f"Pushing {self.run_dir} to {self.repo_id} ({repo}) in one commit:",
+            f"Pushing {self.run_dir} to {self.repo_id} ({repo[self.repo_exists]}) in one commit:",
             f"  upload {len(self.uploads)} files: {', '.join(self.uploads)}",
-            f"  delete {len(self.deletions)} files the run does not have: {', '.join(self.deletions)}"
-            if self.deletions
-            else "  delete nothing",
-            f"  {self.card}",
         ]
+        if self.deletions is None:
+            lines.append("  delete the repo's files that the run does not have: unknown offline (no token or no Hub)")
+        elif self.deletions:
+            lines.append(f"  delete {len(self.deletions)} files the run does not have: {', '.join(self.deletions)}")
+        else:
+            lines.append("  delete nothing")
+        lines.append(f"  {self.card}")
         return "\n".join(lines)
 
 
@@ -127,8 +131,13 @@ def _card_for_push(
     return card, f"{CARD_FILE}: the generated model card, replacing the one hf-skin wrote before"
 
 
-def _run_push_plan(run: RunFolder, repo_id: str, remote: list[str] | None, card_text: str) -> PushPlan:
+def _run_push_plan(
+    run: RunFolder, repo_id: str, remote: list[str] | None, card_text: str, known: bool = True
+) -> PushPlan:
+    """The plan against the repo's files `remote` (`None`: no such repo); `known=False`: the repo was not asked."""
     uploads = sorted({*run.published_files(), CARD_FILE})
+    if not known:
+        return PushPlan(run.path, repo_id, None, uploads, None, card_text)
     deletions = sorted(set(remote or []) - set(uploads) - {".gitattributes"})
     return PushPlan(run.path, repo_id, remote is not None, uploads, deletions, card_text)
 
@@ -144,14 +153,25 @@ def plan_run_push(
     """What `push_run_to_hub` with these arguments would upload and delete (`scripts/push_to_hub.py --dry_run`).
 
     Changes nothing: no repo is created, no commit made, and the run folder's README.md is left as it is. It fails
-    where the push would fail before changing anything (an unfinished run, a hand-edited card, a bad repo id, no
-    token).
+    where the push would fail before changing anything (an unfinished run, a hand-edited card, a bad repo id). It
+    needs neither a token nor the Hub: without them, whether the repo exists and which of its files would be
+    deleted are `None` (unknown), and a bare repo name stays bare (the token's user would own it).
     """
+    from .locations import hub_reachable
+
     run = read_run(run_dir)
-    api = HfApi(token=hub_token(token))
-    repo_id = _full_repo_id(api, repo_id)
-    _, card_text = _card_for_push(run, repo_id, overwrite_card=overwrite_card, keep_card=keep_card)
-    return _run_push_plan(run, repo_id, remote_files(api, repo_id), card_text)
+    check_repo_id(repo_id)
+    token = token or get_token()
+    online = bool(token) and hub_reachable()
+    remote = None
+    if online:
+        api = HfApi(token=token)
+        repo_id = _full_repo_id(api, repo_id)
+        remote = remote_files(api, repo_id)
+    card, card_text = _card_for_push(run, repo_id, overwrite_card=overwrite_card, keep_card=keep_card)
+    plan = _run_push_plan(run, repo_id, remote, card_text, known=online)
+    plan.card_text = str(card) if card is not None else (run.path / CARD_FILE).read_text(encoding="utf-8")
+    return plan
 
 
 def push_run_to_hub(

@@ -330,7 +330,7 @@ def test_recalibration_on_a_clinic_set_fits_its_prior_without_retraining(oversam
 
     clinic = make_synthetic_ham10000(tmp_path / "clinic", num_lesions=60, seed=7, with_masks=False)
     metadata = clinic / "HAM10000_metadata.csv"  # other patients: lesion ids of their own
-    metadata.write_text(metadata.read_text().replace("HAM_", "CLINIC_"))
+    metadata.write_text(metadata.read_text().replace("SYN_LES_", "CLINIC_"))
     before = (oversampled_run / "model.safetensors").read_bytes()
     calibrate = load_script("calibrate")
     out = tmp_path / "recalibrated"

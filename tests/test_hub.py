@@ -644,7 +644,7 @@ def test_finetune_push_without_token_fails_before_training(hub, synthetic_dir, t
     with pytest.raises(CommandLineError, match="^error: no Hugging Face token found: set HF_TOKEN"):
         finetune(monkeypatch, [*small_args(synthetic_dir, out), *LIMITS, "--push_to_hub", "--hub_model_id", "u/m"])
     assert not out.exists()  # no training happened
-    with pytest.raises(ValueError, match="not a valid Hub repo id"):
+    with pytest.raises(CommandLineError, match="^error: .*not a valid Hub repo id"):
         finetune(monkeypatch, [*small_args(synthetic_dir, out), "--push_to_hub", "--hub_model_id", "a/b/c"])
 
 

@@ -139,5 +139,5 @@ def test_prepare_takes_the_split_arguments_of_training(synthetic_dir, tmp_path, 
     assert (args.validation_size, args.test_size, args.split_seed, args.on_missing) == (0.15, 0.15, 42, "error")
     with pytest.raises(ValueError, match="must each be in \\(0, 1\\) and sum to less than 1"):
         DatasetPreparationArguments(source="s", output_dir="o", test_size=0.6, validation_size=0.5)
-    with pytest.raises(ValueError, match="not used by the HfArgumentParser.*--seed"):
+    with pytest.raises(CommandLineError, match="not used by the HfArgumentParser.*--seed"):
         run_script(monkeypatch, "--source", str(synthetic_dir), "--output_dir", str(tmp_path / "o"), "--seed", "7")

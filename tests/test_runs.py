@@ -170,6 +170,29 @@ def test_a_run_made_before_split_json_is_checked_from_its_arguments(seed7_run, s
 def test_push_without_a_token_is_one_error_line(seed7_run, tmp_path, monkeypatch):
     monkeypatch.delenv("HF_TOKEN", raising=False)
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))  # no `hf auth login` token there
-    for extra in ([], ["--dry_run"]):
-        with pytest.raises(SystemExit, match="^error: no Hugging Face token found: set HF_TOKEN"):
-            load_script("push_to_hub").main([str(seed7_run), "user/x", *extra])
+    with pytest.raises(SystemExit, match="^error: no Hugging Face token found: set HF_TOKEN"):
+        load_script("push_to_hub").main([str(seed7_run), "user/x"])
+    # A dry run needs no token (nor the Hub): it says what it cannot know.
+    plan = load_script("push_to_hub").main([str(seed7_run), "user/x", "--dry_run"])
+    assert plan.repo_exists is None and plan.deletions is None and "unknown offline" in plan.describe()
+
+
+def test_a_relative_dataset_is_recorded_as_the_folder_it_was(synthetic_dir, tmp_path, monkeypatch):
+    """A run trained on `data/synthetic_ham10000` (relative) and read from another working directory: its record
+    names the folder, never a Hub dataset of that name (the card linked it as one and wrote it into `datasets:`)."""
+    import shutil
+
+    from hf_skin.model_card import model_card
+
+    work = tmp_path / "work"
+    shutil.copytree(synthetic_dir, work / "data" / "synthetic_ham10000")
+    monkeypatch.chdir(work)
+    out = tmp_path / "run"
+    argv = small_args("data/synthetic_ham10000", out, "--num_train_epochs", "1", "--max_train_samples", "40")
+    run(*parse_args([*argv, "--train_metrics_samples", "0"]))
+    monkeypatch.chdir(tmp_path)  # elsewhere
+    recorded = json.loads((out / "run_args.json").read_text())["dataset"]
+    assert recorded == str(work / "data" / "synthetic_ham10000")
+    card = model_card(out)
+    assert "huggingface.co/datasets/data/synthetic_ham10000" not in card.text
+    assert not card.data.to_dict().get("datasets")

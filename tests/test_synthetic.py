@@ -11,7 +11,7 @@ from PIL import Image
 
 from hf_skin.cli import synthetic as main
 from hf_skin.data import DX_LABELS, DX_TYPE_LABELS, LOCALIZATION_LABELS, METADATA_COLUMNS, SEX_LABELS
-from hf_skin.synthetic import CLASS_COUNTS, FIRST_IMAGE_NUMBER, make_synthetic_ham10000
+from hf_skin.synthetic import CLASS_COUNTS, FIRST_IMAGE_NUMBER, IMAGE_PREFIX, LESION_PREFIX, make_synthetic_ham10000
 
 PARTS = ("HAM10000_images_part_1", "HAM10000_images_part_2")
 MASKS = "HAM10000_segmentations_lesion_tschandl"
@@ -50,8 +50,10 @@ def test_csv_columns_ids_and_vocabularies(synthetic_dir):
     with open(synthetic_dir / "HAM10000_metadata.csv") as f:
         assert f.readline() == ",".join(METADATA_COLUMNS) + "\n"
     rows = read_rows(synthetic_dir)
-    assert all(re.fullmatch(r"HAM_\d{7}", r["lesion_id"]) and re.fullmatch(r"ISIC_\d{7}", r["image_id"]) for r in rows)
-    numbers = sorted(int(r["image_id"][5:]) for r in rows)
+    assert all(
+        re.fullmatch(r"SYN_LES_\d{7}", r["lesion_id"]) and re.fullmatch(r"SYN_IMG_\d{7}", r["image_id"]) for r in rows
+    )
+    numbers = sorted(int(r["image_id"][len(IMAGE_PREFIX) :]) for r in rows)
     assert numbers == list(range(FIRST_IMAGE_NUMBER, FIRST_IMAGE_NUMBER + len(rows)))  # consecutive and unique
     assert {r["dx"] for r in rows} == set(DX_LABELS)  # every class, even in the small fixture
     assert {r["dx_type"] for r in rows} <= set(DX_TYPE_LABELS)
@@ -75,7 +77,9 @@ def test_image_and_mask_files(synthetic_dir):
     rows = read_rows(synthetic_dir)
     half = FIRST_IMAGE_NUMBER + (len(rows) + 1) // 2
     for row in rows:
-        part = PARTS[int(row["image_id"][5:]) >= half]  # the first half of the ids in part_1, like the download
+        part = PARTS[
+            int(row["image_id"][len(IMAGE_PREFIX) :]) >= half
+        ]  # the first half of the ids in part_1, like the download
         with Image.open(synthetic_dir / part / f"{row['image_id']}.jpg") as image:
             assert (image.format, image.mode, image.size) == ("JPEG", "RGB", (200, 150))
             pixels = np.asarray(image, dtype=np.float32)
@@ -172,3 +176,14 @@ def test_command_line(tmp_path, capsys):
     rows = read_rows(tmp_path)
     assert f"Wrote {len(rows)} images of 20 lesions" in out and all(dx in out for dx in DX_LABELS)
     assert not (tmp_path / MASKS).exists()
+
+
+def test_synthetic_ids_cannot_be_real_ones(synthetic_dir, real_ham_dir):
+    """A demo model scored on real data: none of its synthetic lesions may pass for a real one (the training-lesion
+    guard refused to evaluate the demo on HAM10000, 514 of 600 lesion ids being real ones)."""
+    rows = read_rows(synthetic_dir)
+    real = read_rows(real_ham_dir)
+    assert not {r["image_id"] for r in rows} & {r["image_id"] for r in real}
+    assert not {r["lesion_id"] for r in rows} & {r["lesion_id"] for r in real}
+    assert all(r["image_id"].startswith(IMAGE_PREFIX) and r["lesion_id"].startswith(LESION_PREFIX) for r in rows)
+    assert not any(re.fullmatch(r"(ISIC|HAM)_\d{7}", r[c]) for r in rows for c in ("image_id", "lesion_id"))

@@ -7,7 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..data import DEFAULT_DATASET, SplitArguments
+from ..locations import is_hub_id
 from ..metrics import BOOTSTRAP_RESAMPLES
+from ..runs import RunFolder
 from .split import SPLIT_CHOICES
 
 
@@ -17,9 +19,12 @@ class EvaluationArguments(SplitArguments):
     when `model` is a run folder (see `run_split`)."""
 
     model: str = field(metadata={"help": "A checkpoint folder (e.g. runs/cnn) or a Hub model id."})
-    dataset: str = field(
-        default=DEFAULT_DATASET,
-        metadata={"help": "A HAM10000 raw download folder, a parquet/save_to_disk folder, or a Hub dataset id."},
+    dataset: str | None = field(
+        default=None,
+        metadata={
+            "help": "A HAM10000 raw download folder, a parquet/save_to_disk folder, or a Hub dataset id (default: "
+            f"the data a run folder trained on; for any other checkpoint {DEFAULT_DATASET})."
+        },
     )
     split: str = field(
         default="test",
@@ -54,12 +59,27 @@ class EvaluationArguments(SplitArguments):
     def __post_init__(self):
         if self.split not in SPLIT_CHOICES:
             raise ValueError(f"--split {self.split!r} is not one of {', '.join(SPLIT_CHOICES)}")
+        if not Path(self.model).expanduser().is_dir() and not is_hub_id(self.model):
+            raise FileNotFoundError(
+                f"--model {self.model}: no such checkpoint folder, and not a Hub model id (user/name); pass the "
+                "--output_dir of a scripts/finetune.py run or a saved checkpoint"
+            )
+        if self.dataset is None:
+            self.dataset = run_dataset(self.model) or DEFAULT_DATASET
         if self.batch_size < 1:
             raise ValueError(f"--batch_size must be at least 1, not {self.batch_size}")
         if self.bootstrap_resamples < 0:
             raise ValueError(f"--bootstrap_resamples must be 0 (no intervals) or more, not {self.bootstrap_resamples}")
         if self.output_dir is None:
             self.output_dir = os.fspath(default_output_dir(self.model, self.dataset, self.split, self.tta))
+
+
+def run_dataset(model: str | os.PathLike) -> str | None:
+    """The data a run folder trained on (its `run_args.json`), `None` for a Hub id or a bare checkpoint."""
+    folder = RunFolder(model)
+    if not (folder.path.is_dir() and folder.is_run()):
+        return None
+    return (folder.args or {}).get("dataset")
 
 
 def default_output_dir(model: str, dataset: str, split: str, tta: bool = False) -> Path:

@@ -28,6 +28,7 @@ from ..calibration import (
 )
 from ..data import DEFAULT_DATASET, SplitArguments
 from ..runs import RunFolder
+from .arguments import run_dataset
 from .predict import model_label_ids, predict_dataset
 from .split import check_no_training_lesions, load_eval_split, run_split
 
@@ -126,7 +127,7 @@ def recalibrate(args: RecalibrationArguments) -> dict:
         raise CalibrationError(f"{output} exists and is not an empty folder: choose a new folder")
     split_args, folder = run_split(args.model, args.split, args)
     if args.dataset is None:
-        args.dataset = ((folder.args if folder is not None else None) or {}).get("dataset") or DEFAULT_DATASET
+        args.dataset = run_dataset(args.model) or DEFAULT_DATASET
     data = load_eval_split(args.dataset, args.split, **split_args.load_kwargs(), max_samples=args.max_samples)
     if folder is not None:
         check_no_training_lesions(data, folder, args.split, args.dataset)

@@ -12,7 +12,11 @@ from ..labels import DX_LABELS, DX_TYPE_LABELS, LOCALIZATION_LABELS, METADATA_CO
 
 # Full-dataset class counts (of 10,015 images), used as the per-lesion class prior.
 CLASS_COUNTS = {"akiec": 327, "bcc": 514, "bkl": 1099, "df": 115, "mel": 1113, "nv": 6705, "vasc": 142}
-FIRST_IMAGE_NUMBER = 24306  # ISIC_0024306 is the download's first image id
+# Ids that no real image or lesion has (HAM10000's are ISIC_00xxxxx and HAM_00xxxxx), so that a demo model can be
+# scored on real data without its synthetic lesions being taken for the real ones it would then have "trained on".
+IMAGE_PREFIX = "SYN_IMG_"
+LESION_PREFIX = "SYN_LES_"
+FIRST_IMAGE_NUMBER = 1
 MIN_LESIONS_PER_CLASS = 2  # so that even a tiny fixture can be split by lesion with every class on both sides
 MISSING_AGE_RATE = 0.005  # 49 of the 8,584 real rows have no age
 
@@ -226,7 +230,9 @@ def make_synthetic_ham10000(
         sex = rng.choice(SEX_LABELS, p=sex_p)
         dx_type = rng.choice(list(dx_type_p), p=np.array(list(dx_type_p.values())) / sum(dx_type_p.values()))
         loc = rng.choice(list(loc_p), p=np.array(list(loc_p.values())) / sum(loc_p.values()))
-        lesions.append((f"HAM_{i:07d}", str(dx), str(dx_type), age, str(sex), str(loc), 1 + rng.choice(4, p=views_p)))
+        lesions.append(
+            (f"{LESION_PREFIX}{i:07d}", str(dx), str(dx_type), age, str(sex), str(loc), 1 + rng.choice(4, p=views_p))
+        )
     assert all(
         les[2] in DX_TYPE_LABELS and les[5] in LOCALIZATION_LABELS for les in lesions
     )  # the loader's vocabulary
@@ -247,7 +253,7 @@ def make_synthetic_ham10000(
         params = _lesion(lesion_rng, dx, width, height)
         for view in range(num_views):
             number = int(next(numbers))
-            image_id = f"ISIC_{number:07d}"
+            image_id = f"{IMAGE_PREFIX}{number:07d}"
             image, mask = _render(params, lesion_rng, width, height, first=view == 0)
             Image.fromarray(image).save(parts[number >= part_1_end] / f"{image_id}.jpg", quality=90)
             if with_masks:

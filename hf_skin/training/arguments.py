@@ -78,6 +78,8 @@ class ModelArguments:
     as `(height, width)` (`None`: the checkpoint's own), parsed once, here: a bad size is named before any model
     loads, and `build_trainer` hands the processor this value."""
 
+    _argument_group_name = "model"  # HfArgumentParser: the flags of --help under this title
+
     model: str = field(default="cnn", metadata={"help": "Model family.", "choices": MODEL_NAMES})
     model_name_or_path: str | None = field(
         default=None,
@@ -130,6 +132,8 @@ class ModelArguments:
 
 @dataclass
 class DataArguments(SplitArguments):
+    _argument_group_name = "data and its lesion-grouped split"  # the title of its flags in --help
+
     dataset: str = field(
         default=DEFAULT_DATASET,
         metadata={"help": "A HAM10000 raw download folder, a parquet/save_to_disk folder, or a Hub dataset id."},
@@ -146,6 +150,11 @@ class DataArguments(SplitArguments):
 
     def __post_init__(self):
         self.fill()
+        # What the data really was: a local folder by its absolute path (a relative one, read from another working
+        # directory, would be taken for a Hub id `data/synthetic_ham10000`), else the Hub id as given.
+        local = Path(self.dataset).expanduser()
+        if local.exists():
+            self.dataset = str(local.resolve())
         for name in ("max_train_samples", "max_eval_samples"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be at least 1 (leave it out for all), not {getattr(self, name)}")
@@ -155,6 +164,9 @@ class DataArguments(SplitArguments):
 class SkinTrainingArguments(TrainingArguments):
     """`TrainingArguments` with hf-skin's defaults (evaluate and save each epoch, keep the best by balanced
     accuracy on validation) and the study's extras: class balancing, augmentation and step decay."""
+
+    # HfArgumentParser shows the flags of --help under this title
+    _argument_group_name = "training, calibration and the Hub (hf-skin's flags, then transformers' TrainingArguments)"
 
     output_dir: str | None = field(default=None, metadata={"help": "Where to write the run (default runs/<model>)."})
     overwrite_output_dir: bool = field(
@@ -295,12 +307,12 @@ def parse_args(argv: list[str] | None = None) -> tuple[ModelArguments, DataArgum
         known = {f.name for cls in (ModelArguments, DataArguments, SkinTrainingArguments) for f in fields(cls)}
         if unknown := sorted(set(from_file) - known):
             raise ValueError(f"{path}: unknown arguments {unknown}; see scripts/finetune.py --help")
-    pre = argparse.ArgumentParser(add_help=False)
+    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     pre.add_argument("--model", default=from_file.get("model", "cnn"))
     pre.add_argument("--output_dir", default=from_file.get("output_dir"))
     given = pre.parse_known_args(argv)[0]
     defaults = {**RECIPES.get(given.model, {}), **from_file, "output_dir": given.output_dir or f"runs/{given.model}"}
-    parser = HfArgumentParser((ModelArguments, DataArguments, SkinTrainingArguments))
+    parser = HfArgumentParser((ModelArguments, DataArguments, SkinTrainingArguments), allow_abbrev=False)
     parser.set_defaults(**defaults)
     return parser.parse_args_into_dataclasses(args=argv)
 
