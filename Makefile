@@ -20,14 +20,19 @@ $(STAMP): setup.cfg pyproject.toml
 	touch $(STAMP)
 
 ifeq ($(HAM10000_DIR),)
+# The synthetic folder's marker (written last by hf_skin.synthetic) is the target: a folder made by an older hf-skin,
+# without it (and with ids that real HAM10000 images have), is made again rather than taken for real data.
 DEMO_DATA := $(SYNTHETIC_DIR)
-$(SYNTHETIC_DIR)/HAM10000_metadata.csv: | $(STAMP)
+DEMO_DATA_READY := $(SYNTHETIC_DIR)/hf_skin_synthetic.json
+$(DEMO_DATA_READY): | $(STAMP)
+	rm -rf $(SYNTHETIC_DIR)
 	$(PY) -m hf_skin.synthetic $(SYNTHETIC_DIR) --num_lesions 600 --seed 0
 else
 DEMO_DATA := $(HAM10000_DIR)
+DEMO_DATA_READY := $(HAM10000_DIR)/HAM10000_metadata.csv
 endif
 
-demo: $(STAMP) $(DEMO_DATA)/HAM10000_metadata.csv
+demo: $(STAMP) $(DEMO_DATA_READY)
 	$(VENV)/bin/accelerate launch --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no \
 		scripts/finetune.py --model cnn --dataset $(DEMO_DATA) --output_dir $(DEMO_OUT) --overwrite_output_dir $(DEMO_ARGS)
 
@@ -46,7 +51,8 @@ clean:
 
 # The on-device page (spaces/ondevice/, a static Space) over an exported model: onnxruntime-web from npm and the
 # export's int8 model + spec copied into the folder (all git-ignored). EXPORT=DIR, a scripts/export_onnx.py folder,
-# or RUN=DIR, a finished run exported (with int8) to exports/<run name> first.
+# or RUN=DIR, a finished run exported (with int8) to exports/<run name> first. The server line it prints listens on
+# 127.0.0.1 only: the page is for this machine until it is published as a static Space.
 RUN ?=
 EXPORT ?= $(if $(RUN),exports/$(notdir $(patsubst %/,%,$(RUN))),)
 ONDEVICE := spaces/ondevice
@@ -74,4 +80,4 @@ ondevice: ondevice-deps
 	@if [ -f "$(EXPORT)/model_int8.onnx" ]; then cp "$(EXPORT)/model_int8.onnx" $(ONDEVICE_OUT)/model/; \
 	else echo "warning: $(EXPORT) has no int8 model (export with --quantize int8): the page serves fp32" >&2; \
 		cp "$(EXPORT)/model.onnx" $(ONDEVICE_OUT)/model/; fi
-	@echo "The page is in $(ONDEVICE_OUT)/: python -m http.server -d $(ONDEVICE_OUT) 8000, then open http://localhost:8000"
+	@echo "The page is in $(ONDEVICE_OUT)/: python -m http.server --bind 127.0.0.1 -d $(ONDEVICE_OUT) 8000, then open http://127.0.0.1:8000"

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .data.provenance import is_synthetic, training_data_sentence
 from .labels import DX_NAMES, MALIGNANT_DX, display_name
 from .metrics import softmax
 from .processing import SkinProcessor, load_image, pixel_values_from_spec
@@ -70,6 +71,7 @@ class OnnxModel:
             model_type=spec["model_type"],
             calibration=spec.get("calibration"),
             operating_point=spec.get("operating_point"),
+            training_data=spec.get("training_data"),
         )
         self.input_names = [i.name for i in self.session.get_inputs()]
 
@@ -120,6 +122,12 @@ class SkinClassifier:
         from .calibration import Calibration
 
         return Calibration.from_config(self.model.config)
+
+    @property
+    def training_data(self) -> dict | None:
+        """What the model learned from (`config.training_data`, `hf_skin.data.describe_data`); `None` when its training
+        did not record it. `hf_skin.data.training_data_sentence` says it in words."""
+        return getattr(self.model.config, "training_data", None)
 
     @property
     def operating_point(self) -> dict | None:
@@ -248,12 +256,17 @@ def percent(probability: float) -> str:
 
 
 def summarize(
-    probs: dict[str, float], uncertain_below: float = UNCERTAIN_BELOW, operating_point: dict | None = None
+    probs: dict[str, float],
+    uncertain_below: float = UNCERTAIN_BELOW,
+    operating_point: dict | None = None,
+    training_data: dict | None = None,
 ) -> str:
     """A plain summary (Markdown) of one `{label: probability}` dict: the most likely class, the probability of a
     malignant class, when the most likely class is under `uncertain_below` that the prediction is uncertain, and
     with an `operating_point` (`SkinClassifier.operating_point`) whether the malignant probability reaches its
-    referral threshold, which was chosen on validation images for a target sensitivity."""
+    referral threshold, which was chosen on validation images for a target sensitivity. A model that learned from
+    synthetic lesions (`training_data`, `SkinClassifier.training_data`) says first that it is a demo, and its
+    threshold's images are named synthetic."""
     top = max(probs, key=probs.get)
     malignant = ", ".join(DX_NAMES[dx][0].lower() + DX_NAMES[dx][1:] for dx in MALIGNANT_DX)
     score = malignant_probability(probs)
@@ -268,21 +281,24 @@ def summarize(
             "best guess is less likely than all the others together.",
         )
     if operating_point:
-        lines.append(referral_advice(score, operating_point))
+        lines.append(referral_advice(score, operating_point, training_data))
+    if is_synthetic(training_data):
+        lines.insert(0, f"**{training_data_sentence(training_data)}**")
     return "\n\n".join(lines)
 
 
-def referral_advice(malignant: float, operating_point: dict) -> str:
+def referral_advice(malignant: float, operating_point: dict, training_data: dict | None = None) -> str:
     """The "see a dermatologist" sentence for a malignant probability, by the checkpoint's referral threshold."""
     threshold = operating_point["threshold"]
+    images = "synthetic (not real) images" if is_synthetic(training_data) else "images"
     why = (
-        f"The threshold, {threshold:.1%}, was chosen on validation images to flag at least "
+        f"The threshold, {threshold:.1%}, was chosen on validation {images} to flag at least "
         f"{operating_point['target_sensitivity']:.0%} of malignant lesions"
     )
     test = operating_point.get("test")
     if test and test.get("sensitivity") is not None and test.get("specificity") is not None:
         why += (
-            f"; on test images it flagged {test['sensitivity']:.0%} of malignant lesions, and "
+            f"; on test {images} it flagged {test['sensitivity']:.0%} of malignant lesions, and "
             f"{1 - test['specificity']:.0%} of benign ones too"
         )
     if malignant >= threshold:

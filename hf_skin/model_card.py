@@ -18,6 +18,7 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from .data.provenance import is_synthetic, training_data_sentence
 from .families import STUDY_CNN, base_checkpoint
 from .formatting import markdown_table, metric_name, number
 from .labels import DX_LABELS, DX_NAMES, HAM10000_CITATION, MALIGNANT_DX
@@ -345,8 +346,22 @@ def _split_description(args: dict[str, Any] | None, run: RunFolder) -> str:
     )
 
 
-def _data_description(args: dict[str, Any] | None) -> tuple[str, str | None]:
-    """(text, Hub dataset id or `None`)."""
+def _data_description(args: dict[str, Any] | None, training_data: dict | None) -> tuple[str, str | None]:
+    """(text, Hub dataset id or `None`): from the checkpoint's `training_data` (what it really learned from), else,
+    for a run made before it was recorded, from its arguments."""
+    if training_data is not None:
+        sentence = training_data_sentence(training_data)
+        kind, location = training_data.get("kind"), training_data.get("location")
+        if is_synthetic(training_data):
+            return (
+                f"{sentence} The lesions were drawn by `python -m hf_skin.synthetic` in the HAM10000 release's "
+                "layout; every metric on this card is measured on more synthetic images.",
+                None,
+            )
+        if kind == "hub":
+            link = f"[`{location}`](https://huggingface.co/datasets/{location})"
+            return f"{sentence} Loaded from the Hub dataset {link}.", location
+        return f"{sentence} Loaded from a local copy ({Path(str(location)).name}).", None
     dataset = (args or {}).get("dataset")
     text = (
         "HAM10000 (Tschandl et al. 2018): 10,015 dermatoscopic images of 7,470 pigmented lesions, 7 diagnoses, "
@@ -391,14 +406,16 @@ def model_card(run_dir: str | os.PathLike, *, repo_id: str | None = None) -> Mod
     """
     run = RunFolder(run_dir).require_finished()
     model_name = (repo_id or run.path.resolve().name).split("/")[-1]
-    data_text, dataset_id = _data_description(run.args)
+    training_data = (run.config or {}).get("training_data")
+    synthetic = is_synthetic(training_data)
+    data_text, dataset_id = _data_description(run.args, training_data)
     base = _base_model(run.args)
     eval_results = [
         EvalResult(
             task_type="image-classification",
             task_name="Image Classification",
-            dataset_type=dataset_id or "ham10000",
-            dataset_name="HAM10000",
+            dataset_type="synthetic" if synthetic else dataset_id or "ham10000",
+            dataset_name="synthetic lesions (hf-skin), not real skin" if synthetic else "HAM10000",
             dataset_split="test",
             metric_type=metric_type,
             metric_name=name,
@@ -413,7 +430,9 @@ def model_card(run_dir: str | os.PathLike, *, repo_id: str | None = None) -> Mod
         license="cc-by-nc-4.0",
         library_name="transformers",
         pipeline_tag="image-classification",
-        tags=["hf-skin", "image-classification", "medical", "dermatology", "skin-lesion", "dermoscopy", "ham10000"],
+        tags=["hf-skin", "image-classification", "synthetic-data", "demo"]
+        if synthetic
+        else ["hf-skin", "image-classification", "medical", "dermatology", "skin-lesion", "dermoscopy", "ham10000"],
         datasets=[dataset_id] if dataset_id else None,
         base_model=base if is_hub_id(base) else None,
         metrics=[metric_type for _, metric_type, _, _ in MODEL_INDEX_METRICS],
@@ -429,7 +448,9 @@ def model_card(run_dir: str | os.PathLike, *, repo_id: str | None = None) -> Mod
         origin = f"fine-tuned from a local checkpoint ({Path(base).name})"
     summary = (
         f"A skin-lesion classifier for dermoscopic images: {_family(run.config)}, {origin}, with "
-        f"{_parameter_count(run.path):,} parameters. It sorts an image into HAM10000's seven diagnoses. Test "
+        f"{_parameter_count(run.path):,} parameters. It sorts an image into HAM10000's seven diagnoses. "
+        + (f"{training_data_sentence(training_data)} " if training_data is not None else "")
+        + "Test "
         f"balanced accuracy {number(run.test_metrics.get('balanced_accuracy', float('nan')))}, accuracy "
         f"{number(run.test_metrics.get('accuracy', float('nan')))} (see [Evaluation](#evaluation)). Trained with "
         "hf-skin."
@@ -455,6 +476,7 @@ def model_card(run_dir: str | os.PathLike, *, repo_id: str | None = None) -> Mod
         labels_table=_labels_table(run.config, run.test_metrics),
         rare_classes=_rare_classes(run.test_metrics),
         dx_type_warning="dx_type" in run.config.get("metadata_fields", []),
+        synthetic_warning=training_data_sentence(training_data) if synthetic else None,
         data_description=data_text,
         split_description=_split_description(run.args, run),
         hyperparameters_table=_hyperparameters_table(run.args),

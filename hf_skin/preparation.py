@@ -8,6 +8,7 @@ when the folder is loaded. A folder holding anything else is refused.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import shutil
@@ -19,7 +20,7 @@ from datasets import Dataset, DatasetDict
 from datasets.table import embed_table_storage
 from huggingface_hub import CommitOperationAdd, CommitOperationDelete, DatasetCard, HfApi
 
-from .data import SplitArguments, resolve_source
+from .data import SOURCE_RECORD, SplitArguments, describe_data, resolve_source
 from .dataset_card import dataset_card
 from .hub import check_repo_id, hub_token, remote_files
 from .runs import CARD_FILE
@@ -93,6 +94,12 @@ def write_parquet(dataset: Dataset, path: Path, desc: str | None = None) -> Path
 
 
 def _describe_source(source: str) -> str:
+    if describe_data(source)["synthetic"]:
+        return (
+            "**synthetic lesions drawn by hf-skin** (`python -m hf_skin.synthetic`), in the HAM10000 release's "
+            "layout: "
+            "not photos of real skin. A model trained on them is a demo that knows nothing about real lesions."
+        )
     kind, _ = resolve_source(source)  # what load_ham10000 will read it as
     if kind == "raw":
         return (
@@ -112,7 +119,7 @@ def _describe_source(source: str) -> str:
 def _is_prepared_entry(entry: Path) -> bool:
     """Whether a top-level entry of an output folder is something `prepare_dataset` writes."""
     if entry.is_file():
-        return entry.name in (CARD_FILE, DATASET_DICT_FILE) or entry.suffix == ".parquet"
+        return entry.name in (CARD_FILE, DATASET_DICT_FILE, SOURCE_RECORD) or entry.suffix == ".parquet"
     if entry.name == PLOTS_DIR:
         return all(p.is_file() and p.suffix == ".png" for p in entry.iterdir())
     return all((entry / name).is_file() for name in SAVED_SPLIT_FILES)  # a save_to_disk split
@@ -185,6 +192,8 @@ def prepare_dataset(args: DatasetPreparationArguments) -> dict[str, object]:
                 entry.unlink()
     output_dir.mkdir(parents=True, exist_ok=True)
     data_files = _save(dataset_dict, output_dir, args.format)
+    # What the copy was made from: a model trained on it says so (`hf_skin.data.describe_data`)
+    (output_dir / SOURCE_RECORD).write_text(json.dumps(describe_data(args.source), indent=2) + "\n")
     plots = plot_data_analysis(dataset_dict, output_dir / PLOTS_DIR)
 
     sizes = ", ".join(f"{split} {ds.num_rows:,} images" for split, ds in dataset_dict.items())

@@ -303,6 +303,7 @@ def test_evaluation_reports_calibration_before_and_after(oversampled_run, synthe
     # One scorer: the run's test metrics and the evaluation's have one shape, down to the calibration and referral
     # summaries (the evaluation adds what it evaluated, and with bootstrap_resamples 0 neither has intervals).
     evaluated = {"split", "split_arguments", "model", "dataset", "tta", "metadata_fields", "isic_files"}
+    evaluated |= {"training_data", "evaluated_data"}
     assert set(run_test) == set(metrics) - evaluated
     assert set(run_test["calibration"]) == set(scores and metrics["calibration"])
     assert set(run_test["operating_point"]) == set(metrics["operating_point"])

@@ -30,7 +30,17 @@ from hf_skin.processing import load_image, processor_for
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 # What the one scorer adds to `classification_metrics`, and what an evaluation adds to the scorer's metrics.
 SCORE_KEYS = {"n", "calibration", "operating_point", "bootstrap", "subgroups"}
-EVALUATION_KEYS = {"split", "split_arguments", "model", "dataset", "tta", "metadata_fields", "isic_files"}
+EVALUATION_KEYS = {
+    "split",
+    "split_arguments",
+    "model",
+    "dataset",
+    "tta",
+    "metadata_fields",
+    "isic_files",
+    "training_data",
+    "evaluated_data",
+}
 
 
 def load_script(name: str):
@@ -134,7 +144,11 @@ def test_evaluate_script_writes_every_artefact_and_the_right_numbers(
     for name in [*FIGURES.values(), "metrics.json"]:
         assert f"]({name})" in report, name  # linked or shown
     assert all(DX_NAMES[dx] in report for dx in DX_LABELS)
-    assert "do **not** transfer to smartphone" in report
+    # scored on synthetic lesions: the report says so instead of describing HAM10000 (which it does for real data)
+    assert "These images are synthetic" in report and "do **not** transfer to smartphone" not in report
+    from hf_skin.evaluation.report import _transfer_note
+
+    assert "do **not** transfer to smartphone" in _transfer_note({"kind": "ham10000", "synthetic": False})
     low, high = bootstrap["intervals"]["balanced_accuracy"]
     assert f"| **balanced accuracy** | **{metrics['balanced_accuracy']:.3f}** | {low:.3f}–{high:.3f} |" in report
     assert f"percentile bootstrap over the split's {bootstrap['n_lesions']:,} lesions" in report

@@ -266,9 +266,11 @@ def test_push_script_publishes_a_finished_run(hub, pushed, tmp_path, capsys):
     assert hub.repos[("model", f"{USER}/replaced")].commits == commits
     assert (vit / "README.md").read_bytes() == card
     assert plan.deletions == gone and plan.uploads == RunFolder(vit).published_files() and plan.repo_exists
-    assert "Dry run, nothing was changed." in printed
-    assert f"delete {len(gone)} files the run does not have: {', '.join(gone)}" in printed
-    assert f"upload {len(plan.uploads)} files: {', '.join(RunFolder(vit).published_files())}" in printed
+    assert f"Dry run: nothing was changed, neither on the Hub nor in {vit}." in printed
+    assert f"delete {len(gone)} files the run does not have:\n" + "".join(f"    {n}\n" for n in gone) in printed
+    listed = "".join(f"    {n}\n" for n in RunFolder(vit).published_files())
+    assert f"upload {len(plan.uploads)} files:\n{listed}" in printed
+    assert "(an existing repo)" in printed and "unknown" not in printed  # a token and the Hub: the Hub was asked
     assert "README.md: the generated model card, replacing the one hf-skin wrote before" in printed
     script.main([str(tmp_path / "vit"), f"{USER}/not-yet", "--dry_run"])
     assert "(a new repo)" in capsys.readouterr().out and ("model", f"{USER}/not-yet") not in hub.repos
@@ -518,9 +520,9 @@ def test_model_card_of_a_run(pushed):
     assert results["balanced_accuracy"].metric_value == test_metrics["balanced_accuracy"]
     assert results["balanced_accuracy"].metric_name == "Balanced accuracy"
     assert results["f1"].metric_value == test_metrics["f1_macro"] and results["f1"].metric_args == {"average": "macro"}
-    for result in results.values():
+    for result in results.values():  # trained on synthetic lesions: the card does not call its test set HAM10000
         assert (result.dataset_name, result.dataset_split, result.task_type) == (
-            "HAM10000",
+            "synthetic lesions (hf-skin), not real skin",
             "test",
             "image-classification",
         )
@@ -617,9 +619,7 @@ def test_push_script_names_what_is_wrong(hub, pushed, tmp_path, monkeypatch, cap
     # the Hub refuses: one error line with what to check, and the log says the run is intact and how to retry
     with pytest.raises(CommandLineError, match="(?s)^error: the Hub refused .*403.*write access to someone-else/x"):
         script.main([str(pushed[f"{USER}/cnn"]), "someone-else/x"])
-    assert (
-        f"is intact: push it again with scripts/push_to_hub.py {pushed[f'{USER}/cnn']} someone-else/x" in caplog.text
-    )
+    assert f"is intact: push it again with hf-skin push {pushed[f'{USER}/cnn']} someone-else/x" in caplog.text
     # mistakes on the command line: one error line, no traceback
     with pytest.raises(CommandLineError, match="does not exist or is not a folder"):
         script.main([str(tmp_path / "missing"), f"{USER}/x"])

@@ -388,3 +388,42 @@ def test_the_pages_resize_gives_pythons_pixel_values(page):
             )
             assert got["dims"] == [1, *expected.shape], spec
             assert np.abs(np.asarray(got["data"], dtype=np.float32).reshape(expected.shape) - expected).max() < 1e-5
+
+
+@pytest.mark.parametrize("kind", ["synthetic", "ham10000", "isic2018", "hub", "prepared", None])
+def test_the_page_says_what_the_model_learned_from_as_python_does(browser, server, int8_export, kind):
+    """The page's opening words come from the spec's `training_data`, in `training_data_sentence`'s words: a model
+    trained on synthetic lesions says it is a demo (the page said "This model learned from HAM10000" whatever it
+    served)."""
+    from hf_skin.data import training_data_sentence
+
+    data = {
+        "synthetic": {"kind": "synthetic", "location": "/d/synthetic_ham10000", "synthetic": True},
+        "ham10000": {"kind": "ham10000", "location": "/data/HAM10000", "synthetic": False},
+        "isic2018": {"kind": "isic2018", "location": "/data/ISIC2018", "synthetic": False},
+        "hub": {"kind": "hub", "location": "someone/ham10000", "synthetic": False},
+        "prepared": {
+            "kind": "parquet",
+            "location": "/data/prepared",
+            "synthetic": False,
+            "prepared_from": {"kind": "ham10000", "location": "/data/HAM10000", "synthetic": False},
+        },
+        None: None,
+    }[kind]
+    spec = json.loads((int8_export / "hf_skin_export.json").read_text())
+    spec["training_data"] = data
+    context = browser.new_context(service_workers="block")
+    try:
+        context.route(
+            "**/*", lambda route: route.continue_() if route.request.url.startswith(server) else route.abort()
+        )
+        context.route("**/model/hf_skin_export.json", lambda route: route.fulfill(json=spec))
+        page = context.new_page()
+        page.goto(server)
+        page.wait_for_selector("body[data-ready=true]", timeout=60_000)
+        said = page.inner_text("#training-data")
+        assert said == training_data_sentence(data)
+        assert ("HAM10000, dermatoscope images" in said) == (kind in ("ham10000", "prepared"))
+        assert ("demo" in said) == (kind == "synthetic")
+    finally:
+        context.close()

@@ -108,7 +108,7 @@ def test_prepare_replaces_an_earlier_preparation(synthetic_dir, tmp_path, monkey
     expected = load_ham10000(synthetic_dir, seed=7, cache_dir=cache)
     assert image_ids(expected) != image_ids(load_ham10000(synthetic_dir, cache_dir=cache))  # the seeds differ
     assert image_ids(load_ham10000(out, resplit=False)) == image_ids(expected)
-    written = ["README.md", "plots", "test.parquet", "train.parquet", "validation.parquet"]
+    written = ["README.md", "hf_skin_source.json", "plots", "test.parquet", "train.parquet", "validation.parquet"]
     assert sorted(p.name for p in out.iterdir()) == written
     assert "Replacing the earlier preparation" in caplog.text and "dataset_dict.json" in caplog.text
     assert "split seed 7" in (out / "README.md").read_text()

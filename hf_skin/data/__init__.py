@@ -21,6 +21,14 @@ from ..labels import (
 )
 from .checks import verify_images
 from .loading import DEFAULT_DATASET, load_ham10000, resolve_source
+from .provenance import (
+    SOURCE_RECORD,
+    SYNTHETIC_MARKER,
+    describe_data,
+    for_publication,
+    is_synthetic,
+    training_data_sentence,
+)
 from .schema import SPLITS, class_counts, column_values, ham10000_features, label_words
 from .sources import (
     IMAGE_EXTENSIONS,
@@ -56,17 +64,23 @@ __all__ = [
     "METADATA_FILENAME",
     "MIN_AGE",
     "SEX_LABELS",
+    "SOURCE_RECORD",
+    "SYNTHETIC_MARKER",
     "SPLITS",
     "SPLIT_DEFAULTS",
     "SplitArguments",
     "class_counts",
     "column_values",
+    "describe_data",
+    "for_publication",
     "ham10000_features",
+    "is_synthetic",
     "is_valid_age",
     "label_words",
     "lesion_grouped_split",
     "load_ham10000",
     "resolve_source",
     "shared_lesions",
+    "training_data_sentence",
     "verify_images",
 ]

@@ -11,7 +11,7 @@ from pathlib import Path
 import datasets
 import numpy as np
 
-from ..data import DEFAULT_DATASET, SplitArguments, column_values
+from ..data import DEFAULT_DATASET, SplitArguments, column_values, describe_data
 from ..metrics import BOOTSTRAP_RESAMPLES
 from .arguments import EvaluationArguments, default_output_dir
 from .predict import model_label_ids, predict_dataset, view_probabilities
@@ -78,7 +78,8 @@ def evaluate_checkpoint(
         `calibration`, `operating_point`, `subgroups`: grouping -> `subgroup_table` rows, and `bootstrap`:
         `resampled`, `n_lesions`, `num_resamples`, `seed`, `confidence`, `intervals`: metric -> `[low, high]`,
         `undefined`: metric -> resamples that left it undefined; `None` with no resamples) plus what was evaluated:
-        `split`, `split_arguments`, `model`, `dataset`, `tta`, `metadata_fields`, and `isic_files` (whether the
+        `split`, `split_arguments`, `model`, `dataset`, `tta`, `metadata_fields`, `training_data` and
+        `evaluated_data` (`hf_skin.data.describe_data`), and `isic_files` (whether the
         ISIC files were written).
     """
     from .. import plots
@@ -123,6 +124,8 @@ def evaluate_checkpoint(
         dataset=os.fspath(dataset),
         tta=tta,
         metadata_fields=list(classifier.metadata_fields),
+        training_data=classifier.training_data,  # what the model learned from
+        evaluated_data=describe_data(dataset),  # and what it is scored on
     )
 
     output_dir.mkdir(parents=True, exist_ok=True)

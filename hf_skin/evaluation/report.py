@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data import is_synthetic, training_data_sentence
 from ..formatting import MISSING, markdown_table, metric_name, number
 from ..labels import DX_NAMES, MALIGNANT_DX
 from .scoring import MIN_SUBGROUP_SIZE, wilson_interval
@@ -162,6 +163,27 @@ def referral_section(metrics: dict) -> str:
     )
 
 
+def _provenance(metrics: dict) -> str:
+    """What the model learned from and what it is scored on, said truly (older metrics.json files say neither)."""
+    if "training_data" not in metrics:
+        return ""
+    scored = metrics.get("evaluated_data")
+    scored_text = (
+        "synthetic lesions drawn by hf-skin (not real skin)" if is_synthetic(scored) else f"`{metrics['dataset']}`"
+    )
+    learned = training_data_sentence(metrics["training_data"])
+    return f"**What it learned from.** {learned} Scored here on {scored_text}.\n\n"
+
+
+def _transfer_note(evaluated_data: dict | None) -> str:
+    if is_synthetic(evaluated_data):
+        return (
+            "These images are synthetic: the numbers say how the model does on hf-skin's drawn lesions, and nothing "
+            "about real skin. Research software: not a medical device, not a diagnosis."
+        )
+    return TRANSFER_NOTE
+
+
 def render_report(metrics: dict, overall: dict | None = None) -> str:
     """`report.md` from the metrics `evaluate_checkpoint` returns; `overall` (`group_scores` of every image) is the
     last row of each subgroup table."""
@@ -197,7 +219,8 @@ def render_report(metrics: dict, overall: dict | None = None) -> str:
         f"# Evaluation of `{metrics['model']}`\n\n",
         f"On `{metrics['dataset']}`, **{metrics['split']}** split: {n:,} images{tta}. "
         f"Model inputs: image{''.join(', ' + f for f in metrics.get('metadata_fields', []))}.\n\n",
-        "> **What this does not tell you.** " + TRANSFER_NOTE + "\n\n",
+        _provenance(metrics),
+        "> **What this does not tell you.** " + _transfer_note(metrics.get("evaluated_data")) + "\n\n",
         "## Headline\n\n",
         markdown_table(["metric", "value", "95% interval", "how to read it"], headline, align="lrrl") + "\n\n",
         bootstrap_note(metrics.get("bootstrap")),

@@ -96,6 +96,7 @@ def export_spec(classifier: SkinClassifier) -> dict[str, Any]:
         # what the Space says about the probabilities (Calibration.describe), None for a raw model
         "calibration_note": classifier.calibration.describe(labels) if classifier.calibration else None,
         "operating_point": _plain(getattr(config, "operating_point", None)),
+        "training_data": _plain(getattr(config, "training_data", None)),
         # training's --int8_ready: the weights are int8 numbers already (hf_skin.quantization), None otherwise
         "int8_ready": _plain(getattr(config, "int8_ready", None)),
         "models": {},

@@ -1,6 +1,7 @@
 """A synthetic HAM10000 folder in the public download's raw layout: learnable fake lesions for the demo and tests."""
 
 import csv
+import json
 import math
 from pathlib import Path
 
@@ -8,6 +9,7 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
+from ..data.provenance import SYNTHETIC_MARKER
 from ..labels import DX_LABELS, DX_TYPE_LABELS, LOCALIZATION_LABELS, METADATA_COLUMNS, SEX_LABELS
 
 # Full-dataset class counts (of 10,015 images), used as the per-lesion class prior.
@@ -261,4 +263,8 @@ def make_synthetic_ham10000(
             rows.append([lesion_id, image_id, dx, *meta])
     with open(out_dir / "HAM10000_metadata.csv", "w", newline="") as f:
         csv.writer(f, lineterminator="\n").writerows([METADATA_COLUMNS, *rows])
+    # What this folder is, for every model that learns from it (`hf_skin.data.describe_data`): not real lesions.
+    # Written last: a folder holding it is complete (`make demo` remakes one without it).
+    marker = {"generator": "hf_skin.synthetic", "seed": seed, "num_lesions": num_lesions, "real_lesions": False}
+    (out_dir / SYNTHETIC_MARKER).write_text(json.dumps(marker, indent=2) + "\n")
     return out_dir

@@ -13,7 +13,7 @@ import numpy as np
 from transformers import EarlyStoppingCallback, Trainer, set_seed
 
 from ..calibration import Calibration, calibrate_model
-from ..data import column_values
+from ..data import column_values, describe_data, for_publication
 from ..families import base_checkpoint
 from ..labels import DX_LABELS
 from ..metrics import compute_metrics, flatten_metrics, softmax
@@ -51,6 +51,8 @@ def build_trainer(model_args: ModelArguments, data_args: DataArguments, training
     )
     if model_args.freeze_backbone:
         freeze_backbone(model)
+    # What it learned from, in its config: every card, page and export names it (`hf_skin.data.provenance`)
+    model.config.training_data = for_publication(describe_data(data_args.dataset))  # no local paths in public
     multi_input = model_args.model == "multi-input"
     # lesion_id rides along for the run's split record; the transforms pass on only the model's inputs
     columns = ["image", "dx", "lesion_id", *(model.config.metadata_fields if multi_input else [])]

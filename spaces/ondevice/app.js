@@ -49,6 +49,37 @@ function clearResult(status = WAITING) {
   showError("");
 }
 
+// What the model learned from, in the words of hf_skin.data.training_data_sentence (the browser test compares them).
+export function trainingDataSentence(data) {
+  if (!data) return "Where this model's training data came from is not recorded, so what it learned from is unknown.";
+  if (data.synthetic) {
+    return (
+      "This model is a demo: it learned from synthetic lesions drawn by hf-skin, not from photos of real skin, " +
+      "and it knows nothing about real lesions — its answer on a real photo means nothing."
+    );
+  }
+  if (data.kind === "ham10000") {
+    return (
+      "This model learned from HAM10000, dermatoscope images of 7 kinds of pigmented skin lesions from two " +
+      "clinics (Vienna and Queensland)."
+    );
+  }
+  if (data.kind === "isic2018") {
+    return (
+      "This model learned from the ISIC 2018 Task 3 training set (HAM10000's dermatoscope images of 7 kinds of " +
+      "pigmented skin lesions, without age, sex or body site)."
+    );
+  }
+  if (data.kind === "hub") {
+    return `This model learned from the Hub dataset ${data.location}, in HAM10000's format (7 kinds of skin lesions).`;
+  }
+  if (data.prepared_from) {
+    return trainingDataSentence(data.prepared_from).replace("learned from", "learned from a prepared copy of");
+  }
+  const name = String(data.location).split(/[\\/]/).filter(Boolean).pop();
+  return `This model learned from a prepared dataset in HAM10000's format (${name}).`;
+}
+
 async function load() {
   const spec = await (await fetch("model/hf_skin_export.json")).json();
   const entry = spec.models.int8 ?? spec.models.fp32;
@@ -75,6 +106,7 @@ async function load() {
       : ` Its top diagnosis is the full-precision model's on ${(100 * checked.top1_agreement).toFixed(2)}% ` +
         `of ${checked.n} validation images.`);
   $("calibration").textContent = spec.calibration_note ?? RAW_NOTE;
+  $("training-data").textContent = trainingDataSentence(spec.training_data);
   $("status").textContent = WAITING;
   $("classify").disabled = false;
   document.body.dataset.ready = "true";
