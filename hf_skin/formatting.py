@@ -24,8 +24,8 @@ METRIC_NAMES = {
 
 
 def metric_name(key: str, capitalize: bool = False) -> str:
-    """The display name of a metric key (`balanced_accuracy` -> "balanced accuracy"); unknown keys as they are."""
-    name = METRIC_NAMES.get(key, key)
+    """The display name of a metric key (`balanced_accuracy` -> "balanced accuracy"); unknown keys with spaces."""
+    name = METRIC_NAMES.get(key, key.replace("_", " "))
     return name[0].upper() + name[1:] if capitalize else name
 
 

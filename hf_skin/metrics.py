@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 
 import numpy as np
@@ -22,6 +23,12 @@ from sklearn.metrics import (
 from .labels import DX_LABELS
 
 ECE_BINS = 15
+
+
+def metric_path() -> str:
+    """The file `evaluate.load` takes for hf-skin's metric module (`hf_skin.metric_module`, which holds the wrapper):
+    `evaluate.load(hf_skin.metrics.metric_path())` works offline, as before the wrapper had a file of its own."""
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "metric_module.py")
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -386,11 +393,12 @@ def flatten_metrics(metrics: dict, per_class: tuple[str, ...] = ("precision", "r
 def compute_metrics(eval_pred) -> dict[str, float]:
     """`Trainer(compute_metrics=...)`: logits and label ids -> the scalar metrics, with per-class recall.
 
-    The same `classification_metrics` as `evaluate.load(metric_path())` (`hf_skin.metric_module`), called directly:
-    training logs exactly what that module reports.
+    The same `classification_metrics` as `evaluate.load(metric_path())` (`hf_skin.metric_module`), called directly,
+    on the same float32 probabilities that module's features store: training logs exactly what that module reports.
     """
     logits = eval_pred.predictions[0] if isinstance(eval_pred.predictions, tuple) else eval_pred.predictions
     # Logits are softmax-ed here rather than left to `as_probabilities`, which cannot tell logits that happen to
     # look like probabilities from probabilities.
-    results = classification_metrics(np.asarray(eval_pred.label_ids), softmax(np.asarray(logits, dtype=np.float64)))
+    probs = softmax(np.asarray(logits, dtype=np.float64)).astype(np.float32)
+    results = classification_metrics(np.asarray(eval_pred.label_ids), probs)
     return flatten_metrics(results, per_class=("recall",))

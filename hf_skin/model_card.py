@@ -252,14 +252,15 @@ def _calibration_text(config: dict, test_metrics: dict) -> str:
         + ". The validation column above is the raw model's, before the calibration that was fitted on it."
     ]
     summary = test_metrics.get("calibration") or {}
-    raw = summary.get("before")
+    # a run trained before training scored with hf_skin.evaluation.score wrote the scores flat, the raw model apart
+    raw = summary.get("before") or test_metrics.get("raw")
     if raw:
         parts.append(
             f"The metrics above are the calibrated model's; the prior shift moves some decisions to the common "
             f"classes, and the raw model scored test accuracy {raw['accuracy']:.3f}, balanced accuracy "
             f"{raw['balanced_accuracy']:.3f}."
         )
-    scores = summary.get("scores")
+    scores = summary.get("scores") or (summary if "nll_before" in summary else None)
     if scores:
         parts.append(
             f"On test, negative log-likelihood {scores['nll_before']:.3f} → {scores['nll_after']:.3f}, Brier score "

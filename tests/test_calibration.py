@@ -435,6 +435,9 @@ def test_the_model_card_states_the_calibration_and_the_threshold(oversampled_run
     assert f"expected calibration error {test['calibration']['scores']['ece_before']:.3f} → " in text
     assert f"at least {config['operating_point']['threshold']:.2%}" in text
     assert f"on test, sensitivity {test['operating_point']['sensitivity']:.3f}" in text
+    # a run trained before training wrote the scorer's shape: its card says the same
+    old = {**test, "calibration": test["calibration"]["scores"], "raw": test["calibration"]["before"]}
+    assert _calibration_text(config, old) == _calibration_text(config, test)
     assert _calibration_text({}, {}).startswith("**Calibration.** None")
 
 

@@ -285,3 +285,10 @@ def test_bootstrap_undefined_resamples_and_errors():
         bootstrap_intervals(labels, probs, ["a", "b"])
     with pytest.raises(ValueError, match="baseline_probs must score the same rows"):
         bootstrap_intervals(labels, probs, baseline_probs=probs[:3])
+
+
+def test_metric_path_is_still_where_the_readme_said():
+    from hf_skin.metric_module import metric_path as module_path
+    from hf_skin.metrics import metric_path
+
+    assert metric_path() == module_path()

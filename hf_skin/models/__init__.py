@@ -9,7 +9,7 @@ import types
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoModelForImageClassification, PreTrainedModel
 
-from ..families import BACKBONE_NAMES, MODEL_NAMES, PRETRAINED_CHECKPOINTS
+from ..families import BACKBONE_NAMES, MODEL_NAMES, PRETRAINED_CHECKPOINTS, base_checkpoint
 from ..labels import DX_LABELS, DX_TYPE_LABELS, LOCALIZATION_LABELS, SEX_LABELS
 from ..pretrained import resolve_checkpoint
 from .configuration_cnn import SkinCNNConfig
@@ -104,7 +104,7 @@ def build_model(
             "--model timm needs --model_name_or_path, a timm checkpoint such as timm/convnext_tiny.fb_in1k"
         )
     if name in PRETRAINED_CHECKPOINTS or name == "timm":
-        return load_pretrained_classifier(model_name_or_path or PRETRAINED_CHECKPOINTS[name], **config_kwargs)
+        return load_pretrained_classifier(base_checkpoint(name, None, model_name_or_path), **config_kwargs)
     if name != "multi-input":
         raise ValueError(f"unknown model {name!r}: choose one of {', '.join(MODEL_NAMES)}")
 
@@ -118,7 +118,7 @@ def build_model(
     if backbone == "cnn" and model_name_or_path is None:
         backbone_config, pretrained = SkinCNNConfig(**backbone_kwargs), None
     else:
-        pretrained = model_name_or_path or PRETRAINED_CHECKPOINTS.get(backbone)
+        pretrained = base_checkpoint("multi-input", backbone, model_name_or_path)
         if pretrained is None:
             raise ValueError(f"unknown backbone {backbone!r}: use one of {', '.join(BACKBONE_NAMES)}")
         backbone_config = AutoConfig.from_pretrained(resolve_checkpoint(pretrained), **backbone_kwargs)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..labels import is_valid_age
+from ..labels import MAX_AGE, MIN_AGE, is_valid_age
 from .images import load_image
 
 if TYPE_CHECKING:
@@ -73,7 +73,7 @@ class SkinProcessor:
             return None
         if not is_valid_age(age):
             if np.isfinite(age):
-                logger.warning("age %r is outside 0-120: treated as missing", value)
+                logger.warning("age %r is outside %d-%d: treated as missing", value, MIN_AGE, MAX_AGE)
             return None
         return age
 

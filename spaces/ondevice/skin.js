@@ -1,7 +1,7 @@
 // hf-skin in the browser: what hf_skin does in Python (hf_skin.processing, hf_skin.inference), for an exported
 // model's spec (hf_skin_export.json). No DOM here: photo pixels in, model inputs out; logits in, summary out.
 
-// PIL's filters (hf_skin.processing._FILTERS): support at scale 1 and kernel.
+// PIL's filters (hf_skin.processing.resize._FILTERS): support at scale 1 and kernel.
 const FILTERS = {
   bilinear: [1.0, (x) => Math.max(0, 1 - Math.abs(x))],
   bicubic: [2.0, (x) => bicubic(Math.abs(x))],
@@ -45,7 +45,7 @@ export function resampleWeights(inSize, outSize, resample) {
   return rows;
 }
 
-// Float weights -> integers and their precision, as torch's uint8 antialiased kernel (hf_skin.processing._fixed_point)
+// Float weights -> integers and their precision, as torch's uint8 antialiased kernel (hf_skin.processing.resize._fixed_point)
 function fixedPoint(rows) {
   let max = 0;
   for (const row of rows) for (const v of row.w) max = Math.max(max, v);
@@ -103,7 +103,7 @@ function cropRGB(image, top, left, height, width) {
   return { width, height, data: out };
 }
 
-// RGBA pixels from a canvas -> RGB, transparency shown over white (hf_skin.processing._to_rgb).
+// RGBA pixels from a canvas -> RGB, transparency shown over white (hf_skin.processing.images._to_rgb).
 export function rgbaToRGB(rgba, width, height) {
   const out = new Uint8ClampedArray(width * height * 3);
   for (let i = 0, j = 0; i < rgba.length; i += 4, j += 3) {
