@@ -17,6 +17,14 @@ Load test: `spaces/app.py` launched as a Space runs it (a subprocess, `HF_SKIN_M
 checkpoint) on 127.0.0.1, then `--concurrent` requests submitted at once through one `gradio_client.Client` (as
 many worker threads as requests, so all are in flight together and wait in the app's queue); it reports failures
 (must be 0), the wall time and the per-request latency, queue wait included.
+
+Worst uploads, then, one at a time to the same Space: PNGs of one smooth gradient, small on disk and huge in pixels
+(a 12000 × 12000 one is the 445 kB file of issue 28, over the Space's pixel limit; a 6000 × 5000 one is at the
+limit's 30 MP), and the 600×450 photo for reference. For each: the request's wall time (upload included), the Space
+process's peak resident memory during it over its resident memory just before (`/proc/PID/status` VmRSS sampled
+every 2 ms), what it still held after, and whether it was classified or refused (with the message).
+`--app OLD.py` serves another version of the page (e.g. `git show HEAD~1:spaces/app.py > /tmp/old_app.py`), to
+measure before and after a change.
 """
 
 from __future__ import annotations
@@ -124,7 +132,54 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def load_test(model: str, photo: Path, concurrent: int, workdir: Path) -> dict:
+def gradient_png(path: Path, width: int, height: int) -> Path:
+    """A PNG of a smooth gradient: it compresses to a few hundred kB whatever its size in pixels."""
+    rows = np.linspace(0, 255, height, dtype=np.float32)[:, None] + np.zeros(width, dtype=np.float32)
+    Image.fromarray(np.repeat(rows.astype(np.uint8)[..., None], 3, axis=2)).save(path)
+    return path
+
+
+def resident_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
+
+
+def one_request(client, pid: int, path: Path) -> dict:
+    """One upload of `path` to the Space: wall time, peak and after resident memory over before (MiB), outcome."""
+    import threading
+
+    from gradio_client import handle_file
+
+    before, peak, done = resident_kib(pid), [0], threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], resident_kib(pid))
+            time.sleep(0.002)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    start = time.perf_counter()
+    try:
+        summary = client.predict(handle_file(str(path)), api_name="/predict")[1]
+        outcome = "classified" if "Probability of a malignant class" in summary else f"answered: {summary[:80]}"
+    except Exception as err:  # the Space's refusal, as gradio_client raises it
+        outcome = f"refused: {str(err).splitlines()[0][:160]}"
+    wall = time.perf_counter() - start
+    done.set()
+    sampler.join()
+    time.sleep(1.0)  # what the process keeps once the request is over
+    return {
+        "file": path.name,
+        "size_kb": path.stat().st_size / 1e3,
+        "wall": wall,
+        "peak_mib": (max(peak[0], before) - before) / 1024,
+        "after_mib": (resident_kib(pid) - before) / 1024,
+        "outcome": outcome,
+    }
+
+
+def load_test(model: str, photo: Path, concurrent: int, workdir: Path, app: Path) -> dict:
     from gradio_client import Client, handle_file
 
     checkpoint = workdir / f"{model}_checkpoint"
@@ -141,7 +196,7 @@ def load_test(model: str, photo: Path, concurrent: int, workdir: Path) -> dict:
         HF_HUB_OFFLINE="1",
     )
     url = f"http://127.0.0.1:{port}/"
-    server = subprocess.Popen([sys.executable, str(ROOT / "spaces" / "app.py")], env=env, stdout=subprocess.DEVNULL)
+    server = subprocess.Popen([sys.executable, str(app)], env=env, stdout=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 300
         while True:
@@ -169,10 +224,25 @@ def load_test(model: str, photo: Path, concurrent: int, workdir: Path) -> dict:
             except Exception as err:  # every failure is counted and shown
                 failures.append(repr(err))
         wall = time.perf_counter() - start
+        worst = [
+            one_request(Client(url, verbose=False), server.pid, path)
+            for path in (
+                photo,
+                gradient_png(workdir / "gradient_6000x5000.png", 6000, 5000),
+                gradient_png(workdir / "gradient_12000x12000.png", 12000, 12000),
+            )
+        ]
     finally:
         server.terminate()
         server.wait(timeout=60)
-    return {"model": model, "requests": concurrent, "failures": failures, "wall": wall, "latencies": latencies}
+    return {
+        "model": model,
+        "requests": concurrent,
+        "failures": failures,
+        "wall": wall,
+        "latencies": latencies,
+        "worst": worst,
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -182,6 +252,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=10, help="timed calls per mode and round")
     parser.add_argument("--concurrent", type=int, default=50, help="requests in flight at once in the load test")
     parser.add_argument("--load_model", default="cnn", choices=MODELS, help="the model the load-tested Space serves")
+    parser.add_argument("--app", type=Path, default=ROOT / "spaces" / "app.py", help="the Space's app.py to serve")
     args = parser.parse_args(argv)
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     if set(models) - set(MODELS):
@@ -196,7 +267,7 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="bench_space_") as tmp:
         photo = test_photo(Path(tmp) / "lesion.jpg")
         results = [bench_latency(name, photo, app, args.rounds, args.repeats) for name in models]
-        load = load_test(args.load_model, photo, args.concurrent, Path(tmp))
+        load = load_test(args.load_model, photo, args.concurrent, Path(tmp), args.app)
 
     print("\n| model | heatmap | calls | p50 (ms) | p95 (ms) | with / without (range over rounds) |")
     print("| --- | --- | ---: | ---: | ---: | ---: |")
@@ -221,6 +292,14 @@ def main(argv: list[str] | None = None) -> None:
     )
     for failure in load["failures"][:5]:
         print(f"  failure: {failure}")
+    print(f"\nWorst uploads, one at a time ({args.app}):\n")
+    print("| file | size (kB) | wall (s) | peak memory over before (MiB) | held after (MiB) | outcome |")
+    print("| --- | ---: | ---: | ---: | ---: | --- |")
+    for row in load["worst"]:
+        print(
+            f"| {row['file']} | {row['size_kb']:.0f} | {row['wall']:.2f} | {row['peak_mib']:.0f} "
+            f"| {row['after_mib']:.0f} | {row['outcome']} |"
+        )
     print(f"load average at end {os.getloadavg()[0]:.2f}")
     if load["failures"]:
         sys.exit(1)

@@ -185,3 +185,73 @@ def test_a_person_beyond_the_queue_is_told_the_space_is_busy(multi_input_space, 
     for event in events:  # both held requests finish once the gate opens
         with httpx.stream("GET", f"{space.url}gradio_api/call/predict/{event}", timeout=120) as stream:
             assert any(line == "event: complete" for line in stream.iter_lines())
+
+
+def broken_images(page) -> int:
+    """Images on show that the browser could not draw: the broken-image icon."""
+    return page.evaluate(
+        "() => [...document.images].filter(i => i.offsetParent !== null && i.complete && i.naturalWidth === 0).length"
+    )
+
+
+def test_an_unreadable_file_gets_its_message_where_the_result_would_be_and_it_stays(multi_input_space, page, tmp_path):
+    """A text file named .jpg passes the page's own type check and reaches the Space. Its message was a toast that
+    went after 10 s, leaving red "Error" pills over the outputs and a broken image in the photo box; now it is the
+    result, and stays, and the file is off the photo box."""
+    from playwright.sync_api import expect
+
+    calls = multi_input_space.classifier.calls
+    before = len(calls)
+    open_space(page, multi_input_space.url)
+    notes = tmp_path / "notes.jpg"
+    notes.write_text("these are my notes, not a photo")
+    page.set_input_files("input[type=file]", str(notes))
+    page.wait_for_timeout(1_000)  # the upload lands (and shows as a broken image)
+    page.get_by_role("button", name="Classify").click()
+    message = page.get_by_text("This file could not be read as an image. Please upload a photo")
+    expect(message).to_be_visible(timeout=30_000)
+    expect(page.get_by_role("heading", name="Not classified")).to_be_visible()
+    page.wait_for_timeout(10_500)  # longer than Gradio's toasts last
+    expect(message).to_be_visible()
+    assert page.locator("[data-testid=toast-body]").count() == 0
+    assert page.get_by_text("Error", exact=True).count() == 0  # no red pills over the outputs
+    assert broken_images(page) == 0
+    expect(page.get_by_text("Click to Upload")).to_be_visible()  # the photo box is empty again
+    assert len(calls) == before  # nothing reached the model
+
+    # A photo after it: the message goes, the result comes.
+    add_photo(page, lesion(tmp_path / "lesion.jpg"))
+    expect(message).to_have_count(0)
+    classify(page, calls)
+
+
+def test_on_a_phone_the_result_comes_right_after_the_inputs_and_the_bars_read(multi_input_space, browser, tmp_path):
+    """At 390×844: after Classify the summary is on the screen (the result column follows the photo and its inputs,
+    the examples come after it, and the page scrolls to the result); each diagnosis reads as its name and percent on
+    one line over a bar as wide as the column; no "(mel) (12%)"."""
+    page = browser.new_page(viewport={"width": 390, "height": 844})
+    try:
+        open_space(page, multi_input_space.url)
+        add_photo(page, lesion(tmp_path / "lesion.jpg"))
+        classify(page, multi_input_space.classifier.calls)
+        summary = page.get_by_text("Probability of a malignant class")
+        page.wait_for_timeout(1_000)  # the scroll to the result
+        box = summary.bounding_box()
+        assert 0 <= box["y"] and box["y"] + box["height"] <= 844, f"the summary is off the screen: {box}"
+
+        def top(locator) -> float:
+            return locator.evaluate("e => e.getBoundingClientRect().top + window.scrollY")
+
+        examples = page.get_by_text("Examples (synthetic lesions, not real patients)")
+        assert top(page.get_by_role("button", name="Classify")) < top(summary) < top(examples)
+
+        rows = page.locator(".hf-skin-probabilities [role=listitem]")
+        assert rows.count() == 7
+        for i in range(7):
+            name, number = rows.nth(i).locator("span").all()
+            assert abs(name.bounding_box()["y"] - number.bounding_box()["y"]) < 4  # one line
+            assert rows.nth(i).locator("div").nth(1).bounding_box()["width"] > 300  # the bar, nearly the width
+        text = page.inner_text("body")
+        assert ") (" not in text, text[max(0, text.index(") (") - 40) :][:80]
+    finally:
+        page.close()
