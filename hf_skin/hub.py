@@ -1,6 +1,6 @@
-"""Pushes to the Hugging Face Hub: a finished training run as a model repo (`scripts/push_to_hub.py`,
-`scripts/finetune.py --push_to_hub`) in one commit, and the token and repo-id checks every push uses (a prepared
-dataset's push, `scripts/prepare_dataset.py --push_to_hub`, is in `hf_skin.preparation`).
+"""Pushes to the Hugging Face Hub: a finished training run as a model repo (`hf-skin push`, `hf-skin train
+--push_to_hub`) in one commit, and the token and repo-id checks every push uses (a prepared dataset's push,
+`hf-skin prepare --push_to_hub`, is in `hf_skin.preparation`).
 
 The cards are built elsewhere (`hf_skin.model_card`, `hf_skin.dataset_card`); this module decides what a push
 uploads and deletes, says so before it does (`plan_run_push`, `--dry_run`), and does it. The token is never an
@@ -91,20 +91,29 @@ class PushPlan:
     deletions: list[str] | None  # files of the repo that the run does not have (.gitattributes is kept); None: unknown
     card: str  # what happens to README.md, in words
     card_text: str = ""  # the README.md the push would publish
+    unknown_because: str | None = None  # why the Hub was not asked (a dry run), in words: no token, or no Hub
 
     def describe(self) -> str:
-        repo = {True: "the existing repo", False: "a new repo", None: "whether it exists is unknown offline"}
+        owner = "" if "/" in self.repo_id else " (a repo of the token's user)"
+        repo = {True: " (an existing repo)", False: " (a new repo)", None: owner}[self.repo_exists]
         lines = [
-            f"Pushing {self.run_dir} to {self.repo_id} ({repo[self.repo_exists]}) in one commit:",
-            f"  upload {len(self.uploads)} files: {', '.join(self.uploads)}",
+            f"Pushing {self.run_dir} to {self.repo_id}{repo} in one commit:",
+            f"  upload {len(self.uploads)} files:",
+            *(f"    {name}" for name in self.uploads),
         ]
         if self.deletions is None:
-            lines.append("  delete the repo's files that the run does not have: unknown offline (no token or no Hub)")
+            lines.append("  delete the repo's files that the run does not have: which ones is unknown offline")
         elif self.deletions:
-            lines.append(f"  delete {len(self.deletions)} files the run does not have: {', '.join(self.deletions)}")
+            lines.append(f"  delete {len(self.deletions)} files the run does not have:")
+            lines += [f"    {name}" for name in self.deletions]
         else:
             lines.append("  delete nothing")
         lines.append(f"  {self.card}")
+        if self.unknown_because:
+            lines.append(
+                f"Unknown offline, {self.unknown_because}: whether {self.repo_id} exists, and which of its files the "
+                "push would delete."
+            )
         return "\n".join(lines)
 
 
@@ -132,12 +141,13 @@ def _card_for_push(
 
 
 def _run_push_plan(
-    run: RunFolder, repo_id: str, remote: list[str] | None, card_text: str, known: bool = True
+    run: RunFolder, repo_id: str, remote: list[str] | None, card_text: str, unknown_because: str | None = None
 ) -> PushPlan:
-    """The plan against the repo's files `remote` (`None`: no such repo); `known=False`: the repo was not asked."""
+    """The plan against the repo's files `remote` (`None`: no such repo); with `unknown_because`, the Hub was not
+    asked (why, in words)."""
     uploads = sorted({*run.published_files(), CARD_FILE})
-    if not known:
-        return PushPlan(run.path, repo_id, None, uploads, None, card_text)
+    if unknown_because:
+        return PushPlan(run.path, repo_id, None, uploads, None, card_text, unknown_because=unknown_because)
     deletions = sorted(set(remote or []) - set(uploads) - {".gitattributes"})
     return PushPlan(run.path, repo_id, remote is not None, uploads, deletions, card_text)
 
@@ -150,7 +160,7 @@ def plan_run_push(
     overwrite_card: bool = False,
     keep_card: bool = False,
 ) -> PushPlan:
-    """What `push_run_to_hub` with these arguments would upload and delete (`scripts/push_to_hub.py --dry_run`).
+    """What `push_run_to_hub` with these arguments would upload and delete (`hf-skin push --dry_run`).
 
     Changes nothing: no repo is created, no commit made, and the run folder's README.md is left as it is. It fails
     where the push would fail before changing anything (an unfinished run, a hand-edited card, a bad repo id). It
@@ -162,14 +172,19 @@ def plan_run_push(
     run = read_run(run_dir)
     check_repo_id(repo_id)
     token = token or get_token()
-    online = bool(token) and hub_reachable()
+    if not token:
+        unknown_because = "with no token to ask the Hub (HF_TOKEN or `hf auth login`)"
+    elif not hub_reachable():
+        unknown_because = "as the Hub is not reachable (HF_HUB_OFFLINE=1, or no network)"
+    else:
+        unknown_because = None
     remote = None
-    if online:
+    if unknown_because is None:
         api = HfApi(token=token)
         repo_id = _full_repo_id(api, repo_id)
         remote = remote_files(api, repo_id)
     card, card_text = _card_for_push(run, repo_id, overwrite_card=overwrite_card, keep_card=keep_card)
-    plan = _run_push_plan(run, repo_id, remote, card_text, known=online)
+    plan = _run_push_plan(run, repo_id, remote, card_text, unknown_because)
     plan.card_text = str(card) if card is not None else (run.path / CARD_FILE).read_text(encoding="utf-8")
     return plan
 
@@ -195,7 +210,7 @@ def push_run_to_hub(
     repo by its id; without hf-skin, with `trust_remote_code=True`.
 
     Args:
-        run_dir (`str` or `os.PathLike`): the `--output_dir` of a finished `scripts/finetune.py` run.
+        run_dir (`str` or `os.PathLike`): the `--output_dir` of a finished `hf-skin train` run.
         repo_id (`str`): `user/name` or `org/name` (created when missing); a bare `name` goes to the token's user.
         private (`bool`, *optional*): visibility of the repo if this call creates it (default: the Hub's).
         token (`str`, *optional*): defaults to `HF_TOKEN` or the `hf auth login` token; never logged or written.
@@ -232,7 +247,7 @@ def push_run_to_hub(
         )
     except (HfHubHTTPError, ConnectionError):
         logger.error(
-            "The push failed; %s is intact: push it again with scripts/push_to_hub.py %s %s",
+            "The push failed; %s is intact: push it again with hf-skin push %s %s",
             run.path,
             run.path,
             repo_id,

@@ -2,6 +2,7 @@ import csv
 import importlib.util
 import json
 import math
+import shutil
 import sys
 from pathlib import Path
 
@@ -300,3 +301,35 @@ def test_the_one_scorer_gives_one_shape_whatever_it_is_asked():
     assert full["operating_point"]["validation"] == {"sensitivity": 0.95, "specificity": 0.5}
     assert full["bootstrap"]["resampled"] == "lesion" and full["bootstrap"]["n_lesions"] == 20
     assert [row["n"] for row in full["subgroups"]["sex"]] == [15, 25]
+
+
+def _run_folder(path: Path, checkpoint: Path, dataset) -> Path:
+    """A checkpoint with the record of the run that made it: `run_args.json` names its data."""
+    shutil.copytree(checkpoint, path)
+    (path / "run_args.json").write_text(json.dumps({"model": "cnn", "dataset": str(dataset)}))
+    return path
+
+
+def test_a_run_is_evaluated_on_its_own_dataset_by_default(synthetic_dir, cnn_checkpoint, tmp_path):
+    from hf_skin.data import DEFAULT_DATASET
+    from hf_skin.evaluation import EvaluationArguments
+    from hf_skin.evaluation.arguments import run_dataset
+
+    run = _run_folder(tmp_path / "run", cnn_checkpoint, synthetic_dir)
+    assert EvaluationArguments(model=str(run)).dataset == str(synthetic_dir)
+    assert run_dataset(run) == str(synthetic_dir)  # `recalibrate`'s default too
+    # a checkpoint without a run's record has no data of its own
+    assert EvaluationArguments(model=str(cnn_checkpoint)).dataset == DEFAULT_DATASET
+
+
+def test_a_runs_moved_dataset_is_named_with_the_flag_to_pass(cnn_checkpoint, tmp_path):
+    from hf_skin.evaluation import EvaluationArguments
+    from hf_skin.evaluation.arguments import run_dataset
+
+    gone = tmp_path / "data-moved-away"
+    run = _run_folder(tmp_path / "run", cnn_checkpoint, gone)
+    for default in (lambda: EvaluationArguments(model=str(run)), lambda: run_dataset(run)):
+        with pytest.raises(FileNotFoundError, match=f"trained on {gone} .*not there any more: pass --dataset"):
+            default()
+    # given --dataset, the recorded one is not needed
+    assert EvaluationArguments(model=str(run), dataset=str(tmp_path)).dataset == str(tmp_path)

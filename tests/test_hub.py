@@ -270,7 +270,7 @@ def test_push_script_publishes_a_finished_run(hub, pushed, tmp_path, capsys):
     assert f"delete {len(gone)} files the run does not have:\n" + "".join(f"    {n}\n" for n in gone) in printed
     listed = "".join(f"    {n}\n" for n in RunFolder(vit).published_files())
     assert f"upload {len(plan.uploads)} files:\n{listed}" in printed
-    assert "(an existing repo)" in printed and "unknown" not in printed  # a token and the Hub: the Hub was asked
+    assert "(an existing repo)" in printed and "unknown offline" not in printed  # a token and the Hub: asked
     assert "README.md: the generated model card, replacing the one hf-skin wrote before" in printed
     script.main([str(tmp_path / "vit"), f"{USER}/not-yet", "--dry_run"])
     assert "(a new repo)" in capsys.readouterr().out and ("model", f"{USER}/not-yet") not in hub.repos

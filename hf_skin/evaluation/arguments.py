@@ -1,4 +1,4 @@
-"""The arguments of `scripts/evaluate.py` and where an evaluation writes by default."""
+"""The arguments of `hf-skin evaluate` (`scripts/evaluate.py`), its default data and where it writes by default."""
 
 from __future__ import annotations
 
@@ -75,11 +75,21 @@ class EvaluationArguments(SplitArguments):
 
 
 def run_dataset(model: str | os.PathLike) -> str | None:
-    """The data a run folder trained on (its `run_args.json`), `None` for a Hub id or a bare checkpoint."""
+    """The data a run folder trained on (its `run_args.json`), `None` for a Hub id or a bare checkpoint.
+
+    The default data of `hf-skin evaluate` and `hf-skin calibrate`. A local folder that is no longer where the run
+    recorded it is a `FileNotFoundError` that says to pass `--dataset`.
+    """
     folder = RunFolder(model)
     if not (folder.path.is_dir() and folder.is_run()):
         return None
-    return (folder.args or {}).get("dataset")
+    dataset = (folder.args or {}).get("dataset")
+    if dataset and not is_hub_id(dataset) and not Path(dataset).expanduser().exists():
+        raise FileNotFoundError(
+            f"{model} trained on {dataset} (its run_args.json), which is not there any more: pass --dataset with "
+            "where that data is now"
+        )
+    return dataset
 
 
 def default_output_dir(model: str, dataset: str, split: str, tta: bool = False) -> Path:
