@@ -301,11 +301,9 @@ def test_duplicate_image_rows(raw_dir):
 
 def test_lesion_with_two_diagnoses(raw_dir):
     root, rows = raw_dir
-    rows[2]["dx"] = "nv"  # rows 1 and 2 are the two images of lesion SYN_LES_0000001 (akiec)
+    rows[2]["dx"] = "nv"  # rows 1 and 2 are the two images of lesion HAM_0000001 (akiec)
     write_csv(root / "HAM10000_metadata.csv", rows)
-    with pytest.raises(
-        ValueError, match=r"1 lesion\(s\) have images with different dx \(SYN_LES_0000001: akiec, nv\)"
-    ):
+    with pytest.raises(ValueError, match=r"1 lesion\(s\) have images with different dx \(HAM_0000001: akiec, nv\)"):
         load_ham10000(root)
 
 

@@ -421,7 +421,7 @@ def test_an_image_damaged_mid_file_is_named_before_training(synthetic_dir, tmp_p
 
     data = tmp_path / "data"
     shutil.copytree(synthetic_dir, data)
-    victim = sorted(data.rglob("ISIC_*.jpg"))[0]
+    victim = sorted(data.rglob("SYN_IMG_*.jpg"))[0]  # hf_skin.synthetic.IMAGE_PREFIX
     buffer = __import__("io").BytesIO()
     Image.open(victim).convert("RGB").save(buffer, format="PNG")
     png = bytearray(buffer.getvalue())
