@@ -22,6 +22,18 @@ METRIC_NAMES = {
     "brier": "Brier score",
 }
 
+# The headline metrics, in the order cards, reports and comparisons show them (all but ECE: higher is better).
+HEADLINE_METRICS = (
+    "accuracy",
+    "balanced_accuracy",
+    "f1_macro",
+    "f1_weighted",
+    "auc_macro",
+    "mel_sensitivity_at_spec90",
+    "mel_sensitivity_at_spec80",
+    "ece",
+)
+
 
 def metric_name(key: str, capitalize: bool = False) -> str:
     """The display name of a metric key (`balanced_accuracy` -> "balanced accuracy"); unknown keys with spaces."""

@@ -20,7 +20,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from .data.provenance import is_synthetic, training_data_sentence
 from .families import STUDY_CNN, base_checkpoint
-from .formatting import markdown_table, metric_name, number
+from .formatting import HEADLINE_METRICS, markdown_table, metric_name, number
 from .labels import DX_LABELS, DX_NAMES, HAM10000_CITATION, MALIGNANT_DX
 from .locations import is_hub_id
 from .processing.sizes import resolve_input_size
@@ -40,16 +40,6 @@ FAMILY_NAMES = {
     "vit": "Vision Transformer (ViT)",
     "timm_wrapper": "a timm model",
 }
-HEADLINE_METRICS = (
-    "accuracy",
-    "balanced_accuracy",
-    "f1_macro",
-    "f1_weighted",
-    "auc_macro",
-    "mel_sensitivity_at_spec90",
-    "mel_sensitivity_at_spec80",
-    "ece",
-)
 # What the headline table adds to a metric's name.
 HEADLINE_NOTES = {"balanced_accuracy": "mean recall", "auc_macro": "one-vs-rest", "ece": "lower is better"}
 # model-index entries, in the metric ids the Hub knows: (key in test_metrics.json, type, name, args)

@@ -11,23 +11,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ..formatting import MISSING, markdown_table, metric_name, number
+from ..formatting import HEADLINE_METRICS, MISSING, markdown_table, metric_name, number
 from ..metrics import BOOTSTRAP_METRICS, BOOTSTRAP_RESAMPLES, bootstrap_intervals, classification_metrics
 from ..runs import RunFolder
 
 logger = logging.getLogger(__name__)
 
-# Metrics of the comparison table (all but ECE: higher is better).
-COMPARE_METRICS = (
-    "accuracy",
-    "balanced_accuracy",
-    "f1_macro",
-    "f1_weighted",
-    "auc_macro",
-    "mel_sensitivity_at_spec90",
-    "mel_sensitivity_at_spec80",
-    "ece",
-)
+# Metrics of the comparison table: the headline ones.
+COMPARE_METRICS = HEADLINE_METRICS
 
 
 def load_run(run_dir: str | os.PathLike) -> dict:
