@@ -2,6 +2,7 @@
 Playwright, every request that is not for the page's own files aborted and recorded. The page's probabilities are
 compared with Python onnxruntime's over the same int8 model, its messages with the Gradio Space's."""
 
+import contextlib
 import functools
 import http.server
 import io
@@ -335,10 +336,11 @@ def test_the_page_fits_a_phone_screen(browser, server, tmp_path):
         page.close()
 
 
-def test_the_model_line_says_when_the_int8_model_keeps_its_first_layers_fp32(browser, server, int8_export):
-    spec = json.loads((int8_export / "hf_skin_export.json").read_text())
-    spec["models"]["int8"]["fp32_layers"] = 6
-    context = browser.new_context(service_workers="block")  # the page's own fetch, which the route below answers
+@contextlib.contextmanager
+def page_serving(browser, server, spec: dict):
+    """The page, loaded and ready, with its spec replaced by `spec` (the page's own fetch answered by a route; only
+    the page's origin reachable)."""
+    context = browser.new_context(service_workers="block")
     try:
         context.route(
             "**/*", lambda route: route.continue_() if route.request.url.startswith(server) else route.abort()
@@ -347,10 +349,17 @@ def test_the_model_line_says_when_the_int8_model_keeps_its_first_layers_fp32(bro
         page = context.new_page()
         page.goto(server)
         page.wait_for_selector("body[data-ready=true]", timeout=60_000)
-        line = page.inner_text("#model")
-        assert "int8 (its first 6 layers fp32, " in line and "MB), exported by hf-skin" in line
+        yield page
     finally:
         context.close()
+
+
+def test_the_model_line_says_when_the_int8_model_keeps_its_first_layers_fp32(browser, server, int8_export):
+    spec = json.loads((int8_export / "hf_skin_export.json").read_text())
+    spec["models"]["int8"]["fp32_layers"] = 6
+    with page_serving(browser, server, spec) as page:
+        line = page.inner_text("#model")
+        assert "int8 (its first 6 layers fp32, " in line and "MB), exported by hf-skin" in line
 
 
 def test_the_page_reads_the_spec_it_is_built_with(page_dir, int8_export):
@@ -412,18 +421,8 @@ def test_the_page_says_what_the_model_learned_from_as_python_does(browser, serve
     }[kind]
     spec = json.loads((int8_export / "hf_skin_export.json").read_text())
     spec["training_data"] = data
-    context = browser.new_context(service_workers="block")
-    try:
-        context.route(
-            "**/*", lambda route: route.continue_() if route.request.url.startswith(server) else route.abort()
-        )
-        context.route("**/model/hf_skin_export.json", lambda route: route.fulfill(json=spec))
-        page = context.new_page()
-        page.goto(server)
-        page.wait_for_selector("body[data-ready=true]", timeout=60_000)
+    with page_serving(browser, server, spec) as page:
         said = page.inner_text("#training-data")
         assert said == training_data_sentence(data)
         assert ("HAM10000, dermatoscope images" in said) == (kind in ("ham10000", "prepared"))
         assert ("demo" in said) == (kind == "synthetic")
-    finally:
-        context.close()
